@@ -1,0 +1,77 @@
+"""Run folder, TensorBoard writer and progress bar."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from common.cli import as_dict, markdown_table
+
+
+def run_name(env: str, algo: str, seed: int) -> str:
+    """`{env}__{algo}__{seed}__{unix_time}`, with the env id made safe for a folder name."""
+    return f"{env.replace('/', '_')}__{algo}__{seed}__{int(time.time())}"
+
+
+class Run:
+    """A run folder holding the TensorBoard event files, `config.json` and checkpoints.
+
+    A resumed run reopens its folder, and TensorBoard continues the same curves (scalars are
+    written against the global step, which the checkpoint restores).
+    """
+
+    def __init__(self, folder: str | Path, config, resumed: bool = False):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.folder))
+        if not resumed:
+            (self.folder / "config.json").write_text(json.dumps(as_dict(config), indent=2, default=str))
+            self.writer.add_text("hyperparameters", markdown_table(config))
+
+    def scalar(self, tag: str, value, step: int) -> None:
+        self.writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, values: dict, step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, float(value), step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class Progress:
+    """A tqdm bar over environment steps showing steps/s and the mean of recent episode returns."""
+
+    def __init__(self, total: int, initial: int = 0, window: int = 20, disable: bool | None = None):
+        if disable is None:  # keep logs of non-interactive runs free of carriage returns
+            disable = not sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=disable)
+        self.returns: deque[float] = deque(maxlen=window)
+        self._last_print = time.time()
+        self._quiet = disable
+        self.total = total
+
+    def episode(self, ret: float) -> None:
+        self.returns.append(float(ret))
+
+    @property
+    def recent_return(self) -> float:
+        return sum(self.returns) / len(self.returns) if self.returns else math.nan
+
+    def update(self, step: int, sps: float) -> None:
+        self.bar.n = step
+        self.bar.set_postfix(sps=f"{sps:.0f}", ret=f"{self.recent_return:.1f}", refresh=False)
+        self.bar.refresh()
+        if self._quiet and time.time() - self._last_print > 30:  # a line every 30 s in logs
+            self._last_print = time.time()
+            print(f"step {step}/{self.total}  sps {sps:.0f}  return {self.recent_return:.1f}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
