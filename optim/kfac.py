@@ -1,0 +1,458 @@
+"""K-FAC: Kronecker-factored approximate curvature as a gradient preconditioner for Linear and Conv2d
+layers (Martens & Grosse 2015, "Optimizing Neural Networks with Kronecker-factored Approximate
+Curvature", arXiv:1503.05671; convolutions as Grosse & Martens 2016, "A Kronecker-factored approximate
+Fisher matrix for convolution layers", arXiv:1602.01407; trust region as ACKTR, Wu et al. 2017,
+arXiv:1708.05144).
+
+For a layer y = W a + b, write a_bar = [a, 1] (the bias folded in as a last input column) and
+g = dl/dy for one example's loss l. The example's gradient of [W, b] is g a_bar^T, and the Fisher
+block of that layer is approximated by a Kronecker product of two small matrices:
+
+    F = E[vec(g a_bar^T) vec(g a_bar^T)^T] ~ G (x) A,   A = E[a_bar a_bar^T],  G = E[g g^T]
+
+(vec row-major, so F's index is out * (in + 1) + in). Then (G (x) A)^-1 vec(V) = vec(G^-1 V A^-1)
+for the gradient matrix V, which is what makes the natural gradient affordable.
+
+Usage: statistics are captured only inside `with kfac.capture():`, `kfac.step()` rewrites `.grad`,
+and any optimizer then steps:
+
+    kfac = KFAC(critic, damping=1e-3, inv_update_freq=10)
+    with kfac.capture():                       # critic's forward and its own loss's backward
+        loss = F.mse_loss(critic(obs, act), target)
+        loss.backward()
+    actor_loss = -critic(obs, actor(obs)).mean()   # outside: feeds nothing to the critic's factors
+    kfac.step(); opt.step()
+
+The model carries hooks only while a capture is open, so `copy.deepcopy(model)` (a target network)
+outside one copies no hooks and no K-FAC state. For a true (rather than empirical) Fisher, back-propagate
+a loss on targets sampled from the model inside the capture (`gaussian_fisher_loss`,
+`policy_fisher_loss`, as ACKTR), zero the gradients, and back-propagate the real loss outside it.
+
+Scaling. The hooks see dL/dy for the batch loss L; with the mean reduction over n examples this is
+g / n, so it is multiplied back by n: A and G are per-example expectations whatever the batch size, and
+the damping means the same thing at any batch size. A loss summed over examples: `reduction="sum"`.
+Every leading dimension of a Linear's input counts as an example. For Conv2d, A averages over examples
+and output locations and G sums over locations (the spatially uncorrelated approximation of Grosse &
+Martens), so a 1x1 convolution over one pixel is exactly a Linear layer.
+
+Damping. `mode="eigen"` keeps eigendecompositions A = Q_A diag(d_A) Q_A^T, G = Q_G diag(d_G) Q_G^T and
+applies the exact inverse of G (x) A + damping * I:
+
+    P = Q_G [(Q_G^T V Q_A) / (d_G d_A^T + damping)] Q_A^T
+
+`mode="inverse"` keeps (G + sqrt(damping)/pi I)^-1 and (A + pi sqrt(damping) I)^-1 with Martens &
+Grosse's factored Tikhonov damping (section 6.3), pi^2 = (tr(A) / dim A) / (tr(G) / dim G): cheaper
+per step (two matmuls instead of four), approximate. Factors are updated every `factor_update_freq`
+steps (running averages with `factor_decay`), decompositions every `inv_update_freq` steps.
+
+KL clipping (ACKTR): with `kl_clip` set, the preconditioned gradients are scaled by
+min(1, sqrt(kl_clip / (lr^2 sum_l <P_l, V_l>))), which bounds the KL change of a step of size lr.
+
+Nothing in `step()` reads a value back to the host, except that `torch.linalg.eigh` checks its own
+convergence (a sync on CUDA) when decompositions are refreshed.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import warnings
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The first layer's input usually does not require grad; the full backward hook then still reports the
+# gradient w.r.t. the layer's output, which is all K-FAC reads, and warns that it does so. Silence only
+# that message.
+warnings.filterwarnings(
+    "ignore",
+    message=re.escape("Full backward hook is firing when gradients are computed with respect to module outputs"),
+    category=UserWarning,
+)
+
+
+def _factor_dtype(weight: torch.Tensor) -> torch.dtype:
+    """float64 models keep float64 factors; everything else (fp32, fp16, bf16) gets float32 factors."""
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------------
+# Layer helpers: the per-layer-type math (activations -> A, output gradients -> G, gradient matrix).
+
+
+class LinearHelper:
+    """nn.Linear: y = x W^T + b over rows; every leading dimension of x is a batch dimension."""
+
+    def __init__(self, module: nn.Linear):
+        self.module = module
+        self.has_bias = module.bias is not None
+        self.a_dim = module.in_features + int(self.has_bias)
+        self.g_dim = module.out_features
+
+    def _with_ones(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1) if self.has_bias else a
+
+    def a_stats(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+        """Sum over rows of a_bar a_bar^T, and the number of rows."""
+        a = self._with_ones(x.reshape(-1, x.shape[-1]).to(dtype))
+        return a.T @ a, a.shape[0]
+
+    def g_stats(self, grad_out: torch.Tensor, dtype: torch.dtype, mean_reduced: bool) -> tuple[torch.Tensor, int]:
+        """Sum over examples of g g^T with g the per-example output gradient, and the number of examples."""
+        g = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
+        n = g.shape[0]
+        scale = float(n) ** 2 if mean_reduced else 1.0
+        return (g.T @ g).mul_(scale), n
+
+    def grad_matrix(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """[dW, db] as one (out, in + 1) matrix, or None when the weight has no gradient."""
+        w = self.module.weight
+        if w.grad is None:
+            return None
+        v = w.grad.reshape(self.g_dim, -1).to(dtype)
+        if self.has_bias:
+            b = self.module.bias.grad
+            b = torch.zeros(self.g_dim, dtype=dtype, device=v.device) if b is None else b.to(dtype)
+            v = torch.cat([v, b.unsqueeze(1)], dim=1)
+        return v
+
+    def set_grad(self, p: torch.Tensor) -> None:
+        w = self.module.weight
+        w.grad.copy_(p[:, : self.a_dim - int(self.has_bias)].reshape(w.shape))
+        if self.has_bias and self.module.bias.grad is not None:
+            self.module.bias.grad.copy_(p[:, -1])
+
+
+class Conv2dHelper(LinearHelper):
+    """nn.Conv2d as a Linear layer over image patches: each output location is a row whose input is the
+    unfolded (C_in * kh * kw) patch under the kernel."""
+
+    def __init__(self, module: nn.Conv2d):
+        if module.groups != 1:
+            raise ValueError("K-FAC supports Conv2d with groups=1 only")
+        if module.padding_mode != "zeros":
+            raise ValueError("K-FAC supports Conv2d with padding_mode='zeros' only")
+        padding = module.padding
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise ValueError("K-FAC supports Conv2d with explicit or 'valid' padding only, not 'same'")
+            padding = (0, 0)
+        self.module = module
+        self.padding = padding
+        self.has_bias = module.bias is not None
+        kh, kw = module.kernel_size
+        self.a_dim = module.in_channels * kh * kw + int(self.has_bias)
+        self.g_dim = module.out_channels
+
+    def a_stats(self, x, dtype):
+        """Sum over examples and locations of a_bar a_bar^T, and the number of (example, location) rows."""
+        m = self.module
+        if x.dim() == 3:  # an unbatched (C, H, W) input
+            x = x.unsqueeze(0)
+        patches = F.unfold(x.to(dtype), m.kernel_size, dilation=m.dilation, padding=self.padding, stride=m.stride)
+        a = self._with_ones(patches.transpose(1, 2).reshape(-1, patches.shape[1]))
+        return a.T @ a, a.shape[0]
+
+    def g_stats(self, grad_out, dtype, mean_reduced):
+        """Sum over examples of the location-summed g g^T, and the number of examples."""
+        if grad_out.dim() == 3:
+            grad_out = grad_out.unsqueeze(0)
+        n = grad_out.shape[0]
+        g = grad_out.to(dtype).permute(0, 2, 3, 1).reshape(-1, grad_out.shape[1])
+        scale = float(n) ** 2 if mean_reduced else 1.0
+        return (g.T @ g).mul_(scale), n
+
+
+# --------------------------------------------------------------------------------------------------
+# Factors and their decompositions, one object per layer; the hooks only feed `accumulate_*`.
+
+
+class KFACLayer:
+    def __init__(self, name: str, helper: LinearHelper):
+        self.name = name
+        self.helper = helper
+        self.dtype = _factor_dtype(helper.module.weight)
+        self.A: torch.Tensor | None = None  # running E[a_bar a_bar^T]
+        self.G: torch.Tensor | None = None  # running E[g g^T]
+        self.decomp: dict[str, torch.Tensor] = {}
+        self._a_sum, self._a_count = None, 0
+        self._g_sum, self._g_count = None, 0
+
+    # statistics of the current capture(s), summed until the next factor update
+    def accumulate_a(self, x: torch.Tensor) -> None:
+        s, n = self.helper.a_stats(x, self.dtype)
+        self._a_sum = s if self._a_sum is None else self._a_sum.add_(s)
+        self._a_count += n
+
+    def accumulate_g(self, grad_out: torch.Tensor, mean_reduced: bool) -> None:
+        s, n = self.helper.g_stats(grad_out, self.dtype, mean_reduced)
+        self._g_sum = s if self._g_sum is None else self._g_sum.add_(s)
+        self._g_count += n
+
+    def clear_accumulators(self) -> None:
+        self._a_sum, self._a_count, self._g_sum, self._g_count = None, 0, None, 0
+
+    def update_factors(self, decay: float) -> bool:
+        """Fold the accumulated batch statistics into the running factors; False if there were none."""
+        if self._a_count == 0 or self._g_count == 0:
+            self.clear_accumulators()
+            return False
+        a_new = self._a_sum.div_(self._a_count)
+        g_new = self._g_sum.div_(self._g_count)
+        self.clear_accumulators()
+        if self.A is None:  # the first batch initializes the averages (no bias towards zero)
+            self.A, self.G = a_new, g_new
+        else:
+            self.A.lerp_(a_new, 1.0 - decay)
+            self.G.lerp_(g_new, 1.0 - decay)
+        return True
+
+    def update_decomposition(self, mode: str, damping: float) -> None:
+        if mode == "eigen":
+            # Factors are PSD; eigh may return tiny negative eigenvalues from rounding.
+            d_a, q_a = torch.linalg.eigh(self.A)
+            d_g, q_g = torch.linalg.eigh(self.G)
+            self.decomp = {"QA": q_a, "dA": d_a.clamp_(min=0.0), "QG": q_g, "dG": d_g.clamp_(min=0.0)}
+        else:
+            eye_a = torch.eye(self.A.shape[0], dtype=self.dtype, device=self.A.device)
+            eye_g = torch.eye(self.G.shape[0], dtype=self.dtype, device=self.G.device)
+            tiny = torch.finfo(self.dtype).tiny
+            mean_a = torch.diagonal(self.A).mean().clamp(min=tiny)
+            mean_g = torch.diagonal(self.G).mean().clamp(min=tiny)
+            pi = torch.sqrt(mean_a / mean_g)
+            root = math.sqrt(damping)
+            # inv_ex, unlike inv, does not check for singularity on the host; damping > 0 keeps both PD.
+            a_inv, _ = torch.linalg.inv_ex(self.A + (pi * root) * eye_a)
+            g_inv, _ = torch.linalg.inv_ex(self.G + (root / pi) * eye_g)
+            self.decomp = {"A_inv": a_inv, "G_inv": g_inv}
+
+    def precondition(self, v: torch.Tensor, mode: str, damping: float) -> torch.Tensor:
+        d = self.decomp
+        if mode == "eigen":
+            v1 = d["QG"].T @ v @ d["QA"]
+            v1.div_(torch.outer(d["dG"], d["dA"]).add_(damping))
+            return d["QG"] @ v1 @ d["QA"].T
+        return d["G_inv"] @ v @ d["A_inv"]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class KFAC:
+    """K-FAC preconditioner for the Linear and Conv2d layers of `model` (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        damping: float = 1e-3,
+        factor_decay: float = 0.95,
+        factor_update_freq: int = 1,
+        inv_update_freq: int = 10,
+        mode: str = "eigen",
+        kl_clip: float | None = None,
+        lr: float | None = None,
+        reduction: str = "mean",
+        skip: Iterable[str] = (),
+    ):
+        """`skip`: names (as in `model.named_modules()`) of layers, or of containers whose layers, to
+        leave alone; their gradients pass through unchanged. `lr` is only used by KL clipping (or pass it
+        to `step`, e.g. when a schedule changes it)."""
+        if damping < 0:
+            raise ValueError(f"Invalid damping: {damping}")
+        if not 0.0 <= factor_decay < 1.0:
+            raise ValueError(f"Invalid factor_decay: {factor_decay}")
+        if factor_update_freq < 1 or inv_update_freq < 1:
+            raise ValueError("factor_update_freq and inv_update_freq must be >= 1")
+        if mode not in ("eigen", "inverse"):
+            raise ValueError(f"Invalid mode: {mode!r} (choose 'eigen' or 'inverse')")
+        if kl_clip is not None and kl_clip <= 0:
+            raise ValueError(f"Invalid kl_clip: {kl_clip}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"Invalid reduction: {reduction!r} (choose 'mean' or 'sum')")
+        self.damping = damping
+        self.factor_decay = factor_decay
+        self.factor_update_freq = factor_update_freq
+        self.inv_update_freq = inv_update_freq
+        self.mode = mode
+        self.kl_clip = kl_clip
+        self.lr = lr
+        self.reduction = reduction
+        self.steps = 0
+
+        skip = tuple(skip)
+        self.layers: dict[str, KFACLayer] = {}
+        for name, module in model.named_modules():
+            if any(name == s or name.startswith(s + ".") for s in skip):
+                continue
+            if isinstance(module, nn.Linear):
+                helper = LinearHelper(module)
+            elif isinstance(module, nn.Conv2d):
+                try:
+                    helper = Conv2dHelper(module)
+                except ValueError as e:
+                    raise ValueError(f"layer {name!r}: {e}; leave it out with skip=[{name!r}]") from None
+            else:
+                continue
+            if not module.weight.requires_grad:
+                continue
+            self.layers[name] = KFACLayer(name, helper)
+        if not self.layers:
+            raise ValueError("K-FAC found no trainable Linear or Conv2d layer in the model")
+        self._by_module = {layer.helper.module: layer for layer in self.layers.values()}
+        self._capturing = False
+
+    # ---- capture ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Record factor statistics for forwards and backwards run inside this block, and only those.
+
+        Hooks are registered on entry and removed on exit. Graphs built inside the block keep calling
+        the backward hook afterwards (autograd holds it), so the hooks also check that a capture is
+        open: a backward run after the block records nothing. Forwards under `torch.no_grad()` are not
+        recorded. On steps where `step()` will not update factors, nothing is hooked at all.
+        """
+        if self._capturing:  # nested: the outer block already hooks everything
+            yield self
+            return
+        handles = []
+        if self.steps % self.factor_update_freq == 0:
+            forward_hook, backward_hook = self._hooks()
+            for module in self._by_module:
+                handles.append(module.register_forward_hook(forward_hook))
+                handles.append(module.register_full_backward_hook(backward_hook))
+        self._capturing = True
+        try:
+            yield self
+        finally:
+            self._capturing = False
+            for h in handles:
+                h.remove()
+
+    def _hooks(self):
+        # Plain closures rather than bound methods: if a model is deep-copied while a capture is open,
+        # deepcopy shares a function instead of copying its owner (this whole object). The copied
+        # modules are not in `_by_module`, so their calls record nothing.
+        by_module = self._by_module
+        mean_reduced = self.reduction == "mean"
+
+        def forward_hook(module, inputs, output):
+            layer = by_module.get(module)
+            if layer is not None and self._capturing and torch.is_grad_enabled():
+                with torch.no_grad():
+                    layer.accumulate_a(inputs[0].detach())
+
+        def backward_hook(module, grad_input, grad_output):
+            layer = by_module.get(module)
+            if layer is not None and self._capturing and grad_output[0] is not None:
+                with torch.no_grad():
+                    layer.accumulate_g(grad_output[0].detach(), mean_reduced)
+
+        return forward_hook, backward_hook
+
+    # ---- step ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, lr: float | None = None) -> None:
+        """Update factors and decompositions when due, then replace each layer's `.grad` by its
+        preconditioned gradient. Layers without factors yet, or without gradients, are left alone."""
+        if self.steps % self.factor_update_freq == 0:
+            for layer in self.layers.values():
+                layer.update_factors(self.factor_decay)
+        refresh = self.steps % self.inv_update_freq == 0
+        for layer in self.layers.values():
+            # A layer whose factors appeared since the last refresh gets a decomposition now rather
+            # than going unpreconditioned until the next one.
+            if layer.A is not None and (refresh or not layer.decomp):
+                layer.update_decomposition(self.mode, self.damping)
+
+        updates = []
+        for layer in self.layers.values():
+            if not layer.decomp:
+                continue
+            v = layer.helper.grad_matrix(layer.dtype)
+            if v is None:
+                continue
+            updates.append((layer, v, layer.precondition(v, self.mode, self.damping)))
+
+        if self.kl_clip is not None and updates:
+            lr = self.lr if lr is None else lr
+            if lr is None:
+                raise ValueError("KL clipping needs the learning rate: KFAC(..., lr=) or step(lr=)")
+            device = updates[0][1].device
+            vg = torch.stack([(p * v).sum().to(device, torch.float64) for _, v, p in updates]).sum()
+            nu = torch.sqrt(self.kl_clip / (lr**2 * vg)).clamp(max=1.0)  # vg = 0 gives inf, then 1
+            for _, _, p in updates:
+                p.mul_(nu.to(p.device, p.dtype))
+
+        for layer, _, p in updates:
+            layer.helper.set_grad(p)
+        self.steps += 1
+
+    # ---- state -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        layers = {}
+        for name, layer in self.layers.items():
+            if layer.A is None:
+                continue
+            layers[name] = {"A": layer.A.clone(), "G": layer.G.clone(),
+                            **{k: v.clone() for k, v in layer.decomp.items()}}
+        return {"steps": self.steps, "mode": self.mode, "layers": layers}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        unknown = sorted(set(state_dict["layers"]) - set(self.layers))
+        if unknown:
+            raise ValueError(f"K-FAC state has layers this model lacks: {', '.join(unknown)}")
+        same_mode = state_dict.get("mode") == self.mode
+        for name, layer in self.layers.items():
+            layer.clear_accumulators()
+            saved = state_dict["layers"].get(name)
+            if saved is None:
+                layer.A = layer.G = None
+                layer.decomp = {}
+                continue
+            device = layer.helper.module.weight.device
+            if saved["A"].shape != (layer.helper.a_dim,) * 2 or saved["G"].shape != (layer.helper.g_dim,) * 2:
+                raise ValueError(f"K-FAC state for layer {name!r} has the wrong shape")
+            layer.A = saved["A"].to(device, layer.dtype).clone()
+            layer.G = saved["G"].to(device, layer.dtype).clone()
+            # Decompositions of the other mode are dropped; the next step recomputes ours.
+            layer.decomp = ({k: v.to(device, layer.dtype).clone() for k, v in saved.items() if k not in ("A", "G")}
+                            if same_mode else {})
+        self.steps = int(state_dict["steps"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Fisher sampling: losses whose gradients are the model's own score function, at targets drawn from
+# the model, so that G estimates the true Fisher instead of the empirical one.
+
+
+def gaussian_fisher_loss(mean: torch.Tensor, std: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """A regression head read as N(mean, std^2) (ACKTR's critic, std 1): targets y ~ N(mean, std^2)
+    drawn without gradient, loss the mean over examples of sum_j (mean_j - y_j)^2 / (2 std^2).
+
+    Its gradient w.r.t. the mean is (mean - y) / std^2, whose outer product averages to I / std^2,
+    the Fisher of the Gaussian. The first dimension is the batch."""
+    with torch.no_grad():
+        target = mean + std * torch.randn_like(mean)
+    per_elem = 0.5 * ((mean - target) / std) ** 2
+    per_example = per_elem if per_elem.dim() <= 1 else per_elem.flatten(1).sum(1)
+    return per_example.mean()
+
+
+def policy_fisher_loss(dist: torch.distributions.Distribution) -> torch.Tensor:
+    """Negative log-likelihood of actions sampled from the policy itself, averaged over the batch (ACKTR's
+    actor). Per-dimension log-probabilities (e.g. a diagonal Normal not wrapped in Independent) are summed
+    over the non-batch dimensions."""
+    with torch.no_grad():
+        action = dist.sample()
+    logp = dist.log_prob(action)
+    if logp.dim() > 1:
+        logp = logp.flatten(1).sum(1)
+    return -logp.mean()
+
+
+__all__ = ["KFAC", "KFACLayer", "LinearHelper", "Conv2dHelper", "gaussian_fisher_loss", "policy_fisher_loss"]
