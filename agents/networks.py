@@ -1,0 +1,51 @@
+"""Networks several agents share."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NatureCNN(nn.Module):
+    """The torso of Mnih et al. (2015): 3 convolutions and a 512-unit layer over 4 stacked 84x84 frames.
+
+    Takes uint8 frames and scales them to [0, 1] itself, so replay and env keep bytes.
+    """
+
+    def __init__(self, in_channels: int = 4, out_features: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, out_features), nn.ReLU(),
+        )
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float() / 255.0)
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU layers for vector observations."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (120, 84)):
+        super().__init__()
+        layers, width = [], in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+
+def torso_for(obs_shape: tuple[int, ...], hidden: tuple[int, ...] = (120, 84)) -> nn.Module:
+    """Nature CNN for image stacks (C, 84, 84), an MLP for flat vectors."""
+    if len(obs_shape) == 3:
+        return NatureCNN(obs_shape[0])
+    if len(obs_shape) == 1:
+        return MLP(obs_shape[0], hidden)
+    raise ValueError(f"no standard network for observations of shape {obs_shape}")

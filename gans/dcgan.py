@@ -1,0 +1,644 @@
+"""DCGAN (Radford, Metz & Chintala 2016, "Unsupervised Representation Learning with Deep
+Convolutional Generative Adversarial Networks") with an Adam generator and an RMSprop discriminator.
+
+    python -m gans.dcgan --dataset cifar10                  # downloads CIFAR-10 into --data-dir
+    python -m gans.dcgan --dataset folder --data-dir PATH --image-size 64
+    python -m gans.dcgan --dataset ring8                    # 2D mixture, small MLPs, a CPU minute
+    python -m gans.dcgan --resume runs/RUN/checkpoint.pt --steps 200000
+    python -m gans.sample runs/RUN/final.pt --n 64 --out grid.png
+    tensorboard --logdir runs
+
+Read top to bottom: the config (paper defaults, per-dataset presets), the networks, the loss, one
+training iteration, the loop with checkpoints and logging, and `main()`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.errors import exits_cleanly, fail
+from gans.data import MIXTURES
+
+
+@dataclass
+class Config:
+    """Train a DCGAN. Fields left at None take the preset of the chosen --dataset (images or 2D mixture)."""
+
+    dataset: Literal["cifar10", "folder", "ring8", "grid25"] = "cifar10"
+    """training data: CIFAR-10, a folder of images (--data-dir), or a 2D mixture of Gaussians (ring8: 8 modes on a circle, grid25: 5x5 grid)"""
+    data_dir: str = "data"
+    """where CIFAR-10's cifar-10-batches-py/ is (or is downloaded to), or the folder of images for --dataset folder"""
+    download: bool = True
+    """download CIFAR-10 into --data-dir when it is not there"""
+    image_size: Literal[32, 64] = 32
+    """side of generated images; 64 adds one up/down-sampling block to each network"""
+    seed: int = 1
+    """seed of every random number generator"""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N"""
+    logdir: str = "runs"
+    """runs are written to LOGDIR/{dataset}__dcgan__{seed}__{unix_time}"""
+    resume: str | None = None
+    """continue from this checkpoint (networks, optimizers, RNG state, step, fixed noise) in its run folder; other flags given with it override the checkpoint's (e.g. --steps to train longer), except those that fix the networks and optimizers"""
+
+    steps: int | None = None
+    """generator steps to train for (images: 100,000; 2D mixtures: 6,000)"""
+    batch_size: int | None = None
+    """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 512)"""
+    z_dim: int | None = None
+    """size of the generator's standard normal noise (images: 100, Radford et al.; 2D mixtures: 16)"""
+    g_width: int | None = None
+    """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64), or hidden units per layer (2D mixtures: 256)"""
+    d_width: int | None = None
+    """discriminator width: feature maps of its first conv layer, doubled in each layer after (images: 64), or hidden units per layer (2D mixtures: 256)"""
+    mlp_layers: int = 3
+    """hidden layers of each MLP for 2D mixtures"""
+
+    g_optimizer: str = "adam"
+    """generator optimizer, any name in optim's registry (adam, rmsprop, rmsproptf, sgd, ...)"""
+    g_lr: float | None = None
+    """generator learning rate (images: 2e-4, Radford et al.; 2D mixtures: 1e-3)"""
+    g_betas: tuple[float, float] | None = None
+    """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999 is the variant of later GAN work)"""
+    d_optimizer: str = "rmsprop"
+    """discriminator optimizer, any name in optim's registry"""
+    d_lr: float | None = None
+    """discriminator learning rate (images: 2e-4; 2D mixtures: 1e-3)"""
+    d_alpha: float | None = None
+    """discriminator RMSprop smoothing constant, for optimizers that take alpha (default 0.9)"""
+    d_steps: int = 1
+    """discriminator steps per generator step, each on a fresh real batch"""
+
+    amp: bool = True
+    """CUDA: mixed precision (bfloat16 autocast, or float16 with loss scaling on GPUs without bfloat16); ignored on CPU"""
+    channels_last: bool = True
+    """CUDA, images: channels-last memory format, faster convolutions on tensor cores; ignored otherwise"""
+    workers: int = 4
+    """DataLoader processes decoding images for --dataset folder"""
+
+    log_every: int = 100
+    """generator steps between scalar logs (means over the interval)"""
+    sample_every: int | None = None
+    """generator steps between sample grids from the fixed noise, or scatter plots and mode metrics for 2D mixtures (images: 1,000; 2D mixtures: 500)"""
+    save_every: int | None = None
+    """generator steps between checkpoints, written atomically to the run folder's checkpoint.pt (images: 5,000; 2D mixtures: 1,000)"""
+    fidelity_every: int = 10_000
+    """images: FID, IS and KID every N generator steps and at the end (needs pip install 'rlgan[metrics]'); 0 turns them off"""
+    fidelity_samples: int = 10_000
+    """generated (and real) images for FID, IS and KID"""
+    inception_weights: str | None = None
+    """local file of torch-fidelity's Inception weights, for machines that cannot download them"""
+
+
+# Presets for the fields left at None. Images: Radford et al. 2016. 2D mixtures: settings that
+# capture all modes of ring8 and grid25 on a CPU in a minute or two (see gans/README.md).
+IMAGE_PRESET = dict(steps=100_000, batch_size=128, z_dim=100, g_width=64, d_width=64, g_lr=2e-4, d_lr=2e-4,
+                    sample_every=1000, save_every=5000)
+MIXTURE_PRESET = dict(steps=6000, batch_size=512, z_dim=16, g_width=256, d_width=256, g_lr=1e-3, d_lr=1e-3,
+                      sample_every=500, save_every=1000)
+DEFAULT_G_BETAS = (0.5, 0.999)
+DEFAULT_D_ALPHA = 0.9
+
+# Fields that fix the networks' shapes and the optimizers' state layout: a resumed run keeps them.
+FIXED_ON_RESUME = ("dataset", "image_size", "z_dim", "g_width", "d_width", "mlp_layers", "g_optimizer",
+                   "d_optimizer", "seed")
+
+
+def _accepts(optimizer: str, hparam: str) -> bool:
+    import optim  # torch only; imported here so that gans.sample never loads the optimizer registry
+
+    cls = optim.REGISTRY.get(optimizer.lower())
+    if cls is None:
+        fail(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(optim.names())}")
+    import inspect
+
+    return hparam in inspect.signature(cls.__init__).parameters
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the None fields from the dataset's preset and check every value; a bad one is a UserError."""
+    preset = MIXTURE_PRESET if cfg.dataset in MIXTURES else IMAGE_PRESET
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
+    # betas and alpha go only to optimizers that take them; given for one that does not, they are an error
+    if cfg.g_betas is None:
+        cfg.g_betas = DEFAULT_G_BETAS if _accepts(cfg.g_optimizer, "betas") else None
+    elif not _accepts(cfg.g_optimizer, "betas"):
+        fail(f"--g-betas: optimizer {cfg.g_optimizer!r} takes no betas")
+    if cfg.d_alpha is None:
+        cfg.d_alpha = DEFAULT_D_ALPHA if _accepts(cfg.d_optimizer, "alpha") else None
+    elif not _accepts(cfg.d_optimizer, "alpha"):
+        fail(f"--d-alpha: optimizer {cfg.d_optimizer!r} takes no alpha")
+    cfg.g_betas = tuple(float(b) for b in cfg.g_betas) if cfg.g_betas is not None else None
+    for name in ("steps", "batch_size", "z_dim", "g_width", "d_width", "mlp_layers", "d_steps", "log_every",
+                 "sample_every", "save_every", "fidelity_samples"):
+        if getattr(cfg, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("g_lr", "d_lr"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            fail(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if cfg.fidelity_every < 0:
+        fail(f"--fidelity-every must be 0 (off) or positive, got {cfg.fidelity_every}")
+    if cfg.workers < 0:
+        fail(f"--workers must be 0 or more, got {cfg.workers}")
+    return cfg
+
+
+def config_from_dict(values: dict) -> Config:
+    """A Config from a checkpoint's dict, ignoring fields this version does not know."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    cfg = Config(**{k: v for k, v in values.items() if k in names})
+    if cfg.g_betas is not None:
+        cfg.g_betas = tuple(cfg.g_betas)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+
+
+def init_weights(module: nn.Module) -> None:
+    """Radford et al.: every weight from N(0, 0.02); BatchNorm scales from N(1, 0.02), biases 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _blocks(image_size: int) -> int:
+    """Stride-2 layers between 4x4 and the image: 3 for 32x32, 4 for 64x64."""
+    return int(math.log2(image_size)) - 2
+
+
+class Generator(nn.Module):
+    """z -> 4x4 by a transposed conv, then stride-2 transposed convs halving the channels; tanh image.
+
+    Convolutions before BatchNorm carry no bias: BatchNorm's shift makes it redundant.
+    """
+
+    def __init__(self, z_dim: int = 100, width: int = 64, image_size: int = 32, channels: int = 3):
+        super().__init__()
+        self.z_dim = z_dim
+        n = _blocks(image_size)
+        ch = width * 2 ** (n - 1)  # 256 at 32x32, 512 at 64x64 for width 64
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
+        for _ in range(n - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(len(z), self.z_dim, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """Image -> stride-2 convs doubling the channels, LeakyReLU 0.2, BatchNorm but on the first layer,
+    then a 4x4 conv to one logit per image. Logits, not probabilities: the loss applies the sigmoid,
+    which is exact in float32 and safe under autocast.
+    """
+
+    def __init__(self, width: int = 64, image_size: int = 32, channels: int = 3):
+        super().__init__()
+        n = _blocks(image_size)
+        ch = width
+        layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for _ in range(n - 1):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        layers += [nn.Conv2d(ch, 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+class MLPGenerator(nn.Module):
+    """z -> 2D point, for the mixtures: ReLU hidden layers, linear output (the plane is unbounded)."""
+
+    def __init__(self, z_dim: int = 16, width: int = 256, layers: int = 3, out_dim: int = 2):
+        super().__init__()
+        self.z_dim = z_dim
+        mods: list[nn.Module] = []
+        d = z_dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, width), nn.ReLU(True)]
+            d = width
+        mods.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """2D point -> logit: LeakyReLU 0.2 hidden layers."""
+
+    def __init__(self, width: int = 256, layers: int = 3, in_dim: int = 2):
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = in_dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, width), nn.LeakyReLU(0.2, True)]
+            d = width
+        mods.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+def build_generator(cfg: Config) -> nn.Module:
+    if cfg.dataset in MIXTURES:
+        return MLPGenerator(cfg.z_dim, cfg.g_width, cfg.mlp_layers)
+    return Generator(cfg.z_dim, cfg.g_width, cfg.image_size)
+
+
+def build_discriminator(cfg: Config) -> nn.Module:
+    if cfg.dataset in MIXTURES:
+        return MLPDiscriminator(cfg.d_width, cfg.mlp_layers)
+    return Discriminator(cfg.d_width, cfg.image_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss: the non-saturating GAN loss (Goodfellow et al. 2014, section 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))), from logits so that no sigmoid saturates to 0 or 1 and rounds badly."""
+    real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float))
+    fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float))
+    return real + fake
+
+
+def g_loss_fn(fake_logits: torch.Tensor) -> torch.Tensor:
+    """-log D(G(z)) rather than log(1 - D(G(z))): strong gradients while D still wins easily."""
+    return F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float))
+
+
+# ---------------------------------------------------------------------------------------------
+# One training iteration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Models:
+    """The two networks, their optimizers and loss scalers, and how to run their forward passes."""
+
+    G: nn.Module
+    D: nn.Module
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+    g_scaler: torch.amp.GradScaler
+    d_scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None = None
+    device_type: str = "cpu"
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=self.amp_dtype)
+
+
+def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.device, d_steps: int = 1
+               ) -> torch.Tensor:
+    """`d_steps` discriminator steps, then one generator step. Returns a tensor
+    [d_loss, g_loss, mean D(x), mean D(G(z))] left on the device: no host sync here.
+    """
+    for i in range(d_steps):
+        real = next_real()
+        z = torch.randn(batch_size, z_dim, device=device)
+        last = i == d_steps - 1
+        # the last fake batch is kept, with its graph, for the generator step: one G forward per iteration
+        with m.autocast(), (nullcontext() if last else torch.no_grad()):
+            fake = m.G(z)
+        with m.autocast():
+            real_logits = m.D(real)
+            fake_logits = m.D(fake.detach())
+        d_loss = d_loss_fn(real_logits, fake_logits)
+        m.d_opt.zero_grad(set_to_none=True)
+        m.d_scaler.scale(d_loss).backward()
+        m.d_scaler.step(m.d_opt)
+        m.d_scaler.update()
+
+    # D's weights need no gradients in the generator step: skipping them saves a third of its backward
+    m.D.requires_grad_(False)
+    with m.autocast():
+        gen_logits = m.D(fake)
+    g_loss = g_loss_fn(gen_logits)
+    m.g_opt.zero_grad(set_to_none=True)
+    m.g_scaler.scale(g_loss).backward()
+    m.g_scaler.step(m.g_opt)
+    m.g_scaler.update()
+    m.D.requires_grad_(True)
+
+    with torch.no_grad():
+        return torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.float()).mean(),
+                            torch.sigmoid(fake_logits.float()).mean()])
+
+
+def build_models(cfg: Config, device: torch.device) -> Models:
+    """Networks on `device` (channels-last on CUDA for images), optimizers by name from optim's registry."""
+    import optim
+
+    G, D = build_generator(cfg).to(device), build_discriminator(cfg).to(device)
+    if device.type == "cuda" and cfg.channels_last and cfg.dataset not in MIXTURES:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    g_hp: dict = {"lr": cfg.g_lr}
+    if cfg.g_betas is not None:
+        g_hp["betas"] = cfg.g_betas
+    d_hp: dict = {"lr": cfg.d_lr}
+    if cfg.d_alpha is not None:
+        d_hp["alpha"] = cfg.d_alpha
+    try:
+        g_opt = optim.build(cfg.g_optimizer, G.parameters(), **g_hp)
+        d_opt = optim.build(cfg.d_optimizer, D.parameters(), **d_hp)
+    except ValueError as e:
+        fail(str(e))
+    amp_dtype = None
+    if device.type == "cuda" and cfg.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # loss scaling only for float16, whose range is too narrow for small gradients
+    fp16 = amp_dtype is torch.float16
+    return Models(G, D, g_opt, d_opt, torch.amp.GradScaler("cuda", enabled=fp16),
+                  torch.amp.GradScaler("cuda", enabled=fp16), amp_dtype, device.type)
+
+
+def set_hparams(m: Models, cfg: Config) -> None:
+    """After loading optimizer state on resume, the config's learning rates and betas/alpha apply."""
+    for group in m.g_opt.param_groups:
+        group["lr"] = cfg.g_lr
+        if cfg.g_betas is not None and "betas" in group:
+            group["betas"] = tuple(cfg.g_betas)
+    for group in m.d_opt.param_groups:
+        group["lr"] = cfg.d_lr
+        if cfg.d_alpha is not None and "alpha" in group:
+            group["alpha"] = cfg.d_alpha
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """G(z) in eval mode (BatchNorm's running statistics, as gans.sample uses it), in float32."""
+    was_training = G.training
+    G.eval()
+    try:
+        return torch.cat([G(chunk).float() for chunk in z.split(batch)])
+    finally:
+        G.train(was_training)
+
+
+def eval_noise(cfg: Config, n: int, device: torch.device) -> torch.Tensor:
+    """Noise for evaluation from its own seeded generator: the same every time, and the training RNG
+    stream is left untouched (so a resumed run matches an uninterrupted one)."""
+    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    return torch.randn(n, cfg.z_dim, generator=g).to(device)
+
+
+class Evaluator:
+    """Logs samples and metrics: image grids and FID/IS/KID, or scatter plots and mode metrics."""
+
+    def __init__(self, cfg: Config, run, source, device: torch.device):
+        self.cfg, self.run, self.source, self.device = cfg, run, source, device
+        self.fidelity_failed = False
+
+    def samples(self, G: nn.Module, fixed_z: torch.Tensor, step: int) -> dict:
+        from gans import metrics
+        from gans.data import mixture, scatter_image
+
+        if self.cfg.dataset in MIXTURES:
+            mix = mixture(self.cfg.dataset)
+            points = generate(G, eval_noise(self.cfg, metrics.MIXTURE_SAMPLES, self.device))
+            score = metrics.mixture_score(points, mix.means, mix.std)
+            self.run.scalars({"metrics/modes": score.modes, "metrics/high_quality": score.high_quality}, step)
+            self.run.writer.add_image("images/samples", scatter_image(points, mix), step)
+            return {"modes": score.modes, "high_quality": score.high_quality}
+        import torchvision
+
+        grid = torchvision.utils.make_grid(generate(G, fixed_z), nrow=8, normalize=True, value_range=(-1, 1))
+        self.run.writer.add_image("images/samples", grid, step)
+        return {}
+
+    def fidelity(self, G: nn.Module, step: int) -> dict:
+        """FID/IS/KID; when torch-fidelity cannot run, one message and training goes on."""
+        import sys
+
+        from gans import metrics
+        from gans.data import real_images_uint8
+
+        if self.fidelity_failed or self.cfg.dataset in MIXTURES or self.cfg.fidelity_every == 0:
+            return {}
+        n = self.cfg.fidelity_samples
+        fake = metrics.to_uint8(generate(G, eval_noise(self.cfg, n, self.device))).cpu()
+        real = real_images_uint8(self.source, n)
+        try:
+            scores = metrics.fidelity(fake, real, cuda=self.device.type == "cuda",
+                                      weights_path=self.cfg.inception_weights,
+                                      real_cache_name=f"rlgan-{self.cfg.dataset}-{self.cfg.image_size}-{len(real)}")
+        except metrics.FidelityUnavailable as e:
+            self.fidelity_failed = True
+            print(f"metrics: FID/IS/KID skipped for this run, training goes on: {e}", file=sys.stderr)
+            return {}
+        self.run.scalars({"metrics/fid": scores["fid"], "metrics/is": scores["is"], "metrics/kid": scores["kid"]},
+                         step)
+        return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_payload(cfg: Config, m: Models, step: int, fixed_z: torch.Tensor, source, images_seen: int) -> dict:
+    from common.seeding import rng_state
+
+    return {
+        "config": dataclasses.asdict(cfg),
+        "step": step,
+        "images_seen": images_seen,
+        "G": m.G.state_dict(),
+        "D": m.D.state_dict(),
+        "g_opt": m.g_opt.state_dict(),
+        "d_opt": m.d_opt.state_dict(),
+        "g_scaler": m.g_scaler.state_dict(),
+        "d_scaler": m.d_scaler.state_dict(),
+        "fixed_z": fixed_z.cpu(),
+        "rng": rng_state(),
+        "data": source.state_dict(),
+    }
+
+
+def train(cfg: Config, ckpt: dict | None = None) -> dict:
+    """Train from scratch, or from checkpoint `ckpt` (already loaded, `cfg` already merged with it).
+
+    Returns the last evaluation (mode metrics for 2D mixtures, FID/IS/KID where computed) and paths.
+    """
+    import sys
+
+    # the training stack: imported here so that gans.sample can rebuild a generator without it
+    from common import checkpoint
+    from common.device import pick
+    from common.run import Progress, Run, run_name
+    from common.seeding import seed_everything, set_rng_state
+    from gans.data import make_source
+
+    device = pick(cfg.device)
+    seed_everything(cfg.seed)
+    images = cfg.dataset not in MIXTURES
+    channels_last = images and device.type == "cuda" and cfg.channels_last
+    source = make_source(cfg.dataset, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.image_size,
+                         cfg.download, cfg.workers, channels_last)
+    m = build_models(cfg, device)
+    fixed_z = torch.randn(64, cfg.z_dim).to(device)  # the 8x8 grid: the same noise all run long
+    step, images_seen = 0, 0
+
+    if ckpt is not None:
+        m.G.load_state_dict(ckpt["G"])
+        m.D.load_state_dict(ckpt["D"])
+        m.g_opt.load_state_dict(ckpt["g_opt"])
+        m.d_opt.load_state_dict(ckpt["d_opt"])
+        m.g_scaler.load_state_dict(ckpt["g_scaler"])
+        m.d_scaler.load_state_dict(ckpt["d_scaler"])
+        set_hparams(m, cfg)
+        fixed_z = ckpt["fixed_z"].to(device)
+        step, images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
+        set_rng_state(ckpt["rng"])
+        source.load_state_dict(ckpt["data"])
+        folder = Path(cfg.resume).parent
+    else:
+        folder = Path(cfg.logdir) / run_name(cfg.dataset, "dcgan", cfg.seed)
+
+    run = Run(folder, cfg, resumed=ckpt is not None)
+    ckpt_path = folder / "checkpoint.pt"
+    evaluator = Evaluator(cfg, run, source, device)
+    progress = Progress(cfg.steps, initial=step)
+    print(f"{'resuming' if ckpt else 'training'} {cfg.dataset} on {device} at step {step}/{cfg.steps}: {folder}",
+          file=sys.stderr)
+
+    # Divergence guard without a host sync per step: interval sums of the stats (non-finite as soon as
+    # one loss is) and the first bad step stay on the device and are read at log and save time only.
+    sums = torch.zeros(4, device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    interval_steps, last_save_step, t_log, last = 0, step, time.perf_counter(), {}
+
+    def check_finite():
+        bad = int(first_bad)
+        if bad >= 0:
+            run.close()
+            progress.close()
+            good = f"the last good checkpoint is {ckpt_path} (step {last_save_step})" if ckpt_path.exists() \
+                else "no checkpoint was written"
+            fail(f"training diverged: non-finite loss at step {bad}; {good}. "
+                 f"Try lower learning rates (--g-lr, --d-lr) or --amp False", code=3)
+
+    def save(path: Path) -> None:
+        nonlocal last_save_step
+        check_finite()  # never overwrite a good checkpoint with NaN weights
+        checkpoint.save(path, checkpoint_payload(cfg, m, step, fixed_z, source, images_seen), "dcgan")
+        last_save_step = step
+
+    with checkpoint.StopSignal() as stop:
+        while step < cfg.steps:
+            stats = train_step(m, source.next, cfg.batch_size, cfg.z_dim, device, cfg.d_steps)
+            step += 1
+            images_seen += cfg.batch_size * cfg.d_steps
+            interval_steps += 1
+            sums += stats
+            finite = torch.isfinite(stats).all()
+            first_bad = torch.where(finite | (first_bad >= 0), first_bad, torch.full_like(first_bad, step))
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                check_finite()
+                mean = (sums / interval_steps).tolist()
+                now = time.perf_counter()
+                ips = interval_steps * cfg.batch_size * cfg.d_steps / max(now - t_log, 1e-9)
+                run.scalars({"losses/d_loss": mean[0], "losses/g_loss": mean[1], "charts/d_real": mean[2],
+                             "charts/d_fake": mean[3], "charts/images_per_sec": ips}, step)
+                progress.update(step, ips)
+                progress.bar.set_postfix(img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}",
+                                         refresh=True)
+                sums.zero_()
+                interval_steps, t_log = 0, now
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                check_finite()
+                last.update(evaluator.samples(m.G, fixed_z, step))
+            if images and cfg.fidelity_every and (step % cfg.fidelity_every == 0 or step == cfg.steps):
+                check_finite()
+                last.update(evaluator.fidelity(m.G, step))
+            if step % cfg.save_every == 0:
+                save(ckpt_path)
+            if stop:
+                save(ckpt_path)
+                run.close()
+                progress.close()
+                import signal as _signal
+
+                name = _signal.Signals(stop.received).name
+                fail(f"stopped by {name} at step {step}; checkpoint saved: {ckpt_path} "
+                     f"(continue with --resume {ckpt_path})", code=128 + stop.received)
+
+    save(ckpt_path)
+    final = folder / "final.pt"
+    save(final)
+    run.close()
+    progress.close()
+    summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items())
+    print(f"done: step {step}{', ' + summary if summary else ''}; checkpoint {final}", file=sys.stderr)
+    return {**last, "step": step, "folder": str(folder), "final": str(final)}
+
+
+def merge_resume(cli: Config, saved: Config) -> Config:
+    """The checkpoint's config, with the flags that were given (differ from the defaults) on top."""
+    defaults = Config()
+    merged = dataclasses.replace(saved, resume=cli.resume)
+    for f in dataclasses.fields(Config):
+        if f.name == "resume":
+            continue
+        given = getattr(cli, f.name)
+        if given == getattr(defaults, f.name):
+            continue
+        if f.name in FIXED_ON_RESUME and given != getattr(saved, f.name):
+            fail(f"--{f.name.replace('_', '-')} {given} differs from the checkpoint's {getattr(saved, f.name)}; "
+                 f"it cannot change when resuming")
+        setattr(merged, f.name, given)
+    return merged
+
+
+@exits_cleanly
+def main(args: list[str] | None = None) -> dict:
+    from common import checkpoint
+    from common.cli import parse
+
+    cfg = parse(Config, args, description=__doc__.split("\n\n")[0])
+    ckpt = None
+    if cfg.resume:
+        ckpt = checkpoint.load(cfg.resume, "dcgan")
+        cfg = merge_resume(cfg, config_from_dict(ckpt["config"]))
+    cfg = resolve(cfg)
+    if ckpt is not None and int(ckpt["step"]) >= cfg.steps:
+        fail(f"{cfg.resume} is already at step {ckpt['step']} of {cfg.steps}; pass a larger --steps to train on")
+    return train(cfg, ckpt)
+
+
+if __name__ == "__main__":
+    main()
