@@ -13,8 +13,10 @@ term added to g with `decoupled=False`.
 authors' release offers: with rho_inf = 2 / (1 - b2) - 1 and rho_t = rho_inf - 2 t b2^t / (1 - b2^t),
 the adaptive step is scaled by r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2)
 rho_t)) while rho_t > 5, and for the first few steps, where the variance of the adaptive rate is not
-yet tractable, the update is SGD with momentum: w <- w - lr * m / (1 - b1^t). (The threshold 5 is
-torch.optim.RAdam's; the paper states 4.)
+yet tractable, the update is SGD with momentum: w <- w - lr * m / (1 - b1^t), or, with
+`degenerated_to_sgd=False` (the authors' option), no update at all. (The threshold 5 is
+torch.optim.RAdam's; the paper states 4.) Large raw gradients make those momentum steps large: on such
+problems, skip them or use a small lr.
 
 The authors recommend a much smaller eps than Adam's (1e-16 rather than 1e-8) because eps enters s
 itself, so it plays the part of eps^2 in Adam.
@@ -39,6 +41,7 @@ class AdaBelief(Optimizer):
         weight_decay: float = 0.0,
         decoupled: bool = True,
         rectify: bool = False,
+        degenerated_to_sgd: bool = True,
         foreach: bool | None = None,
     ):
         if lr < 0.0:
@@ -50,7 +53,7 @@ class AdaBelief(Optimizer):
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, decoupled=decoupled,
-                        rectify=rectify, foreach=foreach)
+                        rectify=rectify, degenerated_to_sgd=degenerated_to_sgd, foreach=foreach)
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
@@ -58,6 +61,7 @@ class AdaBelief(Optimizer):
         for group in self.param_groups:
             group.setdefault("decoupled", True)
             group.setdefault("rectify", False)
+            group.setdefault("degenerated_to_sgd", True)
             group.setdefault("foreach", None)
 
     def _init_group(self, group, params, grads, exp_avgs, exp_avg_vars, steps):
@@ -93,7 +97,7 @@ class AdaBelief(Optimizer):
             beta1, beta2 = group["betas"]
             fn(params, grads, exp_avgs, exp_avg_vars, steps, lr=group["lr"], beta1=beta1, beta2=beta2,
                eps=group["eps"], weight_decay=group["weight_decay"], decoupled=group["decoupled"],
-               rectify=group["rectify"])
+               rectify=group["rectify"], degenerated_to_sgd=group["degenerated_to_sgd"])
         return loss
 
 
@@ -107,7 +111,7 @@ def rectification(step: float, beta2: float) -> float | None:
 
 
 def _single_tensor(params, grads, exp_avgs, exp_avg_vars, steps, *, lr, beta1, beta2, eps, weight_decay,
-                   decoupled, rectify):
+                   decoupled, rectify, degenerated_to_sgd):
     """The reference path: the paper's update written out per tensor."""
     for p, g, m, s, t in zip(params, grads, exp_avgs, exp_avg_vars, steps):
         if weight_decay != 0:
@@ -122,13 +126,14 @@ def _single_tensor(params, grads, exp_avgs, exp_avg_vars, steps, *, lr, beta1, b
         bc2 = 1 - beta2**t
         r = rectification(t, beta2) if rectify else 1.0
         if r is None:
-            p.add_(m, alpha=-lr / bc1)
+            if degenerated_to_sgd:
+                p.add_(m, alpha=-lr / bc1)
         else:
             p.addcdiv_(m, (s / bc2).sqrt_().add_(eps), value=-lr * r / bc1)
 
 
 def _multi_tensor(params, grads, exp_avgs, exp_avg_vars, steps, *, lr, beta1, beta2, eps, weight_decay,
-                  decoupled, rectify):
+                  decoupled, rectify, degenerated_to_sgd):
     """The fused path. The bias correction of s is folded into scalars, as in LAMB's:
     m_hat / (sqrt(s_hat) + eps) = (sqrt(bc2) / bc1) * m / (sqrt(s) + eps sqrt(bc2))."""
     for _, (p_, g_, m_, s_, t_) in group_by_device_dtype(params, grads, exp_avgs, exp_avg_vars, steps).items():
@@ -147,7 +152,7 @@ def _multi_tensor(params, grads, exp_avgs, exp_avg_vars, steps, *, lr, beta1, be
         rs = [rectification(t, beta2) if rectify else 1.0 for t in t_]
         adaptive = [i for i, r in enumerate(rs) if r is not None]
         momentum_only = [i for i, r in enumerate(rs) if r is None]
-        if momentum_only:  # rectify's first steps: SGD with momentum
+        if momentum_only and degenerated_to_sgd:  # rectify's first steps: SGD with momentum
             torch._foreach_add_([p_[i] for i in momentum_only],
                                 torch._foreach_mul([m_[i] for i in momentum_only],
                                                    [-lr / (1 - beta1**t_[i]) for i in momentum_only]))

@@ -1,0 +1,537 @@
+"""The optimizers against float64 transcriptions of their papers' updates, foreach against for-loop,
+state_dict round trips, Rosenbrock, and the registry.
+
+The references below are deliberately naive: numpy, one tensor at a time, formulas as printed in the
+papers (bias corrections written out, no algebraic folding), so that a fused path that reorders the
+arithmetic is checked against the definition rather than against itself.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import optim
+from optim import LAMB, AdaBelief, Lookahead, RMSpropTF, SharedAdam
+
+STEPS = 12
+RTOL = 1e-10
+
+
+# ---------------------------------------------------------------------------------------------------
+# float64 references: each takes a list of numpy params, returns a function step(params, grads) that
+# updates them in place; grads[i] is None for a parameter without gradient.
+
+
+def ref_rmsproptf(lr, alpha, eps, centered, momentum, weight_decay):
+    state = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            s = state.setdefault(i, {"v": np.zeros_like(w), "m": np.zeros_like(w), "b": np.zeros_like(w)})
+            g = g + weight_decay * w
+            s["v"] = alpha * s["v"] + (1 - alpha) * g * g
+            if centered:
+                s["m"] = alpha * s["m"] + (1 - alpha) * g
+                step_ = g / np.sqrt(s["v"] - s["m"] ** 2 + eps)
+            else:
+                step_ = g / np.sqrt(s["v"] + eps)
+            if momentum > 0:
+                s["b"] = momentum * s["b"] + step_
+                step_ = s["b"]
+            w -= lr * step_
+
+    return step
+
+
+def ref_adam(lr, betas, eps, weight_decay, decoupled=False):
+    """Kingma & Ba 2015, Algorithm 1; L2 weight decay as torch.optim.Adam, or AdamW's decoupled one."""
+    b1, b2 = betas
+    state = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            s = state.setdefault(i, {"t": 0, "m": np.zeros_like(w), "v": np.zeros_like(w)})
+            s["t"] += 1
+            t = s["t"]
+            if decoupled:
+                w *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * w
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["v"] = b2 * s["v"] + (1 - b2) * g * g
+            m_hat = s["m"] / (1 - b1**t)
+            v_hat = s["v"] / (1 - b2**t)
+            w -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+    return step
+
+
+def ref_lamb(lr, betas, eps, weight_decay, clamp=None, bias_correction=True, trust_ratio=True):
+    """You et al. 2019, Algorithm 2."""
+    b1, b2 = betas
+    state = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            s = state.setdefault(i, {"t": 0, "m": np.zeros_like(w), "v": np.zeros_like(w)})
+            s["t"] += 1
+            t = s["t"]
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["v"] = b2 * s["v"] + (1 - b2) * g * g
+            m_hat = s["m"] / (1 - b1**t) if bias_correction else s["m"]
+            v_hat = s["v"] / (1 - b2**t) if bias_correction else s["v"]
+            r = m_hat / (np.sqrt(v_hat) + eps)
+            u = r + weight_decay * w
+            if trust_ratio:
+                w_norm = math.sqrt(float(np.sum(w * w)))
+                u_norm = math.sqrt(float(np.sum(u * u)))
+                phi = w_norm if clamp is None else min(max(w_norm, clamp[0]), clamp[1])
+                ratio = phi / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+            else:
+                ratio = 1.0
+            w -= lr * ratio * u
+
+    return step
+
+
+def ref_adabelief(lr, betas, eps, weight_decay, decoupled=True, rectify=False, degenerated_to_sgd=True):
+    """Zhuang et al. 2020, Algorithm 2; rectification as RAdam (Liu et al. 2019, Algorithm 2)."""
+    b1, b2 = betas
+    rho_inf = 2 / (1 - b2) - 1
+    state = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            s = state.setdefault(i, {"t": 0, "m": np.zeros_like(w), "s": np.zeros_like(w)})
+            s["t"] += 1
+            t = s["t"]
+            if decoupled:
+                w *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * w
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["s"] = b2 * s["s"] + (1 - b2) * (g - s["m"]) ** 2 + eps
+            m_hat = s["m"] / (1 - b1**t)
+            s_hat = s["s"] / (1 - b2**t)
+            if not rectify:
+                w -= lr * m_hat / (np.sqrt(s_hat) + eps)
+                continue
+            rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+            if rho_t > 5:
+                r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                w -= lr * r_t * m_hat / (np.sqrt(s_hat) + eps)
+            elif degenerated_to_sgd:
+                w -= lr * m_hat
+
+    return step
+
+
+def ref_sgd(lr, momentum, weight_decay=0.0):
+    """SGD with heavy-ball momentum as torch.optim.SGD: the first step's buffer is the gradient itself."""
+    bufs = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            g = g + weight_decay * w
+            bufs[i] = g.copy() if i not in bufs else momentum * bufs[i] + g
+            w -= lr * bufs[i]
+
+    return step
+
+
+def ref_lookahead(inner_steps, k, alpha, params):
+    """Zhang et al. 2019, Algorithm 1; one inner reference per param group, slow weights from the start."""
+    slow = [w.copy() for w in params]
+    count = {"t": 0}
+
+    def step(params, grads):
+        for inner_step, idx in inner_steps:
+            inner_step([params[i] for i in idx], [grads[i] for i in idx])
+        count["t"] += 1
+        if count["t"] % k == 0:
+            for i, w in enumerate(params):
+                slow[i] += alpha * (w - slow[i])
+                w[...] = slow[i]
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------------
+# The shared problem: two param groups, a zero-initialized tensor (||w|| = 0 at first), a tensor whose
+# gradient is always zero (a zero update), and one that never gets a gradient.
+
+SHAPES = [(3, 4), (5,), (2, 3), (4,), (2, 2)]
+GROUPS = [[0, 1, 2], [3, 4]]       # indices of SHAPES per param group
+NO_GRAD, ZERO_INIT, ZERO_GRAD = 2, 1, 4
+
+
+def initial_params():
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s) for s in SHAPES]
+    params[ZERO_INIT][...] = 0.0
+    return params
+
+
+def grad_sequence(n=STEPS):
+    rng = np.random.default_rng(1)
+    seq = []
+    for _ in range(n):
+        grads = [rng.standard_normal(s) for s in SHAPES]
+        grads[NO_GRAD] = None
+        grads[ZERO_GRAD] = np.zeros(SHAPES[ZERO_GRAD])
+        seq.append(grads)
+    return seq
+
+
+def torch_params(np_params, dtype=torch.float64):
+    return [torch.tensor(w, dtype=dtype, requires_grad=True) for w in np_params]
+
+
+def set_grads(params, grads):
+    for p, g in zip(params, grads):
+        p.grad = None if g is None else torch.tensor(g, dtype=p.dtype)
+
+
+def run_against_reference(make_opt, make_ref, steps=STEPS):
+    """Step the optimizer and the reference on the same gradients; compare every parameter each step."""
+    np_params = initial_params()
+    params = torch_params(np_params)
+    opt = make_opt(params)
+    ref = make_ref(np_params)
+    for t, grads in enumerate(grad_sequence(steps)):
+        set_grads(params, grads)
+        opt.step()
+        ref(np_params, grads)
+        for i, (p, w) in enumerate(zip(params, np_params)):
+            err = np.max(np.abs(p.detach().numpy() - w)) / max(np.max(np.abs(w)), 1e-300)
+            assert err <= RTOL, f"step {t + 1}, param {i}: relative error {err:.3g}"
+    untouched = initial_params()[NO_GRAD]
+    assert np.array_equal(params[NO_GRAD].detach().numpy(), untouched), "a parameter without grad moved"
+    # No state for it, or (SharedAdam, which makes all state up front) state that never stepped.
+    inner = getattr(opt, "inner", opt)
+    state = inner.state.get(params[NO_GRAD], {})
+    assert not state or (float(state["step"]) == 0 and not state["exp_avg"].any()), "a gradient-less parameter stepped"
+    return params
+
+
+def grouped(params, group_hparams):
+    return [{"params": [params[i] for i in idx], **hp} for idx, hp in zip(GROUPS, group_hparams)]
+
+
+def per_group_ref(make, group_hparams):
+    """A reference whose groups each have their own hyper-parameters (and own state)."""
+    def build(np_params):
+        steps = [make(**hp) for hp in group_hparams]
+
+        def step(params, grads):
+            for s, idx in zip(steps, GROUPS):
+                s([params[i] for i in idx], [grads[i] for i in idx])
+
+        return step
+
+    return build
+
+
+# ---------------------------------------------------------------------------------------------------
+# Each optimizer against its reference, both code paths, with and without weight decay, two groups.
+
+FOREACH = [pytest.param(False, id="loop"), pytest.param(True, id="foreach")]
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+@pytest.mark.parametrize("centered,momentum", [(True, 0.0), (False, 0.0), (True, 0.9)])
+def test_rmsproptf_matches_reference(foreach, weight_decay, centered, momentum):
+    hps = [dict(lr=0.01, alpha=0.95, eps=0.01, centered=centered, momentum=momentum, weight_decay=weight_decay),
+           dict(lr=0.003, alpha=0.9, eps=1e-4, centered=centered, momentum=momentum, weight_decay=0.0)]
+    run_against_reference(lambda ps: RMSpropTF(grouped(ps, hps), foreach=foreach),
+                          per_group_ref(ref_rmsproptf, hps))
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.parametrize("variant", ["plain", "clamp", "no_bias_correction", "no_trust_ratio"])
+def test_lamb_matches_reference(foreach, weight_decay, variant):
+    extra = {"plain": {}, "clamp": {"clamp": (0.5, 2.0)}, "no_bias_correction": {"bias_correction": False},
+             "no_trust_ratio": {"trust_ratio": False}}[variant]
+    hps = [dict(lr=0.02, betas=(0.9, 0.999), eps=1e-6, weight_decay=weight_decay, **extra),
+           dict(lr=0.05, betas=(0.8, 0.99), eps=1e-8, weight_decay=2 * weight_decay, **extra)]
+    run_against_reference(lambda ps: LAMB(grouped(ps, hps), foreach=foreach), per_group_ref(ref_lamb, hps))
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("decoupled", [True, False])
+@pytest.mark.parametrize("rectify,degenerated_to_sgd", [(False, True), (True, True), (True, False)])
+def test_adabelief_matches_reference(foreach, weight_decay, decoupled, rectify, degenerated_to_sgd):
+    # b2 = 0.999 puts the first 5 rectified steps on the momentum-only branch and the rest on the
+    # rectified adaptive one, so 12 steps cover both.
+    hps = [dict(lr=0.01, betas=(0.9, 0.999), eps=1e-16, weight_decay=weight_decay, decoupled=decoupled,
+                rectify=rectify, degenerated_to_sgd=degenerated_to_sgd),
+           dict(lr=0.03, betas=(0.5, 0.99), eps=1e-8, weight_decay=weight_decay / 2, decoupled=decoupled,
+                rectify=rectify, degenerated_to_sgd=degenerated_to_sgd)]
+    run_against_reference(lambda ps: AdaBelief(grouped(ps, hps), foreach=foreach),
+                          per_group_ref(ref_adabelief, hps))
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.05, False), (0.05, True)])
+def test_shared_adam_matches_reference(foreach, weight_decay, decoupled):
+    hps = [dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay),
+           dict(lr=0.002, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.0)]
+    run_against_reference(
+        lambda ps: SharedAdam(grouped(ps, hps), foreach=foreach, decoupled_weight_decay=decoupled),
+        per_group_ref(lambda **hp: ref_adam(decoupled=decoupled, **hp), hps))
+
+
+@pytest.mark.parametrize("foreach", FOREACH)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+def test_lookahead_matches_reference(foreach, weight_decay, base):
+    k, alpha = 3, 0.5   # 12 steps: four syncs
+    if base == "sgd":
+        hps = [dict(lr=0.05, momentum=0.9, weight_decay=weight_decay), dict(lr=0.01, momentum=0.5)]
+        make_inner = lambda ps: torch.optim.SGD(grouped(ps, hps), foreach=foreach)  # noqa: E731
+        inner_refs = [ref_sgd(**hp) for hp in hps]
+    else:
+        hps = [dict(lr=0.01, weight_decay=weight_decay), dict(lr=0.03, weight_decay=0.0)]
+        make_inner = lambda ps: torch.optim.AdamW(grouped(ps, hps), foreach=foreach)  # noqa: E731
+        inner_refs = [ref_adam(betas=(0.9, 0.999), eps=1e-8, decoupled=True, **hp) for hp in hps]
+    run_against_reference(lambda ps: Lookahead(make_inner(ps), k=k, alpha=alpha),
+                          lambda w: ref_lookahead(list(zip(inner_refs, GROUPS)), k, alpha, w))
+
+
+def test_lookahead_built_by_name_matches_wrapping():
+    """build("lookahead", base="sgd", ...) is the same optimizer as Lookahead(SGD(...))."""
+    results = []
+    for make in (lambda ps: optim.build("lookahead", ps, base="sgd", k=4, alpha=0.3, lr=0.1, momentum=0.9),
+                 lambda ps: Lookahead(torch.optim.SGD(ps, lr=0.1, momentum=0.9), k=4, alpha=0.3)):
+        params = torch_params(initial_params())
+        opt = make(params)
+        for grads in grad_sequence(9):
+            set_grads(params, grads)
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fused and loop paths agree in float32 too (the references above run in float64).
+
+MAKERS = {
+    "rmsproptf": lambda ps, fe: RMSpropTF(ps, lr=1e-3, momentum=0.5, weight_decay=0.01, foreach=fe),
+    "lamb": lambda ps, fe: LAMB(ps, lr=1e-2, weight_decay=0.01, clamp=(0.0, 10.0), foreach=fe),
+    "adabelief": lambda ps, fe: AdaBelief(ps, lr=1e-2, weight_decay=0.01, rectify=True, foreach=fe),
+    "sharedadam": lambda ps, fe: SharedAdam(ps, lr=1e-2, foreach=fe),
+    "lookahead": lambda ps, fe: Lookahead(torch.optim.Adam(ps, lr=1e-2, foreach=fe), k=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_foreach_matches_loop_in_float32(name):
+    runs = []
+    for fe in (False, True):
+        params = torch_params(initial_params(), dtype=torch.float32)
+        opt = MAKERS[name](params, fe)
+        for grads in grad_sequence(8):
+            set_grads(params, grads)
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lamb", "adabelief", "rmsproptf"])
+def test_mixed_dtypes_in_one_group(name):
+    """A foreach group holding float32 and float64 tensors is split by dtype, and each part matches the loop."""
+    runs = []
+    for fe in (False, True):
+        params = [torch.ones(3, dtype=torch.float32, requires_grad=True),
+                  torch.ones(4, dtype=torch.float64, requires_grad=True)]
+        opt = MAKERS[name](params, fe)
+        for t in range(3):
+            for p in params:
+                p.grad = torch.linspace(-1, 1 + t, p.numel(), dtype=p.dtype)
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b)
+
+
+def test_lamb_trust_ratio_sets_step_length():
+    """Without weight decay, LAMB's step has length lr * ||w|| whatever the gradient's scale."""
+    w = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
+    opt = LAMB([w], lr=0.1, weight_decay=0.0)
+    before = w.detach().clone()
+    w.grad = torch.tensor([1e-3, -2e-3], dtype=torch.float64)
+    opt.step()
+    assert torch.linalg.vector_norm(w.detach() - before).item() == pytest.approx(0.1 * 5.0, rel=1e-12)
+
+
+def test_closure_is_called_and_its_loss_returned():
+    w = torch.tensor([1.0, -2.0], requires_grad=True)
+    for name in ("lamb", "adabelief", "rmsproptf", "sharedadam", "lookahead"):
+        opt = optim.build(name, [w], lr=1e-3)
+        calls = []
+
+        def closure():
+            opt.zero_grad()
+            loss = (w**2).sum()
+            loss.backward()
+            calls.append(1)
+            return loss
+
+        loss = opt.step(closure)
+        assert calls == [1] and loss is not None, name
+
+
+# ---------------------------------------------------------------------------------------------------
+# state_dict round trip: prime, save (through torch.save / weights_only load), load into a fresh
+# optimizer over a copy of the parameters, continue both: identical parameters.
+
+ROUND_TRIP = {
+    "rmsproptf": lambda ps: RMSpropTF(ps, lr=1e-2, momentum=0.9),
+    "lamb": lambda ps: LAMB(ps, lr=1e-2),
+    "adabelief": lambda ps: AdaBelief(ps, lr=1e-2, rectify=True),
+    "sharedadam": lambda ps: SharedAdam(ps, lr=1e-2, amsgrad=True),
+    "lookahead_sgd": lambda ps: optim.build("lookahead", ps, base="sgd", k=3, lr=0.05, momentum=0.9),
+    "lookahead_adam": lambda ps: Lookahead(torch.optim.Adam(ps, lr=1e-2), k=3, alpha=0.6),
+}
+
+
+def _save_load(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIP))
+def test_state_dict_round_trip(name):
+    make = ROUND_TRIP[name]
+    grads = grad_sequence(9)
+    params = torch_params(initial_params())
+    opt = make(grouped(params, [{}, {"lr": 0.02}]))
+    for g in grads[:4]:                       # 4 steps: mid-way through a Lookahead cycle of 3
+        set_grads(params, g)
+        opt.step()
+    saved = _save_load(opt.state_dict())
+    params2 = [p.detach().clone().requires_grad_() for p in params]
+    opt2 = make(grouped(params2, [{}, {"lr": 0.02}]))
+    opt2.load_state_dict(saved)
+    for g in grads[4:]:
+        for ps, o in ((params, opt), (params2, opt2)):
+            set_grads(ps, g)
+            o.step()
+    for a, b in zip(params, params2):
+        assert torch.equal(a, b)
+    assert opt2.param_groups[1]["lr"] == 0.02
+
+
+def test_lookahead_shares_groups_with_inner_after_load():
+    params = torch_params(initial_params())
+    opt = Lookahead(torch.optim.SGD(params, lr=0.1), k=2)
+    assert opt.param_groups is opt.inner.param_groups
+    opt.load_state_dict(_save_load(opt.state_dict()))
+    assert opt.param_groups is opt.inner.param_groups
+    opt.param_groups[0]["lr"] = 0.5          # what an LR scheduler does
+    assert opt.inner.param_groups[0]["lr"] == 0.5
+    copied = copy.deepcopy(opt)
+    assert copied.param_groups is copied.inner.param_groups
+
+
+def test_lookahead_add_param_group_reaches_inner():
+    a, b = torch.zeros(2, requires_grad=True), torch.ones(3, requires_grad=True)
+    opt = Lookahead(torch.optim.SGD([a], lr=0.1), k=2, alpha=0.5)
+    opt.add_param_group({"params": [b], "lr": 1.0})
+    assert len(opt.inner.param_groups) == 2 and opt.param_groups[1]["k"] == 2
+    for _ in range(2):
+        a.grad, b.grad = torch.ones(2), torch.ones(3)
+        opt.step()
+    # b: fast 1 -> 0 -> -1, then slow 1 + 0.5 (-1 - 1) = 0
+    torch.testing.assert_close(b.detach(), torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rosenbrock, f(x, y) = (1 - x)^2 + 100 (y - x^2)^2, from (-1.5, 2) to the minimum (1, 1). The settings
+# are chosen per optimizer (documented here, not tuned in the library); LAMB's steps have length
+# lr * ||w|| whatever the gradient, so it needs a decaying lr to settle: a cosine schedule.
+
+ROSENBROCK = {
+    # name: (make(params) -> optimizer, steps, schedule or None)
+    "rmsproptf": (lambda ps: RMSpropTF(ps, lr=3e-4, momentum=0.9), 3000, None),   # DQN's alpha, eps
+    "lamb": (lambda ps: LAMB(ps, lr=0.02, weight_decay=0.0), 3000, "cosine"),
+    "adabelief": (lambda ps: AdaBelief(ps, lr=0.02, betas=(0.9, 0.999), eps=1e-16), 3000, None),
+    # Rosenbrock's raw gradient at the start is ~150: the rectified momentum-only first steps would
+    # throw the point far away at this lr, so they are skipped.
+    "adabelief_rectified": (lambda ps: AdaBelief(ps, lr=0.02, rectify=True, degenerated_to_sgd=False), 3000, None),
+    "sharedadam": (lambda ps: SharedAdam(ps, lr=0.02), 3000, None),
+    "lookahead_sgd": (lambda ps: Lookahead(torch.optim.SGD(ps, lr=1e-3, momentum=0.9), k=5, alpha=0.5), 3000, None),
+    "lookahead_adam": (lambda ps: optim.build("lookahead", ps, base="adam", lr=0.02), 3000, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROSENBROCK))
+def test_rosenbrock_converges(name):
+    make, steps, schedule = ROSENBROCK[name]
+    xy = torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    opt = make([xy])
+    sched = optim.schedules.WarmupCosine(opt, 0, steps) if schedule == "cosine" else None
+    for _ in range(steps):
+        opt.zero_grad()
+        x, y = xy[0], xy[1]
+        loss = (1 - x) ** 2 + 100 * (y - x**2) ** 2
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    torch.testing.assert_close(xy.detach(), torch.ones(2, dtype=torch.float64), atol=2e-2, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry and argument checks.
+
+
+def test_registry_knows_torch_and_ours():
+    names = optim.names()
+    for n in ("adam", "adamw", "rmsprop", "nadam", "radam", "adafactor", "sgd",
+              "rmsproptf", "lamb", "adabelief", "lookahead", "sharedadam"):
+        assert n in names
+    w = torch.zeros(2, requires_grad=True)
+    assert isinstance(optim.build("LAMB", [w]), LAMB)
+    assert isinstance(optim.build("adabelief", [w], rectify=True), AdaBelief)
+    la = optim.build("lookahead", [w], base="sgd", k=5, alpha=0.5, lr=0.1, momentum=0.9)
+    assert isinstance(la.inner, torch.optim.SGD) and la.inner.defaults["momentum"] == 0.9
+    assert isinstance(optim.build("lookahead", [w]).inner, torch.optim.Adam)   # Adam by default
+
+
+def test_registry_errors_are_clear():
+    w = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match="unknown optimizer 'adamx'; choose one of: .*lamb"):
+        optim.build("adamx", [w])
+    with pytest.raises(ValueError, match="takes no momentum"):
+        optim.build("lamb", [w], momentum=0.9)
+    with pytest.raises(ValueError, match="unknown base optimizer"):
+        optim.build("lookahead", [w], base="nope")
+    with pytest.raises(ValueError, match="lamb: Invalid learning rate"):
+        optim.build("lamb", [w], lr=-1.0)
+    with pytest.raises(ValueError, match="Invalid k"):
+        Lookahead(torch.optim.SGD([w], lr=0.1), k=0)
+    with pytest.raises(ValueError, match="go to the wrapped optimizer"):
+        Lookahead(torch.optim.SGD([w], lr=0.1), lr=0.2)
