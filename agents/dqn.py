@@ -222,7 +222,7 @@ def train(cfg: Config) -> Path:
               f"{cfg.learning_starts} steps", file=sys.stderr)
     else:
         folder = Path(cfg.logdir) / run_name(envs.resolve(cfg.env).id, "dqn", cfg.seed)
-    run = Run(folder, cfg, resumed=saved is not None)
+    run = Run(folder, cfg, resume_step=global_step if saved else None)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {

@@ -22,15 +22,17 @@ def run_name(env: str, algo: str, seed: int) -> str:
 class Run:
     """A run folder holding the TensorBoard event files, `config.json` and checkpoints.
 
-    A resumed run reopens its folder, and TensorBoard continues the same curves (scalars are
-    written against the global step, which the checkpoint restores).
+    A resumed run (`resume_step` = the checkpoint's step) reopens its folder, and TensorBoard
+    continues the same curves: scalars are written against the global step the checkpoint restores.
     """
 
-    def __init__(self, folder: str | Path, config, resumed: bool = False):
+    def __init__(self, folder: str | Path, config, resume_step: int | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(self.folder))
-        if not resumed:
+        # A run that crashed logged past its last checkpoint; purge_step hides those events so the
+        # resumed curve does not double back.
+        self.writer = SummaryWriter(str(self.folder), purge_step=resume_step)
+        if resume_step is None:
             (self.folder / "config.json").write_text(json.dumps(as_dict(config), indent=2, default=str))
             self.writer.add_text("hyperparameters", markdown_table(config))
 
