@@ -184,14 +184,22 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
     return env
 
 
+def stored_config(saved: dict, path: str, overrides: dict) -> Config:
+    """The config a checkpoint was trained with, with `overrides` from the command line."""
+    try:
+        cfg = Config(**{**saved["config"], **overrides})
+    except (KeyError, TypeError) as e:
+        fail(f"{path} holds a config this version cannot read ({e})")
+    cfg.hidden_sizes = tuple(cfg.hidden_sizes)
+    return cfg
+
+
 def train(cfg: Config) -> Path:
     """Train, log to TensorBoard and checkpoint; returns the final checkpoint's path."""
     saved = None
     if cfg.resume:
         saved = checkpoint.load(cfg.resume, kind="dqn")
-        overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDES}
-        cfg = Config(**{**saved["config"], **overrides})
-        cfg.hidden_sizes = tuple(cfg.hidden_sizes)
+        cfg = stored_config(saved, cfg.resume, {k: getattr(cfg, k) for k in RESUME_OVERRIDES})
     check(cfg)
     device = devices.pick(cfg.device)
     rng = seed_everything(cfg.seed)
@@ -350,9 +358,8 @@ def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
 
 def run_eval(cfg: Config) -> list[float]:
     saved = checkpoint.load(cfg.eval, kind="dqn")
-    stored = Config(**{**saved["config"], "eval": cfg.eval, "eval_episodes": cfg.eval_episodes,
-                       "eval_epsilon": cfg.eval_epsilon, "device": cfg.device, "capture_video": cfg.capture_video})
-    stored.hidden_sizes = tuple(stored.hidden_sizes)
+    stored = stored_config(saved, cfg.eval, {k: getattr(cfg, k) for k in
+                                             ("eval", "eval_episodes", "eval_epsilon", "device", "capture_video")})
     check(stored)
     device = devices.pick(stored.device)
     env = make_env(stored, 1)
