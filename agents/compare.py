@@ -1,0 +1,282 @@
+"""Compare runs: one TensorBoard tag's mean and spread over seeds, grouped by algorithm and optimizer.
+
+    python -m agents.compare runs --tag charts/episodic_return --out curves.png
+    python -m agents.compare runs/CartPole-v1__dqn__1__* runs/CartPole-v1__dqn__2__* --last 100
+
+Runs are grouped by environment, algorithm (both from the folder name, `{env}__{algo}__{seed}__{time}`)
+and optimizer (from the run's config.json), so seeds of one setting are averaged together. The figure
+has one row per environment: the tag against environment steps (left) and against wall-clock time
+since each run started (right), each group's mean over seeds as a line and one standard deviation
+over seeds as a band. The table on stdout gives, per group, the final value and the area under the
+curve, as mean +/- standard deviation over seeds. Event files are read with TensorBoard's own reader.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from common import cli
+from common.errors import exits_cleanly, fail
+from common.events import Curve, find_run_dirs, read_curve
+
+
+@dataclass
+class Config:
+    """Compare runs of one tag, grouped by algorithm and optimizer, with mean and spread over seeds."""
+
+    run_dirs: tyro.conf.Positional[list[str]] = field(default_factory=lambda: ["runs"])
+    """Run folders, or folders holding run folders; every run found below them is used."""
+    tag: str = "charts/episodic_return"
+    """TensorBoard scalar tag to compare."""
+    out: str = "curves.png"
+    """Where to write the figure; the format follows the suffix (.png, .pdf, .svg)."""
+    last: int = 100
+    """A run's final value is the mean of its last this many logged values (episodes, for episodic_return)."""
+    smooth: int = 10
+    """Figure only: trailing moving average over this many logged values of each run; 1 plots raw values."""
+
+
+@dataclass
+class RunData:
+    """One run folder: what identifies it and its curve of the compared tag."""
+
+    path: Path
+    env: str
+    algo: str
+    optimizer: str
+    seed: str
+    curve: Curve
+
+
+@dataclass
+class Group:
+    """Runs of one environment, algorithm and optimizer: the seeds to average over."""
+
+    env: str
+    algo: str
+    optimizer: str
+    runs: list[RunData] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.algo} / {self.optimizer}"
+
+
+def describe(run_dir: Path) -> tuple[str, str, str, str]:
+    """(env, algo, seed, optimizer) of a run folder, from its name and its config.json."""
+    config: dict = {}
+    config_file = run_dir / "config.json"
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            fail(f"{config_file}: not valid JSON")
+    parts = run_dir.name.split("__")
+    if len(parts) >= 4:  # {env}__{algo}__{seed}__{unix_time}; the env id is the resolved one
+        env, algo, seed = parts[0], parts[1], parts[2]
+    else:  # a folder renamed by hand: fall back on what the config says
+        env, algo, seed = str(config.get("env", "?")), run_dir.name, str(config.get("seed", "?"))
+    if "optimizer" in config:
+        optimizer = str(config["optimizer"])
+    else:  # e.g. a GAN with one optimizer per network: g_optimizer=adam,d_optimizer=rmsprop
+        named = [f"{k}={v}" for k, v in sorted(config.items()) if k.endswith("optimizer")]
+        optimizer = ",".join(named) or "?"
+    return env, algo, seed, optimizer
+
+
+def load_runs(paths: list[str], tag: str) -> list[RunData]:
+    """Every run folder under `paths` that logged `tag`; runs without it are named on stderr and left out."""
+    run_dirs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            fail(f"{p}: no such folder")
+        found = find_run_dirs(p)
+        if not found:
+            fail(f"{p}: no TensorBoard event files in it or below it")
+        run_dirs += [d for d in found if d not in run_dirs]
+
+    runs, without, all_tags = [], [], set()
+    for run_dir in run_dirs:
+        curve, tags = read_curve(run_dir, tag)
+        all_tags.update(tags)
+        if curve is None:
+            without.append(run_dir)
+            continue
+        env, algo, seed, optimizer = describe(run_dir)
+        runs.append(RunData(run_dir, env, algo, optimizer, seed, curve))
+    if not runs:
+        fail(f"no run logged {tag!r}; their scalar tags: {', '.join(sorted(all_tags)) or 'none'}")
+    for run_dir in without:
+        print(f"warning: {run_dir} has no {tag!r} yet; left out", file=sys.stderr)
+    return runs
+
+
+def group_runs(runs: list[RunData]) -> list[Group]:
+    groups: dict[tuple[str, str, str], Group] = {}
+    for run in runs:
+        key = (run.env, run.algo, run.optimizer)
+        groups.setdefault(key, Group(*key)).runs.append(run)
+    return [groups[k] for k in sorted(groups)]
+
+
+def final_value(curve: Curve, last: int) -> float:
+    """Mean of the last `last` logged values: one episode's score alone is too noisy to rank by."""
+    return float(curve.values[-last:].mean())
+
+
+def area_per_step(curve: Curve) -> float:
+    """Trapezoidal area under value-against-step, divided by the steps it spans: the curve's average
+    height, so runs of different lengths compare. It rewards learning early as well as learning well."""
+    steps, values = curve.steps.astype(np.float64), curve.values
+    if len(steps) < 2 or steps[-1] == steps[0]:
+        return float(values.mean())
+    area = np.sum((values[1:] + values[:-1]) / 2 * np.diff(steps))
+    return float(area / (steps[-1] - steps[0]))
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    """Mean and standard deviation over seeds (numpy's np.std: divided by n, 0 for one seed)."""
+    return float(np.mean(xs)), float(np.std(xs))
+
+
+def summary(groups: list[Group], last: int) -> list[dict]:
+    """One row per group: seeds, last step, final value and area per step (mean and std over seeds)."""
+    rows = []
+    for g in groups:
+        final_mean, final_std = mean_std([final_value(r.curve, last) for r in g.runs])
+        auc_mean, auc_std = mean_std([area_per_step(r.curve) for r in g.runs])
+        rows.append({"env": g.env, "group": g.label, "seeds": len(g.runs),
+                     "steps": max(int(r.curve.steps[-1]) for r in g.runs),
+                     "final": final_mean, "final_std": final_std, "auc": auc_mean, "auc_std": auc_std})
+    return rows
+
+
+def format_table(rows: list[dict], tag: str, last: int) -> str:
+    header = ["env", "algo / optimizer", "seeds", "steps", "final", "AUC / step"]
+    body = [[r["env"], r["group"], str(r["seeds"]), str(r["steps"]),
+             f"{r['final']:.2f} +/- {r['final_std']:.2f}", f"{r['auc']:.2f} +/- {r['auc_std']:.2f}"]
+            for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells):  # text columns to the left, numbers to the right
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    notes = (f"{tag}: final = mean of each run's last {last} values; AUC / step = area under each run's "
+             "curve over steps divided by the steps it spans; both mean +/- std over seeds.")
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body), notes])
+
+
+def smoothed(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average; the first points average over what there is so far."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[start]) / (idx - start)
+
+
+def mean_band(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 256):
+    """Mean and std over runs of curves sampled at different x, on a common grid by linear interpolation.
+
+    The grid covers the x range that all runs share, so that the mean never mixes in a run that has
+    stopped; runs that share no range (seeds of very different lengths) fall back on the union, each
+    counted only over its own range.
+    """
+    lo, hi = max(x[0] for x in xs), min(x[-1] for x in xs)
+    if not hi > lo:
+        lo, hi = min(x[0] for x in xs), max(x[-1] for x in xs)
+    if hi == lo:
+        grid = np.array([lo], dtype=np.float64)
+    else:
+        grid = np.linspace(lo, hi, points)
+    stack = np.full((len(xs), len(grid)), np.nan)
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        stack[i, inside] = np.interp(grid[inside], x, y)
+    return grid, np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    if seconds > 2 * 3600:
+        return "hours", 3600.0
+    if seconds > 120:
+        return "minutes", 60.0
+    return "seconds", 1.0
+
+
+def plot(groups: list[Group], tag: str, smooth: int, out: Path) -> None:
+    # The object-oriented API without pyplot: no GUI backend, no global figure state.
+    from matplotlib.figure import Figure
+
+    envs = sorted({g.env for g in groups})
+    fig = Figure(figsize=(12, 4.2 * len(envs)), layout="constrained")
+    axes = fig.subplots(len(envs), 2, squeeze=False)
+    longest = max(r.curve.elapsed[-1] for g in groups for r in g.runs)
+    unit, per_unit = time_unit(longest)
+    palette = [f"C{i}" for i in range(10)]
+    labels = sorted({g.label for g in groups})  # one colour per algo / optimizer across environments
+    for row, env in enumerate(envs):
+        by_steps, by_time = axes[row]
+        for g in (g for g in groups if g.env == env):
+            color = palette[labels.index(g.label) % len(palette)]
+            ys = [smoothed(r.curve.values, smooth) for r in g.runs]
+            seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
+            for ax, xs in ((by_steps, [r.curve.steps.astype(np.float64) for r in g.runs]),
+                           (by_time, [r.curve.elapsed / per_unit for r in g.runs])):
+                grid, mean, std = mean_band(xs, ys)
+                marker = "o" if len(grid) == 1 else None
+                ax.plot(grid, mean, color=color, marker=marker, label=f"{g.label} ({seeds})")
+                if len(g.runs) > 1:
+                    ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+        by_steps.set_xlabel("environment steps")
+        by_time.set_xlabel(f"wall-clock time since the run started ({unit})")
+        for ax in (by_steps, by_time):
+            ax.set_title(env)
+            ax.set_ylabel(tag)
+            ax.grid(alpha=0.3)
+        by_steps.legend(loc="best", fontsize="small")
+    smoothing = f", moving average over {smooth} values" if smooth > 1 else ""
+    fig.suptitle(f"{tag}: mean and one standard deviation over seeds{smoothing}")
+    fig.savefig(out, dpi=100)
+
+
+def check(cfg: Config) -> Path:
+    if cfg.last < 1:
+        fail(f"--last must be at least 1 (got {cfg.last})")
+    if cfg.smooth < 1:
+        fail(f"--smooth must be at least 1 (got {cfg.smooth})")
+    out = Path(cfg.out)
+    if not out.parent.is_dir():
+        fail(f"--out {out}: folder {out.parent} does not exist")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in formats:
+        fail(f"--out {out}: unknown figure format {out.suffix or '(none)'}; use one of "
+             f"{', '.join('.' + f for f in sorted(formats))}")
+    return out
+
+
+@exits_cleanly
+def main(args: list[str] | None = None) -> list[dict]:
+    cfg = cli.parse(Config, args, prog="python -m agents.compare", description=__doc__.split("\n")[0])
+    if not cfg.run_dirs:
+        fail("name at least one run folder (or a folder of runs, such as runs)")
+    out = check(cfg)
+    groups = group_runs(load_runs(cfg.run_dirs, cfg.tag))
+    rows = summary(groups, cfg.last)
+    print(format_table(rows, cfg.tag, cfg.last))
+    try:
+        plot(groups, cfg.tag, cfg.smooth, out)
+    except OSError as e:
+        fail(f"--out {out}: cannot write it ({e.strerror or e})")
+    print(f"figure: {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
