@@ -214,7 +214,7 @@ def load_cifar10(data_dir: str | Path, download: bool = True) -> torch.Tensor:
         missing = [name for name in CIFAR_TRAIN_FILES if not (folder / name).is_file()]
     if missing:
         fail(f"CIFAR-10 not found: {folder.resolve()} lacks {', '.join(missing)}; put the extracted "
-             f"{CIFAR_FOLDER}/ folder into {root.resolve()} (or drop --download False to fetch it)")
+             f"{CIFAR_FOLDER}/ folder into {root.resolve()} (or leave out --no-download to fetch it)")
     arrays = [read_cifar10_batch(folder / name)[0] for name in CIFAR_TRAIN_FILES]
     return torch.from_numpy(np.concatenate(arrays))
 

@@ -53,13 +53,13 @@ class Config:
     steps: int | None = None
     """generator steps to train for (images: 100,000; 2D mixtures: 6,000)"""
     batch_size: int | None = None
-    """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 512)"""
+    """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 256)"""
     z_dim: int | None = None
     """size of the generator's standard normal noise (images: 100, Radford et al.; 2D mixtures: 16)"""
     g_width: int | None = None
-    """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64), or hidden units per layer (2D mixtures: 256)"""
+    """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64), or hidden units per layer (2D mixtures: 128)"""
     d_width: int | None = None
-    """discriminator width: feature maps of its first conv layer, doubled in each layer after (images: 64), or hidden units per layer (2D mixtures: 256)"""
+    """discriminator width: feature maps of its first conv layer, doubled in each layer after (images: 64), or hidden units per layer (2D mixtures: 128)"""
     mlp_layers: int = 3
     """hidden layers of each MLP for 2D mixtures"""
 
@@ -77,6 +77,8 @@ class Config:
     """discriminator RMSprop smoothing constant, for optimizers that take alpha (default 0.9)"""
     d_steps: int = 1
     """discriminator steps per generator step, each on a fresh real batch"""
+    lr_decay: Literal["none", "linear"] | None = None
+    """learning-rate schedule of both networks: none, or linear to 0 over --steps (images: none, Radford et al.; 2D mixtures: linear, which settles the generator onto the modes instead of circling them)"""
 
     amp: bool = True
     """CUDA: mixed precision (bfloat16 autocast, or float16 with loss scaling on GPUs without bfloat16); ignored on CPU"""
@@ -102,9 +104,9 @@ class Config:
 # Presets for the fields left at None. Images: Radford et al. 2016. 2D mixtures: settings that
 # capture all modes of ring8 and grid25 on a CPU in a minute or two (see gans/README.md).
 IMAGE_PRESET = dict(steps=100_000, batch_size=128, z_dim=100, g_width=64, d_width=64, g_lr=2e-4, d_lr=2e-4,
-                    sample_every=1000, save_every=5000)
-MIXTURE_PRESET = dict(steps=6000, batch_size=512, z_dim=16, g_width=256, d_width=256, g_lr=1e-3, d_lr=1e-3,
-                      sample_every=500, save_every=1000)
+                    lr_decay="none", sample_every=1000, save_every=5000)
+MIXTURE_PRESET = dict(steps=6000, batch_size=256, z_dim=16, g_width=128, d_width=128, g_lr=1e-3, d_lr=1e-3,
+                      lr_decay="linear", sample_every=500, save_every=1000)
 DEFAULT_G_BETAS = (0.5, 0.999)
 DEFAULT_D_ALPHA = 0.9
 
@@ -380,14 +382,16 @@ def build_models(cfg: Config, device: torch.device) -> Models:
                   torch.amp.GradScaler("cuda", enabled=fp16), amp_dtype, device.type)
 
 
-def set_hparams(m: Models, cfg: Config) -> None:
-    """After loading optimizer state on resume, the config's learning rates and betas/alpha apply."""
+def set_hparams(m: Models, cfg: Config, step: int = 0) -> None:
+    """The config's learning rates at `step` of the schedule, and betas/alpha: called before every
+    step, and so also after loading optimizer state on resume, where changed flags then apply."""
+    scale = 1.0 - step / cfg.steps if cfg.lr_decay == "linear" else 1.0
     for group in m.g_opt.param_groups:
-        group["lr"] = cfg.g_lr
+        group["lr"] = cfg.g_lr * scale
         if cfg.g_betas is not None and "betas" in group:
             group["betas"] = tuple(cfg.g_betas)
     for group in m.d_opt.param_groups:
-        group["lr"] = cfg.d_lr
+        group["lr"] = cfg.d_lr * scale
         if cfg.d_alpha is not None and "alpha" in group:
             group["alpha"] = cfg.d_alpha
 
@@ -519,7 +523,6 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
         m.d_opt.load_state_dict(ckpt["d_opt"])
         m.g_scaler.load_state_dict(ckpt["g_scaler"])
         m.d_scaler.load_state_dict(ckpt["d_scaler"])
-        set_hparams(m, cfg)
         fixed_z = ckpt["fixed_z"].to(device)
         step, images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
         set_rng_state(ckpt["rng"])
@@ -528,7 +531,8 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
     else:
         folder = Path(cfg.logdir) / run_name(cfg.dataset, "dcgan", cfg.seed)
 
-    run = Run(folder, cfg, resumed=ckpt is not None)
+    # events at the checkpoint's own step were logged before it was saved: keep them, purge only later ones
+    run = Run(folder, cfg, resume_step=step + 1 if ckpt is not None else None)
     ckpt_path = folder / "checkpoint.pt"
     evaluator = Evaluator(cfg, run, source, device)
     progress = Progress(cfg.steps, initial=step)
@@ -549,7 +553,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
             good = f"the last good checkpoint is {ckpt_path} (step {last_save_step})" if ckpt_path.exists() \
                 else "no checkpoint was written"
             fail(f"training diverged: non-finite loss at step {bad}; {good}. "
-                 f"Try lower learning rates (--g-lr, --d-lr) or --amp False", code=3)
+                 f"Try lower learning rates (--g-lr, --d-lr) or --no-amp", code=3)
 
     def save(path: Path) -> None:
         nonlocal last_save_step
@@ -559,6 +563,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
 
     with checkpoint.StopSignal() as stop:
         while step < cfg.steps:
+            set_hparams(m, cfg, step)
             stats = train_step(m, source.next, cfg.batch_size, cfg.z_dim, device, cfg.d_steps)
             step += 1
             images_seen += cfg.batch_size * cfg.d_steps
@@ -573,7 +578,8 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                 now = time.perf_counter()
                 ips = interval_steps * cfg.batch_size * cfg.d_steps / max(now - t_log, 1e-9)
                 run.scalars({"losses/d_loss": mean[0], "losses/g_loss": mean[1], "charts/d_real": mean[2],
-                             "charts/d_fake": mean[3], "charts/images_per_sec": ips}, step)
+                             "charts/d_fake": mean[3], "charts/images_per_sec": ips,
+                             "charts/learning_rate": m.g_opt.param_groups[0]["lr"]}, step)
                 progress.update(step, ips)
                 progress.bar.set_postfix(img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}",
                                          refresh=True)
@@ -629,7 +635,7 @@ def main(args: list[str] | None = None) -> dict:
     from common import checkpoint
     from common.cli import parse
 
-    cfg = parse(Config, args, description=__doc__.split("\n\n")[0])
+    cfg = parse(Config, args, prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0])
     ckpt = None
     if cfg.resume:
         ckpt = checkpoint.load(cfg.resume, "dcgan")

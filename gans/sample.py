@@ -60,7 +60,7 @@ def draw(G, cfg, n: int, seed: int, device: torch.device) -> torch.Tensor:
 
 @exits_cleanly
 def main(args: list[str] | None = None) -> Path:
-    sc = parse(SampleConfig, args, description=__doc__.split("\n\n")[0])
+    sc = parse(SampleConfig, args, prog="python -m gans.sample", description=__doc__.split("\n\n")[0])
     if sc.n < 1:
         fail(f"--n must be at least 1, got {sc.n}")
     out = Path(sc.out)
