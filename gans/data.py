@@ -321,14 +321,19 @@ def make_source(dataset: str, data_dir: str, batch_size: int, device: torch.devi
 
 
 def real_images_uint8(source, limit: int) -> torch.Tensor:
-    """Up to `limit` real images as uint8 (N, 3, H, W) on the CPU, the reference set for FID/KID."""
+    """Up to `limit` real images as uint8 (N, 3, H, W) on the CPU, the reference set for FID/KID.
+
+    A fixed random subset: the same for every evaluation of a run, and not biased by the order of
+    files in a folder sorted by class.
+    """
+    n = len(source.images) if isinstance(source, TensorImageSource) else len(source.dataset)
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
     if isinstance(source, TensorImageSource):
-        images = source.images[:limit].cpu()
+        images = source.images[pick.to(source.images.device)].cpu()
         if images.shape[-1] != source.image_size:
             images = to_model_range(images, source.image_size, False).add(1).mul(127.5).round().clamp(0, 255)
             images = images.to(torch.uint8)
         return images
     if isinstance(source, LoaderSource):
-        ds = source.dataset
-        return torch.stack([ds[i] for i in range(min(limit, len(ds)))])
+        return torch.stack([source.dataset[int(i)] for i in pick])
     raise TypeError("only image sources have real images")

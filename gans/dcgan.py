@@ -14,6 +14,7 @@ training iteration, the loop with checkpoints and logging, and `main()`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from contextlib import nullcontext
@@ -452,17 +453,25 @@ class Evaluator:
 
         if self.fidelity_failed or self.cfg.dataset in MIXTURES or self.cfg.fidelity_every == 0:
             return {}
+
+        def give_up(reason: str) -> dict:
+            self.fidelity_failed = True  # said once; the run goes on without them
+            print(f"metrics: FID/IS/KID skipped for this run, training goes on: {reason}", file=sys.stderr)
+            return {}
+
+        missing = metrics.fidelity_missing()
+        if missing:  # before generating thousands of images for nothing
+            return give_up(missing)
         n = self.cfg.fidelity_samples
         fake = metrics.to_uint8(generate(G, eval_noise(self.cfg, n, self.device))).cpu()
         real = real_images_uint8(self.source, n)
+        # torch-fidelity caches the real set's Inception statistics under this name: it must change with the data
+        digest = hashlib.sha1(real.numpy().tobytes()).hexdigest()[:16]
         try:
             scores = metrics.fidelity(fake, real, cuda=self.device.type == "cuda",
-                                      weights_path=self.cfg.inception_weights,
-                                      real_cache_name=f"rlgan-{self.cfg.dataset}-{self.cfg.image_size}-{len(real)}")
+                                      weights_path=self.cfg.inception_weights, real_cache_name=f"rlgan-real-{digest}")
         except metrics.FidelityUnavailable as e:
-            self.fidelity_failed = True
-            print(f"metrics: FID/IS/KID skipped for this run, training goes on: {e}", file=sys.stderr)
-            return {}
+            return give_up(str(e))
         self.run.scalars({"metrics/fid": scores["fid"], "metrics/is": scores["is"], "metrics/kid": scores["kid"]},
                          step)
         return scores

@@ -82,6 +82,15 @@ class _Uint8Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
+def fidelity_missing() -> str | None:
+    """Why FID/IS/KID cannot be computed here (torch-fidelity not installed), or None; imports nothing."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch_fidelity") is None:
+        return "torch-fidelity is not installed (pip install 'rlgan[metrics]')"
+    return None
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Generator output in [-1, 1] -> uint8 in [0, 255], as torch-fidelity and PNG files want them."""
     return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
@@ -95,10 +104,10 @@ def fidelity(fake: torch.Tensor, real: torch.Tensor, *, cuda: bool, weights_path
     reason when torch-fidelity is not installed or cannot run. `real_cache_name` lets torch-fidelity
     cache the real images' Inception statistics between calls.
     """
-    try:
-        import torch_fidelity
-    except ImportError:
-        raise FidelityUnavailable("torch-fidelity is not installed (pip install 'rlgan[metrics]')") from None
+    missing = fidelity_missing()
+    if missing:
+        raise FidelityUnavailable(missing)
+    import torch_fidelity
     n = min(len(fake), len(real))
     kwargs = dict(
         input1=_Uint8Images(fake), input2=_Uint8Images(real), cuda=cuda, isc=True, fid=True, kid=True,

@@ -23,7 +23,7 @@ import torch
 
 from common import checkpoint
 from gans import dcgan, metrics
-from gans.data import ImageFiles, load_cifar10, mixture, scatter_image
+from gans.data import ImageFiles, TensorImageSource, load_cifar10, mixture, real_images_uint8, scatter_image
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_FIDELITY = importlib.util.find_spec("torch_fidelity") is not None
@@ -275,6 +275,13 @@ def test_cifar10_reader_reads_the_on_disk_format(cifar_dir, tmp_path, capsys):
     assert loaded.dtype == torch.uint8 and loaded.shape == (40, 3, 32, 32)
     assert torch.equal(loaded, torch.from_numpy(images))
     assert (loaded[:, 0, :4, :4] == 255).all() and (loaded[:, 1:, :4, :4] == 0).all()
+    # batches in [-1, 1], at 64x64 when asked; every image once per epoch
+    source = TensorImageSource(loaded, 8, torch.device("cpu"), seed=0, image_size=64)
+    batches = torch.cat([source.next() for _ in range(5)])
+    assert batches.shape == (40, 3, 64, 64) and batches.min() >= -1 and batches.max() <= 1
+    assert sorted(batches[:, 0, :6, :6].mean(dim=(1, 2)).tolist()) == pytest.approx([1.0] * 40, abs=1e-5)
+    assert torch.equal(real_images_uint8(TensorImageSource(loaded, 8, torch.device("cpu"), 0, 32), 100)
+                       .sum(0), loaded.sum(0))
 
     # missing files: a clear message saying where cifar-10-batches-py goes
     line = expect_user_error(capsys, ["--dataset", "cifar10", "--data-dir", str(tmp_path), "--no-download"])
