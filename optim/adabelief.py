@@ -134,18 +134,23 @@ def _single_tensor(params, grads, exp_avgs, exp_avg_vars, steps, *, lr, beta1, b
 
 def _multi_tensor(params, grads, exp_avgs, exp_avg_vars, steps, *, lr, beta1, beta2, eps, weight_decay,
                   decoupled, rectify, degenerated_to_sgd):
-    """The fused path. The bias correction of s is folded into scalars, as in LAMB's:
-    m_hat / (sqrt(s_hat) + eps) = (sqrt(bc2) / bc1) * m / (sqrt(s) + eps sqrt(bc2))."""
+    """The fused path, rearranged to need fewer passes over memory (same numbers up to rounding):
+
+    - With the old m, r = g - m_old gives both updates: m_new = m_old + (1 - b1) r, and the belief
+      residual g - m_new = b1 r, so s <- b2 s + (1 - b2) b1^2 r^2 + eps.
+    - The bias correction of s is folded into scalars, as in LAMB's:
+      m_hat / (sqrt(s_hat) + eps) = (sqrt(bc2) / bc1) * m / (sqrt(s) + eps sqrt(bc2)).
+    """
     for _, (p_, g_, m_, s_, t_) in group_by_device_dtype(params, grads, exp_avgs, exp_avg_vars, steps).items():
         if weight_decay != 0:
             if decoupled:
                 torch._foreach_mul_(p_, 1 - lr * weight_decay)
             else:
                 g_ = torch._foreach_add(g_, p_, alpha=weight_decay)
-        torch._foreach_lerp_(m_, g_, 1 - beta1)
         residual = torch._foreach_sub(g_, m_)
+        torch._foreach_add_(m_, residual, alpha=1 - beta1)
         torch._foreach_mul_(s_, beta2)
-        torch._foreach_addcmul_(s_, residual, residual, value=1 - beta2)
+        torch._foreach_addcmul_(s_, residual, residual, value=(1 - beta2) * beta1 * beta1)
         torch._foreach_add_(s_, eps)
         del residual
 
