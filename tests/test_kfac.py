@@ -56,6 +56,22 @@ def test_kron_factors_equal_per_example_fisher():
     assert rel_err(torch.kron(state.G, state.A), fisher) <= 1e-12
 
 
+def test_layer_without_bias():
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2, bias=False).to(D64)
+    x = torch.randn(1, 3, dtype=D64)
+    kfac = KFAC(layer, damping=0.1)
+    with kfac.capture():
+        loss_fn(layer(x), torch.tensor([0])).backward()
+    g = layer.weight.grad.flatten().clone()
+    kfac.step()
+    state = kfac.layers[""]
+    assert state.A.shape == (3, 3)
+    assert rel_err(torch.kron(state.G, state.A), torch.outer(g, g)) <= 1e-12
+    dense = torch.linalg.solve(torch.outer(g, g) + 0.1 * torch.eye(6, dtype=D64), g)
+    assert rel_err(layer.weight.grad.flatten(), dense) <= 1e-10
+
+
 def test_eigen_mode_is_exact_damped_inverse_for_one_example():
     layer = one_layer()
     x = torch.randn(1, 3, dtype=D64)
@@ -163,6 +179,27 @@ def test_nothing_is_captured_outside_the_context():
 
     for (a1, g1), (a2, g2) in zip(factors(False), factors(True)):
         assert torch.equal(a1, a2) and torch.equal(g1, g2)
+
+
+def test_capture_hooks_only_on_factor_update_steps():
+    """With factor_update_freq=3, captures at steps 1 and 2 register no hooks and record nothing; the
+    factors change only at step 3, while every step still preconditions with the last decomposition."""
+    model = _mlp()
+    kfac = KFAC(model, factor_update_freq=3, inv_update_freq=3)
+    x = torch.randn(8, 4)
+    seen = []
+    for step in range(4):
+        model.zero_grad()
+        with kfac.capture():
+            seen.append(not _no_hooks(model))
+            model(x * (step + 1)).pow(2).mean().backward()
+        raw = [p.grad.clone() for p in model.parameters()]
+        before = kfac.layers["0"].A.clone() if kfac.layers["0"].A is not None else None
+        kfac.step()
+        changed = before is None or not torch.equal(before, kfac.layers["0"].A)
+        assert changed == (step % 3 == 0), step
+        assert not all(torch.equal(p.grad, r) for p, r in zip(model.parameters(), raw))
+    assert seen == [True, False, False, True]
 
 
 def test_no_grad_forward_inside_capture_is_not_recorded():

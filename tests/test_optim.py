@@ -173,11 +173,12 @@ def ref_lookahead(inner_steps, k, alpha, params):
 
 # ---------------------------------------------------------------------------------------------------
 # The shared problem: two param groups, a zero-initialized tensor (||w|| = 0 at first), a tensor whose
-# gradient is always zero (a zero update), and one that never gets a gradient.
+# gradient is always zero (a zero update), one that never gets a gradient, and one that misses every
+# third step (so tensors in one group are at different step counts, hence bias corrections).
 
 SHAPES = [(3, 4), (5,), (2, 3), (4,), (2, 2)]
 GROUPS = [[0, 1, 2], [3, 4]]       # indices of SHAPES per param group
-NO_GRAD, ZERO_INIT, ZERO_GRAD = 2, 1, 4
+NO_GRAD, ZERO_INIT, ZERO_GRAD, SOMETIMES = 2, 1, 4, 3
 
 
 def initial_params():
@@ -190,10 +191,12 @@ def initial_params():
 def grad_sequence(n=STEPS):
     rng = np.random.default_rng(1)
     seq = []
-    for _ in range(n):
+    for t in range(n):
         grads = [rng.standard_normal(s) for s in SHAPES]
         grads[NO_GRAD] = None
         grads[ZERO_GRAD] = np.zeros(SHAPES[ZERO_GRAD])
+        if t % 3 == 1:
+            grads[SOMETIMES] = None
         seq.append(grads)
     return seq
 
