@@ -239,7 +239,8 @@ def test_optimizers_and_presets():
     assert type(m.g_opt) is torch.optim.AdamW and type(m.d_opt) is torch.optim.Adam
 
     ring = dcgan.resolve(dcgan.Config(dataset="ring8"))
-    assert ring.lr_decay == "linear" and ring.steps == dcgan.MIXTURE_PRESET["steps"]
+    assert ring.lr_decay == "linear" and ring.steps == 6000 and ring.z_dim == 2
+    assert dcgan.resolve(dcgan.Config(dataset="grid25")).steps == 10_000
     assert isinstance(dcgan.build_generator(ring), dcgan.MLPGenerator)
 
 
