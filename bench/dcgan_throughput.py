@@ -8,10 +8,11 @@ Two loops over the same networks (Radford et al. widths, z 100) in the same proc
              for the generator with every gradient computed.
 
 Real images are a fixed random batch already on the device, so data loading is not measured. The two
-loops alternate in rounds and each reports its median round, which keeps a busy shared machine from
-favouring one of them. Runs on the CPU, and on CUDA when there is a GPU. The last line is JSON.
+loops alternate in short rounds; each reports its median round, and the speed-up is the median of the
+per-round ratios, so that load from other processes on a shared machine hits both loops alike. Runs on
+the CPU, and on CUDA when there is a GPU. The last line is JSON.
 
-    python bench/dcgan_throughput.py [--steps 10] [--rounds 3] [--devices cpu cuda]
+    python bench/dcgan_throughput.py [--steps 2] [--rounds 15] [--devices cpu cuda]
 """
 from __future__ import annotations
 
@@ -94,21 +95,23 @@ def bench(device: torch.device, steps: int, rounds: int, warmup: int) -> dict:
         t_runs.append(images_per_sec(trainer, device, steps))
         r_runs.append(images_per_sec(reference, device, steps))
     t, r = statistics.median(t_runs), statistics.median(r_runs)
+    speedup = statistics.median(a / b for a, b in zip(t_runs, r_runs))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     precision = {None: "float32", torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast"}[amp_dtype]
     print(f"{device.type:5s} {name}: trainer ({precision}{', channels-last' if device.type == 'cuda' else ''}) "
-          f"{t:8.1f} img/s   reference float32 {r:8.1f} img/s   speed-up x{t / r:.2f}   "
-          f"(median of {rounds} rounds of {steps} steps; rounds: trainer {[round(v) for v in t_runs]}, "
-          f"reference {[round(v) for v in r_runs]})", flush=True)
+          f"{t:8.1f} img/s   reference float32 {r:8.1f} img/s   speed-up x{speedup:.2f}   "
+          f"(medians of {rounds} rounds of {steps} steps each; spread of the ratios "
+          f"{min(a / b for a, b in zip(t_runs, r_runs)):.2f}-{max(a / b for a, b in zip(t_runs, r_runs)):.2f})",
+          flush=True)
     return {"device": name, "precision": precision, "trainer_img_s": round(t, 1), "reference_img_s": round(r, 1),
-            "speedup": round(t / r, 3)}
+            "speedup": round(speedup, 3), "rounds": rounds, "steps_per_round": steps}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: cpu 5, cuda 200)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: cpu 2, cuda 50)")
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per loop (default: cpu 2, cuda 30)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = p.parse_args()
@@ -123,7 +126,7 @@ def main() -> None:
             continue
         cuda = device.type == "cuda"
         torch.backends.cudnn.benchmark = True
-        results[device.type] = bench(device, args.steps or (200 if cuda else 5), args.rounds,
+        results[device.type] = bench(device, args.steps or (50 if cuda else 2), args.rounds,
                                      args.warmup if args.warmup is not None else (30 if cuda else 2))
     print(json.dumps({"bench": "dcgan_throughput", "batch": BATCH, "image_size": 32, "results": results}))
 

@@ -52,7 +52,7 @@ class Config:
     """continue from this checkpoint (networks, optimizers, RNG state, step, fixed noise) in its run folder; other flags given with it override the checkpoint's (e.g. --steps to train longer), except those that fix the networks and optimizers"""
 
     steps: int | None = None
-    """generator steps to train for (images: 100,000; ring8: 6,000; grid25: 10,000)"""
+    """generator steps to train for (images: 100,000; ring8: 6,000; grid25: 20,000)"""
     batch_size: int | None = None
     """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 256)"""
     z_dim: int | None = None
@@ -109,7 +109,7 @@ IMAGE_PRESET = dict(steps=100_000, batch_size=128, z_dim=100, g_width=64, d_widt
 MIXTURE_PRESET = dict(steps=6000, batch_size=256, z_dim=2, g_width=128, d_width=128, g_lr=1e-3, d_lr=1e-3,
                       lr_decay="linear", sample_every=500, save_every=1000)
 PRESETS = {"cifar10": IMAGE_PRESET, "folder": IMAGE_PRESET, "ring8": MIXTURE_PRESET,
-           "grid25": {**MIXTURE_PRESET, "steps": 10_000}}
+           "grid25": {**MIXTURE_PRESET, "steps": 20_000}}
 DEFAULT_G_BETAS = (0.5, 0.999)
 DEFAULT_D_ALPHA = 0.9
 
@@ -591,7 +591,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                 run.scalars({"losses/d_loss": mean[0], "losses/g_loss": mean[1], "charts/d_real": mean[2],
                              "charts/d_fake": mean[3], "charts/images_per_sec": ips,
                              "charts/learning_rate": m.g_opt.param_groups[0]["lr"]}, step)
-                progress.update(step, ips)
+                progress.update(step, ips / (cfg.batch_size * cfg.d_steps))  # generator steps/s
                 progress.bar.set_postfix(img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}",
                                          refresh=True)
                 sums.zero_()

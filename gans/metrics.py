@@ -122,7 +122,9 @@ def fidelity(fake: torch.Tensor, real: torch.Tensor, *, cuda: bool, weights_path
         result = torch_fidelity.calculate_metrics(**kwargs)
     except Exception as e:  # offline weight download, bad weights path, out of memory ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FidelityUnavailable(f"torch-fidelity failed: {type(e).__name__}: {reason[:200]}") from None
+        hint = "" if weights_path else " (offline? its Inception weights download at first use: pass a local copy " \
+                                        "with --inception-weights)"
+        raise FidelityUnavailable(f"torch-fidelity failed: {type(e).__name__}: {reason[:200]}{hint}") from None
     return {
         "fid": float(result["frechet_inception_distance"]),
         "is": float(result["inception_score_mean"]),

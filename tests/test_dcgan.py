@@ -240,7 +240,7 @@ def test_optimizers_and_presets():
 
     ring = dcgan.resolve(dcgan.Config(dataset="ring8"))
     assert ring.lr_decay == "linear" and ring.steps == 6000 and ring.z_dim == 2
-    assert dcgan.resolve(dcgan.Config(dataset="grid25")).steps == 10_000
+    assert dcgan.resolve(dcgan.Config(dataset="grid25")).steps == 20_000
     assert isinstance(dcgan.build_generator(ring), dcgan.MLPGenerator)
 
 
