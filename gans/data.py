@@ -81,7 +81,8 @@ class MixtureSource:
 
 
 def scatter_image(points: torch.Tensor, mix: Mixture, size: int = 256) -> torch.Tensor:
-    """A (3, size, size) uint8 picture of `points` (blue) over the mixture's means (red).
+    """A (3, size, size) uint8 picture of `points` (blue dots) over the mixture's means (red hollow squares,
+    so that the samples on a mode stay visible).
 
     Drawn with tensor indexing rather than matplotlib, which the toolkit does not depend on.
     """
@@ -94,15 +95,17 @@ def scatter_image(points: torch.Tensor, mix: Mixture, size: int = 256) -> torch.
         keep = (cols >= 0) & (cols < size) & (rows >= 0) & (rows < size)
         return torch.stack([rows[keep], cols[keep]], dim=1)
 
-    def paint(pixels: torch.Tensor, radius: int, color: tuple[int, int, int]) -> None:
+    def paint(pixels: torch.Tensor, radius: int, color: tuple[int, int, int], hollow: bool = False) -> None:
         for dr in range(-radius, radius + 1):
             for dc in range(-radius, radius + 1):
+                if hollow and max(abs(dr), abs(dc)) < radius:
+                    continue
                 r = (pixels[:, 0] + dr).clamp(0, size - 1)
                 c = (pixels[:, 1] + dc).clamp(0, size - 1)
                 for ch, value in enumerate(color):
                     img[ch, r, c] = value
 
-    paint(to_pixels(mix.means), 2, (220, 30, 30))
+    paint(to_pixels(mix.means), 5, (220, 30, 30), hollow=True)
     paint(to_pixels(points.detach()), 0, (20, 60, 200))
     return img
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import math
+import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -124,8 +127,6 @@ def _accepts(optimizer: str, hparam: str) -> bool:
     cls = optim.REGISTRY.get(optimizer.lower())
     if cls is None:
         fail(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(optim.names())}")
-    import inspect
-
     return hparam in inspect.signature(cls.__init__).parameters
 
 
@@ -448,8 +449,6 @@ class Evaluator:
 
     def fidelity(self, G: nn.Module, step: int) -> dict:
         """FID/IS/KID; when torch-fidelity cannot run, one message and training goes on."""
-        import sys
-
         from gans import metrics
         from gans.data import real_images_uint8
 
@@ -508,8 +507,6 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
 
     Returns the last evaluation (mode metrics for 2D mixtures, FID/IS/KID where computed) and paths.
     """
-    import sys
-
     # the training stack: imported here so that gans.sample can rebuild a generator without it
     from common import checkpoint
     from common.device import pick
@@ -596,6 +593,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                                          refresh=True)
                 sums.zero_()
                 interval_steps, t_log = 0, now
+            t_pause = time.perf_counter()
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 check_finite()
                 last.update(evaluator.samples(m.G, fixed_z, step))
@@ -604,13 +602,12 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                 last.update(evaluator.fidelity(m.G, step))
             if step % cfg.save_every == 0:
                 save(ckpt_path)
+            t_log += time.perf_counter() - t_pause  # images/s counts training time, not evaluations and saves
             if stop:
                 save(ckpt_path)
                 run.close()
                 progress.close()
-                import signal as _signal
-
-                name = _signal.Signals(stop.received).name
+                name = signal.Signals(stop.received).name
                 fail(f"stopped by {name} at step {step}; checkpoint saved: {ckpt_path} "
                      f"(continue with --resume {ckpt_path})", code=128 + stop.received)
 

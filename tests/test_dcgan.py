@@ -163,7 +163,8 @@ def test_scatter_image_marks_samples_and_modes():
     assert img.shape == (3, 101, 101) and img.dtype == torch.uint8
     assert tuple(img[:, 50, 50]) == (20, 60, 200)              # the sample at the origin, in blue
     right = round((1.0 + 1.5) / 3.0 * 100)
-    assert tuple(img[:, 50, right]) == (220, 30, 30)           # mode (1, 0), in red
+    assert tuple(img[:, 50, right + 5]) == (220, 30, 30)       # mode (1, 0): a red square around it
+    assert tuple(img[:, 50, right]) == (255, 255, 255)         # ... hollow, so samples on it show
     assert int((img[2] == 200).sum()) == 1                     # the off-canvas sample is dropped
 
 
