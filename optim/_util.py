@@ -1,4 +1,5 @@
-"""Small helpers the optimizers share: the foreach default and device/dtype grouping for fused lists."""
+"""Small helpers the optimizers share: the foreach default, device/dtype grouping for fused lists, and
+cache-sized blocks of them for CPU."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,3 +42,40 @@ def new_step(device: torch.device | None = None) -> torch.Tensor:
     being a tensor, it can be put in shared memory (SharedAdam) and is saved by `state_dict`.
     """
     return torch.zeros((), dtype=torch.float32, device=device or "cpu")
+
+
+# Fused (foreach) paths on CPU. There an op over a whole parameter list streams it from memory (its
+# operands span tens of MB for a large model, more than the cache holds), so a step of several ops
+# reads and writes each parameter-sized buffer several times over. Running every op of the step on one
+# cache-sized block of the parameters before the next block reads each from memory about once.
+# Measured with one thread: an op streams 20-100 GB/s over operands of a few hundred KB to a few MB,
+# 12-24 GB/s over the 40 MB of a 10M-parameter float32 list.
+
+
+def blocks(lists: Sequence[Sequence[torch.Tensor]], size: int):
+    """Cut parallel lists of same-shaped tensors into blocks of flat slices, about `size` elements per
+    block, in order. Yields (owners, slices): slices[k] is the block's part of lists[k], and owners[j]
+    the index, in the lists, of the tensor that the j-th slice of each comes from."""
+    pieces, room = [], size                      # (tensor index, start, stop), or stop None: whole tensor
+    for i, t in enumerate(lists[0]):
+        # Flat slices of tensors laid out differently would not pair up element by element: such a
+        # tensor goes into a block whole, whatever its size.
+        whole = not all(seq[i].is_contiguous() for seq in lists)
+        start, n = 0, t.numel()
+        while True:
+            take = n - start if whole else min(n - start, room)
+            pieces.append((i, start, None if whole else start + take))
+            start, room = start + take, room - take
+            if room <= 0:
+                yield _block(lists, pieces)
+                pieces, room = [], size
+            if start >= n:
+                break
+    if pieces:
+        yield _block(lists, pieces)
+
+
+def _block(lists, pieces):
+    slices = [[seq[i] if stop is None else seq[i].view(-1)[start:stop] for i, start, stop in pieces]
+              for seq in lists]
+    return [i for i, _, _ in pieces], slices

@@ -40,6 +40,8 @@ applies the exact inverse of G (x) A + damping * I:
 
     P = Q_G [(Q_G^T V Q_A) / (d_G d_A^T + damping)] Q_A^T
 
+For a layer with one output (a critic's last layer), G is a scalar g and this is V (g A + damping I)^-1:
+such a layer keeps that inverse instead, the same one without an eigendecomposition.
 `mode="inverse"` keeps (G + sqrt(damping)/pi I)^-1 and (A + pi sqrt(damping) I)^-1 with Martens &
 Grosse's factored Tikhonov damping (section 6.3), pi^2 = (tr(A) / dim A) / (tr(G) / dim G): cheaper
 per step (two matmuls instead of four), approximate. Factors are updated every `factor_update_freq`
@@ -55,22 +57,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
-import warnings
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# The first layer's input usually does not require grad; the full backward hook then still reports the
-# gradient w.r.t. the layer's output, which is all K-FAC reads, and warns that it does so. Silence only
-# that message.
-warnings.filterwarnings(
-    "ignore",
-    message=re.escape("Full backward hook is firing when gradients are computed with respect to module outputs"),
-    category=UserWarning,
-)
 
 
 def _factor_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -94,17 +85,14 @@ class LinearHelper:
     def _with_ones(self, a: torch.Tensor) -> torch.Tensor:
         return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1) if self.has_bias else a
 
-    def a_stats(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
-        """Sum over rows of a_bar a_bar^T, and the number of rows."""
-        a = self._with_ones(x.reshape(-1, x.shape[-1]).to(dtype))
-        return a.T @ a, a.shape[0]
+    def a_rows(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The rows a_bar whose outer products A averages, one per example."""
+        return self._with_ones(x.reshape(-1, x.shape[-1]).to(dtype))
 
-    def g_stats(self, grad_out: torch.Tensor, dtype: torch.dtype, mean_reduced: bool) -> tuple[torch.Tensor, int]:
-        """Sum over examples of g g^T with g the per-example output gradient, and the number of examples."""
+    def g_rows(self, grad_out: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+        """The rows g whose outer products G sums, and the number of examples they come from."""
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
-        n = g.shape[0]
-        scale = float(n) ** 2 if mean_reduced else 1.0
-        return (g.T @ g).mul_(scale), n
+        return g, g.shape[0]
 
     def grad_matrix(self, dtype: torch.dtype) -> torch.Tensor | None:
         """[dW, db] as one (out, in + 1) matrix, or None when the weight has no gradient."""
@@ -146,23 +134,40 @@ class Conv2dHelper(LinearHelper):
         self.a_dim = module.in_channels * kh * kw + int(self.has_bias)
         self.g_dim = module.out_channels
 
-    def a_stats(self, x, dtype):
-        """Sum over examples and locations of a_bar a_bar^T, and the number of (example, location) rows."""
+    def a_rows(self, x, dtype):
+        """One row per (example, location): the unfolded patch under the kernel, and a 1 for the bias."""
         m = self.module
         if x.dim() == 3:  # an unbatched (C, H, W) input
             x = x.unsqueeze(0)
         patches = F.unfold(x.to(dtype), m.kernel_size, dilation=m.dilation, padding=self.padding, stride=m.stride)
-        a = self._with_ones(patches.transpose(1, 2).reshape(-1, patches.shape[1]))
-        return a.T @ a, a.shape[0]
+        return self._with_ones(patches.transpose(1, 2).reshape(-1, patches.shape[1]))
 
-    def g_stats(self, grad_out, dtype, mean_reduced):
-        """Sum over examples of the location-summed g g^T, and the number of examples."""
+    def g_rows(self, grad_out, dtype):
+        """One row per (example, location); G sums over locations, so the count is of examples."""
         if grad_out.dim() == 3:
             grad_out = grad_out.unsqueeze(0)
-        n = grad_out.shape[0]
         g = grad_out.to(dtype).permute(0, 2, 3, 1).reshape(-1, grad_out.shape[1])
-        scale = float(n) ** 2 if mean_reduced else 1.0
-        return (g.T @ g).mul_(scale), n
+        return g, grad_out.shape[0]
+
+
+def _add_to_mean(mean: torch.Tensor | None, count: int, rows: torch.Tensor, alpha: float, n: int):
+    """Fold alpha rows^T rows, the statistics of n more examples, into the running mean over `count`
+    examples so far: mean <- (count mean + alpha rows^T rows) / (count + n), in place in one BLAS call
+    (no product to allocate, add and later divide; the factor matmuls are most of what the hooks
+    cost). With count 0 the old contents are ignored. Returns the mean and the new count."""
+    if n == 0:
+        return mean, count
+    if mean is None:
+        mean, count = rows.new_empty(rows.shape[1], rows.shape[1]), 0
+    total = count + n
+    return mean.addmm_(rows.T, rows, beta=count / total, alpha=alpha / total), total
+
+
+def _pd_inverse(m: torch.Tensor) -> torch.Tensor:
+    """The inverse of a positive definite (damped) factor, through its Cholesky factor: half the cost
+    of an LU inverse (0.36 against 0.66 ms at 257 x 257, float32, one thread). cholesky_ex, unlike
+    cholesky, does not check for failure on the host, which would be a sync on CUDA."""
+    return torch.cholesky_inverse(torch.linalg.cholesky_ex(m)[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,40 +182,49 @@ class KFACLayer:
         self.A: torch.Tensor | None = None  # running E[a_bar a_bar^T]
         self.G: torch.Tensor | None = None  # running E[g g^T]
         self.decomp: dict[str, torch.Tensor] = {}
-        self._a_sum, self._a_count = None, 0
-        self._g_sum, self._g_count = None, 0
+        # Means of the batch statistics captured since the last factor update, over `count` examples.
+        # The buffers are kept across updates (count 0 marks them stale: the next capture overwrites).
+        self._a_mean, self._a_count = None, 0
+        self._g_mean, self._g_count = None, 0
+        # eigen mode: (decomposition dict, damping, what `_derived` made from them)
+        self._derived_cache: tuple[dict, float, torch.Tensor] | None = None
 
-    # statistics of the current capture(s), summed until the next factor update
+    # statistics of the current capture(s), averaged until the next factor update
     def accumulate_a(self, x: torch.Tensor) -> None:
-        s, n = self.helper.a_stats(x, self.dtype)
-        self._a_sum = s if self._a_sum is None else self._a_sum.add_(s)
-        self._a_count += n
+        rows = self.helper.a_rows(x, self.dtype)
+        self._a_mean, self._a_count = _add_to_mean(self._a_mean, self._a_count, rows, 1.0, rows.shape[0])
 
     def accumulate_g(self, grad_out: torch.Tensor, mean_reduced: bool) -> None:
-        s, n = self.helper.g_stats(grad_out, self.dtype, mean_reduced)
-        self._g_sum = s if self._g_sum is None else self._g_sum.add_(s)
-        self._g_count += n
+        rows, n = self.helper.g_rows(grad_out, self.dtype)
+        # a mean-reduced loss's output gradients are the examples' own divided by n: undo it (squared)
+        alpha = float(n) ** 2 if mean_reduced else 1.0
+        self._g_mean, self._g_count = _add_to_mean(self._g_mean, self._g_count, rows, alpha, n)
 
     def clear_accumulators(self) -> None:
-        self._a_sum, self._a_count, self._g_sum, self._g_count = None, 0, None, 0
+        self._a_count, self._g_count = 0, 0
 
     def update_factors(self, decay: float) -> bool:
-        """Fold the accumulated batch statistics into the running factors; False if there were none."""
+        """Fold the captured batch statistics into the running factors; False if there were none."""
         if self._a_count == 0 or self._g_count == 0:
             self.clear_accumulators()
             return False
-        a_new = self._a_sum.div_(self._a_count)
-        g_new = self._g_sum.div_(self._g_count)
         self.clear_accumulators()
         if self.A is None:  # the first batch initializes the averages (no bias towards zero)
-            self.A, self.G = a_new, g_new
+            self.A, self.G = self._a_mean, self._g_mean
+            self._a_mean = self._g_mean = None  # now the factors themselves: the next capture gets new buffers
         else:
-            self.A.lerp_(a_new, 1.0 - decay)
-            self.G.lerp_(g_new, 1.0 - decay)
+            self.A.lerp_(self._a_mean, 1.0 - decay)
+            self.G.lerp_(self._g_mean, 1.0 - decay)
         return True
 
     def update_decomposition(self, mode: str, damping: float) -> None:
-        if mode == "eigen":
+        if mode == "eigen" and self.G.shape[0] == 1:
+            # One output (a critic's or a value head's last layer): G is a scalar g, and the inverse of
+            # G (x) A + damping I is (g A + damping I)^-1, made by Cholesky (see `_derived`): the same
+            # exact damped inverse as through eigh(A), at a seventh of the cost (0.36 against 2.6 ms at
+            # 257 x 257, float32, one thread).
+            self.decomp = {"A_ref": self.A.clone(), "G_ref": self.G.clone()}
+        elif mode == "eigen":
             # Factors are PSD; eigh may return tiny negative eigenvalues from rounding.
             d_a, q_a = torch.linalg.eigh(self.A)
             d_g, q_g = torch.linalg.eigh(self.G)
@@ -223,16 +237,33 @@ class KFACLayer:
             mean_g = torch.diagonal(self.G).mean().clamp(min=tiny)
             pi = torch.sqrt(mean_a / mean_g)
             root = math.sqrt(damping)
-            # inv_ex, unlike inv, does not check for singularity on the host; damping > 0 keeps both PD.
-            a_inv, _ = torch.linalg.inv_ex(self.A + (pi * root) * eye_a)
-            g_inv, _ = torch.linalg.inv_ex(self.G + (root / pi) * eye_g)
-            self.decomp = {"A_inv": a_inv, "G_inv": g_inv}
+            self.decomp = {"A_inv": _pd_inverse(self.A + (pi * root) * eye_a),
+                           "G_inv": _pd_inverse(self.G + (root / pi) * eye_g)}
+
+    def _derived(self, damping: float) -> torch.Tensor:
+        """What eigen mode's preconditioning needs from the decomposition and the damping, made once per
+        decomposition rather than on every step: 1 / (d_G d_A^T + damping), or for one output
+        (g A + damping I)^-1. Keyed by the decomposition dict itself, so a decomposition
+        replaced from outside (load_state_dict, or by hand) or a changed damping never gets a stale one."""
+        cached = self._derived_cache
+        if cached is None or cached[0] is not self.decomp or cached[1] != damping:
+            d = self.decomp
+            if "A_ref" in d:
+                damped = d["A_ref"] * d["G_ref"].reshape(())
+                damped.diagonal().add_(damping)
+                value = _pd_inverse(damped)
+            else:
+                value = torch.outer(d["dG"], d["dA"]).add_(damping).reciprocal_()
+            cached = self._derived_cache = (d, damping, value)
+        return cached[2]
 
     def precondition(self, v: torch.Tensor, mode: str, damping: float) -> torch.Tensor:
         d = self.decomp
+        if mode == "eigen" and "A_ref" in d:
+            return v @ self._derived(damping)
         if mode == "eigen":
             v1 = d["QG"].T @ v @ d["QA"]
-            v1.div_(torch.outer(d["dG"], d["dA"]).add_(damping))
+            v1.mul_(self._derived(damping))
             return d["QG"] @ v1 @ d["QA"].T
         return d["G_inv"] @ v @ d["A_inv"]
 
@@ -309,20 +340,22 @@ class KFAC:
     def capture(self):
         """Record factor statistics for forwards and backwards run inside this block, and only those.
 
-        Hooks are registered on entry and removed on exit. Graphs built inside the block keep calling
-        the backward hook afterwards (autograd holds it), so the hooks also check that a capture is
-        open: a backward run after the block records nothing. Forwards under `torch.no_grad()` are not
-        recorded. On steps where `step()` will not update factors, nothing is hooked at all.
+        Forward hooks are registered on entry and removed on exit; each recorded forward hooks its
+        output tensor for the backward (one cheap tensor hook, instead of a module backward hook that
+        wraps every input and output in an extra autograd node). Graphs built inside the block keep
+        calling those tensor hooks afterwards (autograd holds them), so the hooks also check that a
+        capture is open: a backward run after the block records nothing. Forwards under
+        `torch.no_grad()` are not recorded. On steps where `step()` will not update factors, nothing
+        is hooked at all.
         """
         if self._capturing:  # nested: the outer block already hooks everything
             yield self
             return
         handles = []
         if self.steps % self.factor_update_freq == 0:
-            forward_hook, backward_hook = self._hooks()
+            forward_hook = self._forward_hook()
             for module in self._by_module:
                 handles.append(module.register_forward_hook(forward_hook))
-                handles.append(module.register_full_backward_hook(backward_hook))
         self._capturing = True
         try:
             yield self
@@ -331,8 +364,8 @@ class KFAC:
             for h in handles:
                 h.remove()
 
-    def _hooks(self):
-        # Plain closures rather than bound methods: if a model is deep-copied while a capture is open,
+    def _forward_hook(self):
+        # A plain closure rather than a bound method: if a model is deep-copied while a capture is open,
         # deepcopy shares a function instead of copying its owner (this whole object). The copied
         # modules are not in `_by_module`, so their calls record nothing.
         by_module = self._by_module
@@ -340,17 +373,21 @@ class KFAC:
 
         def forward_hook(module, inputs, output):
             layer = by_module.get(module)
-            if layer is not None and self._capturing and torch.is_grad_enabled():
-                with torch.no_grad():
-                    layer.accumulate_a(inputs[0].detach())
+            if layer is None or not self._capturing or not torch.is_grad_enabled():
+                return
+            with torch.no_grad():
+                layer.accumulate_a(inputs[0].detach())
+            if output.requires_grad:
+                # Fires with dL/d(output) as it was produced here, even if a later op (an in-place
+                # ReLU) modifies the output.
+                def grad_hook(grad):
+                    if self._capturing:
+                        with torch.no_grad():
+                            layer.accumulate_g(grad.detach(), mean_reduced)
 
-        def backward_hook(module, grad_input, grad_output):
-            layer = by_module.get(module)
-            if layer is not None and self._capturing and grad_output[0] is not None:
-                with torch.no_grad():
-                    layer.accumulate_g(grad_output[0].detach(), mean_reduced)
+                output.register_hook(grad_hook)
 
-        return forward_hook, backward_hook
+        return forward_hook
 
     # ---- step ------------------------------------------------------------------------------------
 
