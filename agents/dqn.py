@@ -87,8 +87,9 @@ class Config:
     log_interval: int = 1_000
     """Environment steps between logged losses (each log costs one host-device sync)."""
     resume: str | None = None
-    """Checkpoint to continue from; its config is used, except --total-timesteps and --device. The replay
-    memory is not saved: it is refilled with --learning-starts steps of the restored policy."""
+    """Checkpoint to continue from, with its config; flags given beside it override that config (e.g. a
+    larger --total-timesteps). The replay memory is not saved: it is refilled with --learning-starts
+    steps of the restored policy."""
     eval: str | None = None
     """Play --eval-episodes full games with this checkpoint's policy and print mean and std of the score."""
     eval_episodes: int = 10
@@ -97,10 +98,6 @@ class Config:
     """Epsilon while evaluating."""
     capture_video: bool = False
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
-
-
-# Fields a resumed run takes from the command line rather than from its checkpoint.
-RESUME_OVERRIDES = ("total_timesteps", "device", "resume", "eval", "eval_episodes", "capture_video")
 
 
 def check(cfg: Config) -> None:
@@ -184,22 +181,20 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
     return env
 
 
-def stored_config(saved: dict, path: str, overrides: dict) -> Config:
-    """The config a checkpoint was trained with, with `overrides` from the command line."""
+def stored_config(saved: dict, path: str) -> Config:
+    """The config a checkpoint was trained with."""
     try:
-        cfg = Config(**{**saved["config"], **overrides})
+        cfg = Config(**saved["config"])
     except (KeyError, TypeError) as e:
         fail(f"{path} holds a config this version cannot read ({e})")
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
     return cfg
 
 
-def train(cfg: Config) -> Path:
-    """Train, log to TensorBoard and checkpoint; returns the final checkpoint's path."""
-    saved = None
-    if cfg.resume:
-        saved = checkpoint.load(cfg.resume, kind="dqn")
-        cfg = stored_config(saved, cfg.resume, {k: getattr(cfg, k) for k in RESUME_OVERRIDES})
+def train(cfg: Config, saved: dict | None = None) -> Path:
+    """Train, log to TensorBoard and checkpoint; returns the final checkpoint's path.
+
+    `saved`: the checkpoint at `cfg.resume`, already loaded, to continue from."""
     check(cfg)
     device = devices.pick(cfg.device)
     rng = seed_everything(cfg.seed)
@@ -356,10 +351,8 @@ def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
     return [s for per_env in scores for s in per_env]
 
 
-def run_eval(cfg: Config) -> list[float]:
-    saved = checkpoint.load(cfg.eval, kind="dqn")
-    stored = stored_config(saved, cfg.eval, {k: getattr(cfg, k) for k in
-                                             ("eval", "eval_episodes", "eval_epsilon", "device", "capture_video")})
+def run_eval(stored: Config, saved: dict) -> list[float]:
+    """Play `stored.eval_episodes` games with the policy in `saved` (the checkpoint at `stored.eval`)."""
     check(stored)
     device = devices.pick(stored.device)
     env = make_env(stored, 1)
@@ -368,10 +361,10 @@ def run_eval(cfg: Config) -> list[float]:
     try:
         q_net.load_state_dict(saved["q_net"])
     except (RuntimeError, KeyError) as e:
-        fail(f"{cfg.eval}: the checkpoint's network does not fit {stored.env} ({str(e).splitlines()[0]})")
+        fail(f"{stored.eval}: the checkpoint's network does not fit {stored.env} ({str(e).splitlines()[0]})")
     q_net.to(device)
-    video = Path(cfg.eval).parent / "videos" / f"eval_{Path(cfg.eval).stem}.mp4" if cfg.capture_video else None
-    scores = evaluate(stored, q_net, device, cfg.eval_episodes, video)
+    video = Path(stored.eval).parent / "videos" / f"eval_{Path(stored.eval).stem}.mp4" if stored.capture_video else None
+    scores = evaluate(stored, q_net, device, stored.eval_episodes, video)
     print(f"{stored.env}: {len(scores)} episodes, score {np.mean(scores):.2f} +/- {np.std(scores):.2f} "
           f"(min {np.min(scores):.1f}, max {np.max(scores):.1f})")
     if video is not None:
@@ -381,11 +374,25 @@ def run_eval(cfg: Config) -> list[float]:
 
 @exits_cleanly
 def main(args: list[str] | None = None) -> None:
-    cfg = cli.parse(Config, args, prog="python -m agents.dqn", description=__doc__.split("\n")[0])
-    if cfg.eval:
-        run_eval(cfg)
-    else:
+    def parse(default=None):
+        return cli.parse(Config, args, prog="python -m agents.dqn", description=__doc__.split("\n")[0],
+                         default=default)
+
+    cfg = parse()
+    path = cfg.eval or cfg.resume
+    if not path:
         train(cfg)
+        return
+    # Flags typed beside --resume/--eval override the checkpoint's config: parse again over it.
+    saved = checkpoint.load(path, kind="dqn")
+    stored = stored_config(saved, path)
+    # Where and how it runs is this invocation's business, not the checkpoint's.
+    stored.resume, stored.eval, stored.capture_video, stored.device = None, None, False, "auto"
+    cfg = parse(default=stored)
+    if cfg.eval:
+        run_eval(cfg, saved)
+    else:
+        train(cfg, saved)
 
 
 if __name__ == "__main__":

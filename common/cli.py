@@ -11,16 +11,19 @@ T = TypeVar("T")
 
 
 def parse(config_cls: type[T], args: Sequence[str] | None = None, prog: str | None = None,
-          description: str | None = None) -> T:
+          description: str | None = None, default: T | None = None) -> T:
     """Parse `args` (default: sys.argv[1:]) into `config_cls`. `--help` lists every field with its default.
 
-    Booleans become `--flag` / `--no-flag`. A bad value exits with tyro's message and code 2.
+    `default`, an instance, replaces the class's defaults (e.g. a checkpoint's config, so that only the
+    flags typed override it). Booleans become `--flag` / `--no-flag`. A bad value exits with tyro's
+    message and code 2.
     """
     return tyro.cli(
         config_cls,
         args=list(sys.argv[1:] if args is None else args),
         prog=prog,
         description=description,
+        default=default,
     )
 
 

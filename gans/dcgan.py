@@ -588,9 +588,8 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                 run.scalars({"losses/d_loss": mean[0], "losses/g_loss": mean[1], "charts/d_real": mean[2],
                              "charts/d_fake": mean[3], "charts/images_per_sec": ips,
                              "charts/learning_rate": m.g_opt.param_groups[0]["lr"]}, step)
-                progress.update(step, ips / (cfg.batch_size * cfg.d_steps))  # generator steps/s
-                progress.bar.set_postfix(img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}",
-                                         refresh=True)
+                progress.update(step, ips / (cfg.batch_size * cfg.d_steps),  # generator steps/s
+                                img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}")
                 sums.zero_()
                 interval_steps, t_log = 0, now
             t_pause = time.perf_counter()
