@@ -8,7 +8,9 @@ from torch import nn
 class NatureCNN(nn.Module):
     """The torso of Mnih et al. (2015): 3 convolutions and a 512-unit layer over 4 stacked 84x84 frames.
 
-    Takes uint8 frames and scales them to [0, 1] itself, so replay and env keep bytes.
+    Takes uint8 frames and scales them to [0, 1] itself, so replay and env keep bytes. Weights and
+    activations are kept channels-last: oneDNN's CPU convolutions run this network's update about
+    30% faster so (bench/dqn_speed.py), and cuDNN prefers the layout too.
     """
 
     def __init__(self, in_channels: int = 4, out_features: int = 512):
@@ -21,9 +23,10 @@ class NatureCNN(nn.Module):
             nn.Linear(64 * 7 * 7, out_features), nn.ReLU(),
         )
         self.out_features = out_features
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.float() / 255.0)
+        return self.net(x.contiguous(memory_format=torch.channels_last).float() / 255.0)
 
 
 class MLP(nn.Module):

@@ -6,7 +6,8 @@ Both loops run the same Nature Q-network and the same schedule (an update of bat
 steps, epsilon 0.1): they differ in what this toolkit changes.
 - ours: ale-py's C++ vector env (envs.make), the one-frame-per-step replay memory, RMSpropTF.
 - baseline: gymnasium's AtariPreprocessing + FrameStackObservation wrappers, a replay buffer of
-  (obs, next_obs) 4-frame stacks, torch.optim.RMSprop.
+  (obs, next_obs) 4-frame stacks, the same network in PyTorch's default (NCHW) layout,
+  torch.optim.RMSprop.
 Each first fills its replay with --fill random steps (not timed). Last line:
 `train_sps ours=X baseline=Y ratio=R`.
 """
@@ -55,6 +56,21 @@ class StackedBuffer:
                  ("rewards", self.rewards), ("terminated", self.terminated))}
 
 
+class PlainQNetwork(torch.nn.Module):
+    """The Nature Q-network as CleanRL writes it: NCHW layout throughout."""
+
+    def __init__(self, num_actions: int = 4):
+        super().__init__()
+        nn = torch.nn
+        self.net = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+            nn.Linear(512, num_actions))
+
+    def forward(self, x):
+        return self.net(x.float() / 255.0)
+
+
 def greedy(q_net, obs, rng, epsilon, device):
     if rng.random() < epsilon:
         return rng.integers(0, 4, size=1)
@@ -91,7 +107,7 @@ def run_baseline(args, device):
     env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.25)
     env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, noop_max=30, terminal_on_life_loss=False)
     env = gym.wrappers.FrameStackObservation(env, 4)
-    q = QNetwork((4, 84, 84), 4, ()).to(device)
+    q = PlainQNetwork(4).to(device)
     target = copy.deepcopy(q)
     opt = torch.optim.RMSprop(q.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
     buffer = StackedBuffer(args.capacity, (4, 84, 84), device)
