@@ -279,7 +279,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     # only for the update that precedes a log.
                     if cfg.max_grad_norm > 0:
                         grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                    elif global_step >= next_log:
+                    elif global_step + cfg.train_frequency > next_log:  # the last update before a log
                         grad_norm = gradient_norm(q_net.parameters())
                     optimizer.step()
             # Copy whenever global_step crosses a multiple of the target period.
@@ -293,8 +293,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 run.scalars({"charts/SPS": sps, "charts/epsilon": epsilon,
                              "charts/learning_rate": optimizer.param_groups[0]["lr"]}, global_step)
                 if loss is not None:
-                    values = {"losses/td_loss": loss.item(), "losses/q_values": q_mean.item(),
-                              "losses/grad_norm": grad_norm.item()}
+                    values = {"losses/td_loss": loss.item(), "losses/q_values": q_mean.item()}
+                    if grad_norm is not None:
+                        values["losses/grad_norm"] = grad_norm.item()
                     if not all(math.isfinite(v) for v in values.values()):
                         run.close()
                         fail(f"training diverged at step {global_step} (td_loss={values['losses/td_loss']}); "
