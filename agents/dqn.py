@@ -143,12 +143,6 @@ def td_loss(q_net: QNetwork, target_net: QNetwork, batch: dict[str, torch.Tensor
     return F.smooth_l1_loss(q, target), q.detach().mean()
 
 
-def gradient_norm(params) -> torch.Tensor:
-    """Global L2 norm of the gradients, as a tensor."""
-    norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
-    return torch.linalg.vector_norm(torch.stack(norms))
-
-
 def epsilon_at(step: int, cfg: Config) -> float:
     fraction = min(step / cfg.exploration_steps, 1.0)
     return cfg.start_e + fraction * (cfg.end_e - cfg.start_e)
@@ -278,9 +272,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     # The norm stays a tensor (no host sync) until logged; unclipped runs compute it
                     # only for the update that precedes a log.
                     if cfg.max_grad_norm > 0:
-                        grad_norm = nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+                        grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
                     elif global_step + cfg.train_frequency > next_log:  # the last update before a log
-                        grad_norm = gradient_norm(q_net.parameters())
+                        grad_norm = optim.clip.grad_norm(q_net.parameters())
                     optimizer.step()
             # Copy whenever global_step crosses a multiple of the target period.
             if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:

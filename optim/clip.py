@@ -17,6 +17,29 @@ def _grads(parameters) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, norm_type: float = 2.0,
+              foreach: bool | None = None) -> torch.Tensor:
+    """The global `norm_type` norm of all gradients, as a 0-d tensor on the first gradient's device."""
+    return _total_norm(_grads(parameters), float(norm_type), foreach)
+
+
+def _total_norm(grads: list[torch.Tensor], norm_type: float, foreach: bool | None) -> torch.Tensor:
+    if not grads:
+        return torch.tensor(0.0)
+    first = grads[0].device
+    # The total is accumulated in float32, or float64 where any gradient is float64.
+    acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    per_group = []
+    for _, (g_,) in group_by_device_dtype(grads).items():
+        if use_foreach(foreach, g_):
+            norms = torch._foreach_norm(g_, norm_type)
+        else:
+            norms = [torch.linalg.vector_norm(g, norm_type) for g in g_]
+        per_group.append(torch.linalg.vector_norm(torch.stack(norms).to(acc), norm_type).to(first))
+    return torch.linalg.vector_norm(torch.stack(per_group), norm_type)
+
+
+@torch.no_grad()
 def clip_grad_norm_(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float, norm_type: float = 2.0,
                     foreach: bool | None = None) -> torch.Tensor:
     """Scale all gradients together so that their global `norm_type` norm is at most `max_norm`.
@@ -31,21 +54,9 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm:
         raise ValueError(f"max_norm must be >= 0, got {max_norm}")
     if not grads:
         return torch.tensor(0.0)
-    norm_type = float(norm_type)
-    first = grads[0].device
-    # The total is accumulated in float32, or float64 where any gradient is float64.
-    acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-    groups = group_by_device_dtype(grads)
-    per_group = []
-    for _, (g_,) in groups.items():
-        if use_foreach(foreach, g_):
-            norms = torch._foreach_norm(g_, norm_type)
-        else:
-            norms = [torch.linalg.vector_norm(g, norm_type) for g in g_]
-        per_group.append(torch.linalg.vector_norm(torch.stack(norms).to(acc), norm_type).to(first))
-    total = torch.linalg.vector_norm(torch.stack(per_group), norm_type)
+    total = _total_norm(grads, float(norm_type), foreach)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    for (device, dtype), (g_,) in groups.items():
+    for (device, dtype), (g_,) in group_by_device_dtype(grads).items():
         c = coef.to(device=device, dtype=dtype)
         if use_foreach(foreach, g_):
             torch._foreach_mul_(g_, c)

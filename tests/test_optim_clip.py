@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import optim
 from optim.clip import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_, unitwise_norm
 
 
@@ -95,3 +96,16 @@ def test_clip_grad_value(foreach):
     clip_grad_value_(ps, 0.7, foreach=foreach)
     for e, p in zip(expected, ps):
         assert torch.equal(p.grad, e)
+
+
+def test_grad_norm_matches_the_clip_norm_and_leaves_gradients_alone():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.grad.clone() for p in params]
+    norm = optim.clip.grad_norm(params)
+    expected = torch.cat([g.flatten() for g in before]).norm()
+    torch.testing.assert_close(norm, expected)
+    assert all(torch.equal(p.grad, b) for p, b in zip(params, before))
+    torch.testing.assert_close(optim.clip.clip_grad_norm_(params, 1e9), expected)
