@@ -100,6 +100,10 @@ class Config:
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
 
 
+# What the checkpoint's networks and optimizer state were made for.
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer")
+
+
 def check(cfg: Config) -> None:
     """Reject settings that cannot work, with the flag named, before anything is built."""
     positive = ["total_timesteps", "num_envs", "buffer_size", "train_frequency", "batch_size",
@@ -113,6 +117,8 @@ def check(cfg: Config) -> None:
         fail("--learning-starts and --checkpoint-interval must not be negative")
     if cfg.buffer_size < cfg.batch_size:
         fail(f"--buffer-size {cfg.buffer_size} is smaller than --batch-size {cfg.batch_size}")
+    if cfg.buffer_size < 5 * cfg.num_envs:  # each env's ring needs a 4-frame stack and a next slot
+        fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} (at least {5 * cfg.num_envs})")
     if not 0.0 <= cfg.gamma <= 1.0:
         fail(f"--gamma must be in [0, 1] (got {cfg.gamma})")
     for name in ("start_e", "end_e", "eval_epsilon", "sticky_actions"):
@@ -178,6 +184,9 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
         fail(str(e))
     if not hasattr(env.single_action_space, "n"):
         fail(f"DQN needs discrete actions; {cfg.env} has {env.single_action_space}")
+    shape = env.single_observation_space.shape
+    if not (envs.resolve(cfg.env).is_atari or (shape is not None and len(shape) == 1)):
+        fail(f"DQN takes Atari frames or flat vector observations; {cfg.env} gives {env.single_observation_space}")
     return env
 
 
@@ -214,18 +223,24 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 
     global_step, update_debt, learning_starts = 0, 0, cfg.learning_starts
     if saved:
-        q_net.load_state_dict(saved["q_net"])
-        target_net.load_state_dict(saved["target_net"])
-        optimizer.load_state_dict(saved["optimizer"])
-        global_step, update_debt = saved["global_step"], saved["update_debt"]
-        set_rng_state(saved["rng"], rng)
+        try:
+            q_net.load_state_dict(saved["q_net"])
+            target_net.load_state_dict(saved["target_net"])
+            optimizer.load_state_dict(saved["optimizer"])
+            global_step, update_debt = saved["global_step"], saved["update_debt"]
+            set_rng_state(saved["rng"], rng)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+        if global_step >= cfg.total_timesteps:
+            fail(f"{cfg.resume} is already at step {global_step}; pass a larger --total-timesteps to go on")
         folder = Path(cfg.resume).parent
         learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
         print(f"resuming {folder} at step {global_step}; refilling the replay memory for "
               f"{cfg.learning_starts} steps", file=sys.stderr)
     else:
         folder = Path(cfg.logdir) / run_name(envs.resolve(cfg.env).id, "dqn", cfg.seed)
-    run = Run(folder, cfg, resume_step=global_step if saved else None)
+    # Scalars of the checkpoint's own step were logged before it was saved: keep them, purge later ones.
+    run = Run(folder, cfg, resume_step=global_step + 1 if saved else None)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
@@ -240,6 +255,13 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 
     def finite() -> bool:
         return all(torch.isfinite(p).all() for p in q_net.parameters())
+
+    def diverged(what: str):
+        progress.close()
+        run.close()
+        kept = (f"the last good checkpoint {folder / 'checkpoint.pt'} is kept" if (folder / "checkpoint.pt").exists()
+                else "no checkpoint had been written yet")
+        fail(f"training diverged at step {global_step} ({what}); {kept}", code=3)
 
     obs, _ = env.reset(seed=cfg.seed + global_step)
     progress = Progress(cfg.total_timesteps, initial=global_step)
@@ -291,23 +313,18 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     if grad_norm is not None:
                         values["losses/grad_norm"] = grad_norm.item()
                     if not all(math.isfinite(v) for v in values.values()):
-                        run.close()
-                        fail(f"training diverged at step {global_step} (td_loss={values['losses/td_loss']}); "
-                             f"the last good checkpoint in {folder} is kept", code=3)
+                        diverged(f"td_loss={values['losses/td_loss']}")
                     run.scalars(values, global_step)
                 progress.update(global_step, sps)
             if global_step >= next_ckpt:
                 next_ckpt += cfg.checkpoint_interval
                 if not finite():
-                    run.close()
-                    fail(f"training diverged at step {global_step} (non-finite weights); "
-                         f"the last good checkpoint in {folder} is kept", code=3)
+                    diverged("non-finite weights")
                 save("checkpoint.pt")
 
-        progress.close()
         if not finite():
-            run.close()
-            fail(f"training diverged by step {global_step}; the last good checkpoint in {folder} is kept", code=3)
+            diverged("non-finite weights")
+        progress.close()
         path = save("checkpoint.pt")
         if stop:
             print(f"stopped by signal at step {global_step}; resume with --resume {path}", file=sys.stderr)
@@ -322,6 +339,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         run.scalar("eval/episodic_return", scores[0], global_step)
     run.close()
     print(f"run folder: {folder}", file=sys.stderr)
+    if stop:  # exit as killed by that signal would, so job schedulers know the run did not finish
+        sys.exit(128 + stop.received)
     return path
 
 
@@ -348,7 +367,10 @@ def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
                 if len(scores[i]) < quota[i]:
                     scores[i].append(float(info["episode"]["r"][i]))
                     if recorder is not None and i == 0:
-                        recorder.close()
+                        try:
+                            recorder.close()
+                        except RuntimeError as e:
+                            fail(f"--capture-video: {e}")
                         recorder = None
     env.close()
     q_net.train()
@@ -393,6 +415,9 @@ def main(args: list[str] | None = None) -> None:
     # Where and how it runs is this invocation's business, not the checkpoint's.
     stored.resume, stored.eval, stored.capture_video, stored.device = None, None, False, "auto"
     cfg = parse(default=stored)
+    for name in FIXED_ON_RESUME:
+        if getattr(cfg, name) != getattr(stored, name):
+            fail(f"--{name.replace('_', '-')} cannot change from the checkpoint's {getattr(stored, name)!r}")
     if cfg.eval:
         run_eval(cfg, saved)
     else:

@@ -63,10 +63,6 @@ class ReplayMemory:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.obs, self.actions, self.rewards, self.terminated, self.first, self.valid))
 
-    def __len__(self) -> int:
-        """Slots written (at most capacity / num_envs per env)."""
-        return self.size * self.num_envs
-
     @property
     def can_sample(self) -> bool:
         return self._hi >= self._lo

@@ -54,11 +54,12 @@ def _atari_games() -> dict[str, str]:
 
 
 def resolve(name: str) -> EnvSpec:
-    """`Breakout` or `ALE/Breakout-v5` -> Atari; `CartPole-v1`, `HalfCheetah-v5` pass through;
-    a name without a version (`HalfCheetah`) takes the newest registered one."""
+    """`Breakout`, `ALE/Breakout-v5` and the older spellings (`BreakoutNoFrameskip-v4`, `Breakout-v0`)
+    -> the Atari game with this toolkit's DeepMind preprocessing; `CartPole-v1`, `HalfCheetah-v5` pass
+    through; a name without a version (`HalfCheetah`) takes the newest registered one."""
     games = _atari_games()
     short = re.fullmatch(r"(?:ALE/)?(\w+?)(?:NoFrameskip)?(?:-v\d+)?", name)
-    if short and short.group(1) in games and (name.startswith("ALE/") or "-v" not in name or name == short.group(1)):
+    if short and short.group(1) in games:
         game = short.group(1)
         return EnvSpec(f"ALE/{game}-v5", games[game])
     if name in gym.registry:
@@ -69,7 +70,9 @@ def resolve(name: str) -> EnvSpec:
     )
     if versions:
         return EnvSpec(versions[-1])
-    choices = list(games) + [k for k in gym.registry if not k.startswith("ALE/")]
+    # Offer Atari games by short name only, not by their many registered spellings.
+    choices = list(games) + [k for k in gym.registry if not k.startswith("ALE/") and
+                             re.sub(r"(NoFrameskip)?-v\d+$|Deterministic", "", k) not in games]
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else " (an Atari game name like Breakout, or a gymnasium id like CartPole-v1)"
     raise UnknownEnvError(f"unknown environment {name!r}{hint}")
@@ -94,7 +97,8 @@ def make(
     noop_max: int = 30,
     render_mode: str | None = None,
 ) -> gym.vector.VectorEnv:
-    """Make `num_envs` copies of env `name`; the first reset is seeded with `seed` (env i gets seed + i).
+    """Make `num_envs` copies of env `name`. `seed` seeds the action space's sampling; seed the envs
+    themselves with the first `reset(seed=...)` (env i then gets seed + i).
 
     Atari options (`sticky_actions`, `max_frames`, `noop_max`) apply to ALE games only.
     """

@@ -157,7 +157,10 @@ class TensorImageSource:
             self.position += len(take)
             need -= len(take)
             idx.append(take)
-        batch = self.images[torch.cat(idx).to(self.images.device)]
+        idx = torch.cat(idx)
+        if self.images.is_cuda:  # a pinned index copies asynchronously; a pageable one would sync
+            idx = idx.pin_memory().to(self.images.device, non_blocking=True)
+        batch = self.images[idx]
         return to_model_range(batch, self.image_size, self.channels_last)
 
     def state_dict(self) -> dict:

@@ -620,33 +620,26 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
     return {**last, "step": step, "folder": str(folder), "final": str(final)}
 
 
-def merge_resume(cli: Config, saved: Config) -> Config:
-    """The checkpoint's config, with the flags that were given (differ from the defaults) on top."""
-    defaults = Config()
-    merged = dataclasses.replace(saved, resume=cli.resume)
-    for f in dataclasses.fields(Config):
-        if f.name == "resume":
-            continue
-        given = getattr(cli, f.name)
-        if given == getattr(defaults, f.name):
-            continue
-        if f.name in FIXED_ON_RESUME and given != getattr(saved, f.name):
-            fail(f"--{f.name.replace('_', '-')} {given} differs from the checkpoint's {getattr(saved, f.name)}; "
-                 f"it cannot change when resuming")
-        setattr(merged, f.name, given)
-    return merged
-
-
 @exits_cleanly
 def main(args: list[str] | None = None) -> dict:
     from common import checkpoint
     from common.cli import parse
 
-    cfg = parse(Config, args, prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0])
+    def parse_args(default=None):
+        return parse(Config, args, prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
+                     default=default)
+
+    cfg = parse_args()
     ckpt = None
     if cfg.resume:
+        # The checkpoint's config, with the flags typed beside --resume on top: parse again over it.
         ckpt = checkpoint.load(cfg.resume, "dcgan")
-        cfg = merge_resume(cfg, config_from_dict(ckpt["config"]))
+        saved = config_from_dict(ckpt["config"])
+        cfg = parse_args(default=dataclasses.replace(saved, resume=None))
+        for name in FIXED_ON_RESUME:
+            if getattr(cfg, name) != getattr(saved, name):
+                fail(f"--{name.replace('_', '-')} {getattr(cfg, name)} differs from the checkpoint's "
+                     f"{getattr(saved, name)}; it cannot change when resuming")
     cfg = resolve(cfg)
     if ckpt is not None and int(ckpt["step"]) >= cfg.steps:
         fail(f"{cfg.resume} is already at step {ckpt['step']} of {cfg.steps}; pass a larger --steps to train on")

@@ -79,3 +79,12 @@ def _block(lists, pieces):
     slices = [[seq[i] if stop is None else seq[i].view(-1)[start:stop] for i, start, stop in pieces]
               for seq in lists]
     return [i for i, _, _ in pieces], slices
+
+
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A python list as a tensor on `device` without a host sync: `torch.tensor(values, device=cuda)`
+    copies from pageable memory and blocks until the GPU is done; a pinned copy goes asynchronously."""
+    t = torch.tensor(values, dtype=dtype)
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t

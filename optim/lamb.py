@@ -22,7 +22,7 @@ import math
 import torch
 from torch.optim import Optimizer
 
-from optim._util import blocks, group_by_device_dtype, new_step, use_foreach
+from optim._util import blocks, group_by_device_dtype, new_step, to_device, use_foreach
 
 
 class LAMB(Optimizer):
@@ -173,14 +173,14 @@ def _multi_tensor(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, bet
             if trust_ratio:
                 w_norms += torch._foreach_norm(p)
                 y_norms += torch._foreach_norm(y)
-        u_per_y = torch.tensor([weight_decay] * len(c) if fold else c, dtype=dtype, device=device)
+        u_per_y = to_device([weight_decay] * len(c) if fold else c, dtype, device)
         if trust_ratio:
             w_norm, y_norm = _combine(w_norms, owners, len(p_)), _combine(y_norms, owners, len(p_))
             scale = (_ratio(w_norm, y_norm, clamp, u_per_y) * -lr).to(dtype)
         else:
             scale = u_per_y * -lr
         if len(owners) > len(p_):  # tensors cut into slices: each slice takes its tensor's scale
-            scale = scale[torch.tensor(owners, device=device)]
+            scale = scale[to_device(owners, torch.int64, device)]
         # w += scale * y with the scales as 0-d device tensors: one pass, no sync.
         torch._foreach_addcmul_(ws, ys, list(scale.unbind()))
 
@@ -192,7 +192,7 @@ def _combine(part_norms: list[torch.Tensor], owners: list[int], n: int) -> torch
     if len(owners) == n:  # every tensor in one piece
         return parts
     parts = parts.to(torch.promote_types(parts.dtype, torch.float32))
-    index = torch.tensor(owners, device=parts.device)
+    index = to_device(owners, torch.int64, parts.device)
     return parts.new_zeros(n).index_add_(0, index, parts.square()).sqrt_()
 
 

@@ -7,6 +7,7 @@ import envs
 
 @pytest.mark.parametrize("name, expected", [
     ("Breakout", "ALE/Breakout-v5"), ("ALE/Breakout-v5", "ALE/Breakout-v5"),
+    ("BreakoutNoFrameskip-v4", "ALE/Breakout-v5"), ("Breakout-v5", "ALE/Breakout-v5"),
     ("SpaceInvaders", "ALE/SpaceInvaders-v5"), ("MsPacman", "ALE/MsPacman-v5"),
     ("CartPole-v1", "CartPole-v1"), ("HalfCheetah-v5", "HalfCheetah-v5"), ("HalfCheetah", "HalfCheetah-v5"),
 ])
@@ -38,7 +39,7 @@ def test_atari_life_loss_terminates_but_scores_full_games():
     # Breakout has 5 lives: the learner saw 5 terminal states, the report one 5-life game.
     assert terminations == 5 and not truncated[0]
     assert info["_episode"][0] and info["episode"]["l"][0] == step
-    assert info["episode"]["r"][0] >= clipped_sum  # raw points (1, 4 or 7 a brick) are never clipped
+    assert info["episode"]["r"][0] >= clipped_sum
     # The step after game over is the autoreset: a zero-padded new stack, no reward, new counts.
     obs, reward, terminated, truncated, info = env.step(np.array([0]))
     assert (obs[0, :3] == 0).all() and reward[0] == 0 and not info["episode_end"][0]
@@ -53,3 +54,17 @@ def test_truncation_at_the_frame_cap():
             break
     assert truncated[0] and info["episode_end"][0] and info["_episode"][0]
     assert step == 50  # 200 frames at 4 a step (the no-op start's frames come on top)
+
+
+def test_reported_scores_are_raw_while_the_learner_gets_clipped_rewards():
+    # Space Invaders pays 5 to 30 points an invader: a random game's score is far above its clipped sum.
+    env = envs.make("SpaceInvaders", num_envs=1, sticky_actions=0.0)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    clipped_sum = 0.0
+    while True:
+        _, reward, _, _, info = env.step(rng.integers(0, env.single_action_space.n, size=1))
+        clipped_sum += float(reward[0])
+        if info["_episode"][0]:
+            break
+    assert clipped_sum > 0 and info["episode"]["r"][0] >= 5 * clipped_sum

@@ -77,7 +77,7 @@ def test_adaptive_clipping_matches_per_unit_reference(clipping):
     for e, p in zip(expected, ps):
         torch.testing.assert_close(p.grad, e, rtol=1e-12, atol=1e-15)
     # with clipping = 0.01 every unit of these random tensors is clipped; with 0.5 only some are
-    clipped = [not torch.equal(e, g0) for e, g0 in zip(expected, _params()) if g0.grad is not None]
+    clipped = [not torch.equal(e, g0.grad) for e, g0 in zip(expected, _params()) if g0.grad is not None]
     assert any(clipped)
 
 
