@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.events import TensorBoardServer
+from tensorboard_server import TensorBoardServer
 from test_tensorboard import logged, short_run, tags_of, wait_until  # noqa: F401 (logged is a fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

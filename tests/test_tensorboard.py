@@ -13,7 +13,7 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from agents import dqn
-from common.events import TensorBoardServer
+from tensorboard_server import TensorBoardServer
 
 # CartPole, mostly random steps: the point is what gets logged, not learning. 200 updates still run,
 # so the losses/ tags are written too; --capture-video plays one evaluation episode at the end.
