@@ -7,6 +7,7 @@ is downloaded. Without Chromium the test is skipped, saying so.
 import io
 import re
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -76,10 +77,17 @@ def test_tensorboard_page_shows_the_runs_charts(tmp_path, logged):  # noqa: F811
                 for text in (f"{last_step:,}", f"{last_return:.0f}"):  # TensorBoard writes 1,200 for 1200
                     sync_api.expect(row.get_by_text(text, exact=True).first).to_be_visible()
                 # And the curve is drawn: the chart holds a line in the run's colour.
+                # The chart draws asynchronously, so look again until the line is there (bounded).
                 canvas = card.locator("line-chart canvas")
-                pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
-                near = np.abs(pixels - run_colour(card)).sum(axis=-1) < 40
-                assert near.sum() > 100, f"{near.sum()} pixels of the run's colour in the chart"
+                colour = run_colour(card)
+                deadline = time.monotonic() + 20
+                while True:
+                    pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+                    drawn = int((np.abs(pixels - colour).sum(axis=-1) < 40).sum())
+                    if drawn > 100 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                assert drawn > 100, f"{drawn} pixels of the run's colour in the chart"
 
                 shot = tmp_path / "tensorboard.png"
                 page.screenshot(path=str(shot), full_page=True)
