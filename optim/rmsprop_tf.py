@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from optim._util import group_by_device_dtype, new_step, use_foreach
+
 
 class RMSpropTF(Optimizer):
     def __init__(
@@ -47,7 +49,7 @@ class RMSpropTF(Optimizer):
                 raise RuntimeError("RMSpropTF does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["step"] = new_step()
                 state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if group["centered"]:
                     state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -56,10 +58,8 @@ class RMSpropTF(Optimizer):
             params.append(p)
             grads.append(p.grad)
             square_avgs.append(state["square_avg"])
-            if group["centered"]:
-                grad_avgs.append(state["grad_avg"])
-            if group["momentum"] > 0:
-                bufs.append(state["momentum_buffer"])
+            grad_avgs.append(state.get("grad_avg"))  # None where not centered: lists stay parallel
+            bufs.append(state.get("momentum_buffer"))
             state["step"] += 1
 
     @torch.no_grad()
@@ -73,13 +73,14 @@ class RMSpropTF(Optimizer):
             self._init_group(group, params, grads, square_avgs, grad_avgs, bufs)
             if not params:
                 continue
-            foreach = group["foreach"]
-            if foreach is None:  # same default rule as torch.optim: fused lists on accelerators
-                foreach = all(p.device.type != "cpu" for p in params)
-            fn = _multi_tensor if foreach else _single_tensor
-            fn(params, grads, square_avgs, grad_avgs, bufs, lr=group["lr"], alpha=group["alpha"],
-               eps=group["eps"], centered=group["centered"], momentum=group["momentum"],
-               weight_decay=group["weight_decay"])
+            hparams = dict(lr=group["lr"], alpha=group["alpha"], eps=group["eps"], centered=group["centered"],
+                           momentum=group["momentum"], weight_decay=group["weight_decay"])
+            if use_foreach(group["foreach"], params):
+                # A fused list needs one device and dtype.
+                for lists in group_by_device_dtype(params, grads, square_avgs, grad_avgs, bufs).values():
+                    _multi_tensor(*lists, **hparams)
+            else:
+                _single_tensor(params, grads, square_avgs, grad_avgs, bufs, **hparams)
         return loss
 
 

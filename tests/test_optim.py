@@ -538,3 +538,24 @@ def test_registry_errors_are_clear():
         Lookahead(torch.optim.SGD([w], lr=0.1), k=0)
     with pytest.raises(ValueError, match="go to the wrapped optimizer"):
         Lookahead(torch.optim.SGD([w], lr=0.1), lr=0.2)
+
+
+def test_rmsproptf_foreach_handles_mixed_dtypes():
+    # A fused list needs one dtype: float32 and float64 parameters are stepped as separate lists, and
+    # match the per-tensor path.
+    def params():
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(4, 3, generator=g)),
+              torch.nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64))]
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        return ps
+
+    fused, loop = params(), params()
+    a = optim.build("rmsproptf", fused, foreach=True, momentum=0.9)
+    b = optim.build("rmsproptf", loop, foreach=False, momentum=0.9)
+    for _ in range(3):
+        a.step()
+        b.step()
+    for x, y in zip(fused, loop):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)
