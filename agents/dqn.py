@@ -1,12 +1,14 @@
 """Deep Q-Network (Mnih et al. 2015, "Human-level control through deep reinforcement learning").
 
-    python -m agents.dqn --env Breakout
-    python -m agents.dqn --env CartPole-v1 --total-timesteps 50000 --learning-starts 1000 ...
+    python -m agents.dqn --env Breakout                  # the Nature agent (preset atari)
+    python -m agents.dqn --env CartPole-v1               # preset classic: learns it in 50k steps
     python -m agents.dqn --eval runs/ALE_Breakout-v5__dqn__1__1700000000/final.pt
 
-The Nature agent: a Q-network over 4 stacked 84x84 frames, a target network, a Huber loss (the
-paper's clipped TD error), epsilon-greedy exploration and uniform replay, trained with RMSprop as
-DeepMind ran it (centered, epsilon inside the square root: optim.RMSpropTF).
+The Nature agent: a Q-network over 4 stacked 84x84 frames, a target network, the TD error clipped to
+[-1, 1] (a Huber loss), epsilon-greedy exploration and uniform replay, trained with RMSprop as
+DeepMind ran it (centered, epsilon inside the square root: optim.RMSpropTF). Fields left unset take
+the preset of the env's family, printed at start: `atari` (Mnih et al. 2015, as DeepMind's code ran
+it) for ALE games, `classic` (RL Zoo's tuned CartPole-v1 DQN) for vector observations.
 """
 from __future__ import annotations
 
@@ -28,104 +30,144 @@ import optim
 from agents.networks import torso_for
 from agents.replay import ReplayMemory
 from envs.video import VideoRecorder
-from common import checkpoint, cli, device as devices
-from common.errors import exits_cleanly, fail
-from common.run import Progress, Run, run_name
+from common import checkpoint, device as devices, lifecycle
+from common.errors import fail
+from common.lifecycle import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config:
-    """Nature DQN. Defaults are Mnih et al. (2015) unless a field says otherwise."""
+class Config(RunConfig):
+    """Nature DQN. Fields that say "preset" take the value of the env's preset unless typed:
+    atari = Mnih et al. (2015) as DeepMind's Lua code ran it; classic = RL Zoo's tuned CartPole-v1 DQN
+    (Raffin et al., rl-baselines3-zoo hyperparams/dqn.yml)."""
 
     env: str = "Breakout"
     """Atari game (`Breakout`, `Pong`, ...) or a gymnasium id with discrete actions (`CartPole-v1`)."""
-    seed: int = 1
-    """Seed of torch, numpy, python and the envs."""
-    total_timesteps: int = 10_000_000
-    """Environment steps (agent steps; 4 frames each on Atari). Nature trained 50M (200M frames)."""
+    total_timesteps: PresetInt = None
+    """Environment steps (agent steps; 4 frames each on Atari). Preset atari 10,000,000 (Nature trained
+    50M), classic 50,000."""
     num_envs: int = 1
     """Parallel environments (Atari: ale-py's C++ vector env)."""
-    buffer_size: int = 1_000_000
-    """Replay memory capacity in transitions."""
-    learning_starts: int = 50_000
-    """Steps of experience collected before the first update (and again after --resume)."""
-    train_frequency: int = 4
-    """Environment steps per gradient update."""
-    batch_size: int = 32
-    """Transitions per update."""
+    buffer_size: PresetInt = None
+    """Replay memory capacity in transitions. Preset atari 1,000,000; classic 100,000."""
+    learning_starts: PresetInt = None
+    """Steps of random play before the first update (and of the restored policy after --resume).
+    Preset atari 50,000; classic 1,000."""
+    train_frequency: PresetInt = None
+    """Environment steps between rounds of updates. Preset atari 4; classic 256."""
+    gradient_steps: PresetInt = None
+    """Gradient updates per round. Preset atari 1; classic 128."""
+    batch_size: PresetInt = None
+    """Transitions per update. Preset atari 32; classic 64."""
     gamma: float = 0.99
     """Discount factor."""
-    target_network_frequency: int = 10_000
-    """Environment steps between copies of the Q-network into the target network."""
+    target_network_frequency: PresetInt = None
+    """Environment steps between copies of the Q-network into the target network. Preset atari 10,000;
+    classic 10."""
     start_e: float = 1.0
-    """Initial exploration epsilon."""
-    end_e: float = 0.1
-    """Final exploration epsilon."""
-    exploration_steps: int = 1_000_000
-    """Steps over which epsilon anneals linearly from start_e to end_e."""
-    optimizer: str = "rmsproptf"
-    """Optimizer by name from optim's registry (rmsproptf, adam, rmsprop, lamb, ...)."""
-    learning_rate: float = 2.5e-4
-    """Learning rate."""
+    """Exploration epsilon when updates start (random play before)."""
+    end_e: PresetFloat = None
+    """Final exploration epsilon. Preset atari 0.1; classic 0.04."""
+    exploration_steps: PresetInt = None
+    """Steps over which epsilon anneals linearly from start_e to end_e, counted from learning_starts as
+    DeepMind's code and Dopamine count them. Preset atari 1,000,000; classic 8,000."""
+    optimizer: PresetStr = None
+    """Optimizer by name from optim's registry (rmsproptf, adam, rmsprop, lamb, ...). Preset atari
+    rmsproptf (DeepMind's RMSprop); classic adam."""
+    learning_rate: PresetFloat = None
+    """Learning rate. Preset atari 2.5e-4; classic 2.3e-3."""
     rmsprop_alpha: float = 0.95
     """Squared-gradient decay (rmsproptf and rmsprop only)."""
     rmsprop_eps: float = 0.01
-    """Epsilon (rmsproptf: inside the square root; rmsprop: outside)."""
+    """Epsilon (rmsproptf: inside the square root; rmsprop: outside; other optimizers: unused). 0.01
+    is DeepMind's, for its loss *summed* over the batch, which is the loss here. Dopamine keeps the
+    mean and uses 1e-5 instead: with a mean the gradient is batch_size times smaller, its square
+    batch_size^2 times, and 0.01 would swamp it."""
     max_grad_norm: float = 0.0
-    """Clip the gradient's global norm to this; 0 turns clipping off (the Huber loss bounds it already)."""
+    """Clip the gradient's global norm to this; 0 turns clipping off (the clipped TD error bounds it)."""
     sticky_actions: float = 0.25
     """Atari: probability of repeating the previous action (Machado et al. 2018); 0 for Nature-comparable runs."""
-    hidden_sizes: tuple[int, ...] = (120, 84)
-    """Hidden layers of the Q-network for vector observations (Atari uses the Nature CNN)."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    logdir: str = "runs"
-    """Folder that holds run folders ({env}__dqn__{seed}__{unix_time})."""
-    checkpoint_interval: int = 250_000
-    """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only the final one."""
+    hidden_sizes: PresetInts = None
+    """Hidden layers of the Q-network for vector observations (Atari uses the Nature CNN). Preset
+    classic 256 256."""
+    checkpoint_interval: PresetInt = None
+    """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only at the end.
+    Preset atari 250,000; classic 10,000."""
     log_interval: int = 1_000
     """Environment steps between logged losses (each log costs one host-device sync)."""
-    resume: str | None = None
-    """Checkpoint to continue from, with its config; flags given beside it override that config (e.g. a
-    larger --total-timesteps). The replay memory is not saved: it is refilled with --learning-starts
-    steps of the restored policy."""
-    eval: str | None = None
-    """Play --eval-episodes full games with this checkpoint's policy and print mean and std of the score."""
+    eval_interval: PresetInt = None
+    """Environment steps between evaluations during training (--eval-episodes on a separate env,
+    logged as eval/episodic_return; best.pt keeps the best); 0: none. Preset atari 250,000;
+    classic 10,000."""
     eval_episodes: int = 10
-    """Games played by --eval."""
-    eval_epsilon: float = 0.05
-    """Epsilon while evaluating."""
+    """Episodes (full games) per evaluation, during training and with --eval."""
+    eval_epsilon: PresetFloat = None
+    """Epsilon while evaluating. Preset atari 0.05 (Mnih et al.); classic 0 (greedy)."""
     capture_video: bool = False
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
 
+
+# Mnih et al. (2015), Extended Data Table 1, as DeepMind's code ran it: the replay start and the
+# epsilon schedule count agent steps (4 frames each), and epsilon anneals after the replay start.
+ATARI = dict(total_timesteps=10_000_000, buffer_size=1_000_000, learning_starts=50_000, train_frequency=4,
+             gradient_steps=1, batch_size=32, target_network_frequency=10_000, end_e=0.1,
+             exploration_steps=1_000_000, optimizer="rmsproptf", learning_rate=2.5e-4, hidden_sizes=(),
+             checkpoint_interval=250_000, eval_interval=250_000, eval_epsilon=0.05)
+# rl-baselines3-zoo's CartPole-v1 DQN (hyperparams/dqn.yml): train_freq 256 with 128 gradient steps,
+# target every 10 env steps, exploration fraction 0.16 of 50k steps. It uses a mean loss and clips the
+# gradient norm at 10; with our summed loss Adam's step is the same (Adam is scale invariant) and the
+# clip is left off.
+CLASSIC = dict(total_timesteps=50_000, buffer_size=100_000, learning_starts=1_000, train_frequency=256,
+               gradient_steps=128, batch_size=64, target_network_frequency=10, end_e=0.04,
+               exploration_steps=8_000, optimizer="adam", learning_rate=2.3e-3, hidden_sizes=(256, 256),
+               checkpoint_interval=10_000, eval_interval=10_000, eval_epsilon=0.0)
+PRESETS = {"atari": ATARI, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
 FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer")
 
 
-def check(cfg: Config) -> None:
-    """Reject settings that cannot work, with the flag named, before anything is built."""
-    positive = ["total_timesteps", "num_envs", "buffer_size", "train_frequency", "batch_size",
-                "target_network_frequency", "exploration_steps", "log_interval", "eval_episodes"]
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive (got {getattr(cfg, name)})")
-    if not cfg.learning_rate > 0:
-        fail(f"--learning-rate must be positive (got {cfg.learning_rate})")
-    if cfg.learning_starts < 0 or cfg.checkpoint_interval < 0:
-        fail("--learning-starts and --checkpoint-interval must not be negative")
+def preset_name(cfg: Config) -> str:
+    return "atari" if envs.resolve(cfg.env).is_atari else "classic"
+
+
+def prepare(cfg: Config) -> Config:
+    """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
+    try:
+        name = preset_name(cfg)
+    except envs.UnknownEnvError as e:
+        fail(str(e))
+    cfg = lifecycle.fill_preset(cfg, PRESETS[name])
+    cfg.hidden_sizes = tuple(cfg.hidden_sizes)
+    lifecycle.positive(cfg, "total_timesteps", "num_envs", "buffer_size", "train_frequency", "gradient_steps",
+                       "batch_size", "target_network_frequency", "exploration_steps", "log_interval",
+                       "eval_episodes", "learning_rate")
+    lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "max_grad_norm",
+                           "rmsprop_eps")
+    lifecycle.in_unit_interval(cfg, "gamma", "start_e", "end_e", "eval_epsilon", "sticky_actions")
+    if not 0.0 <= cfg.rmsprop_alpha < 1.0:
+        fail(f"--rmsprop-alpha must be in [0, 1) (got {cfg.rmsprop_alpha})")
+    lifecycle.at_most(cfg, "num_envs", 1024, "one process steps them all")
+    lifecycle.at_most(cfg, "batch_size", 1 << 20, "a batch lives in memory at once")
+    lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
+    if any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
+        fail(f"--hidden-sizes must be between 1 and 65,536 units per layer (got {cfg.hidden_sizes})")
     if cfg.buffer_size < cfg.batch_size:
         fail(f"--buffer-size {cfg.buffer_size} is smaller than --batch-size {cfg.batch_size}")
     if cfg.buffer_size < 5 * cfg.num_envs:  # each env's ring needs a 4-frame stack and a next slot
         fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} (at least {5 * cfg.num_envs})")
-    if not 0.0 <= cfg.gamma <= 1.0:
-        fail(f"--gamma must be in [0, 1] (got {cfg.gamma})")
-    for name in ("start_e", "end_e", "eval_epsilon", "sticky_actions"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            fail(f"--{name.replace('_', '-')} must be in [0, 1] (got {getattr(cfg, name)})")
-    if cfg.optimizer.lower() not in optim.REGISTRY:
-        fail(f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(optim.names())}")
+    try:
+        optim.check_drivable(cfg.optimizer)
+    except ValueError as e:
+        fail(f"--optimizer: {e}")
+    return cfg
+
+
+def announce(cfg: Config) -> str:
+    name = preset_name(cfg)
+    return lifecycle.describe_preset(name, PRESETS[name], cfg)
 
 
 class QNetwork(nn.Module):
@@ -141,16 +183,20 @@ class QNetwork(nn.Module):
 
 
 def td_loss(q_net: QNetwork, target_net: QNetwork, batch: dict[str, torch.Tensor], gamma: float):
-    """Huber loss between Q(s, a) and r + gamma * max_a' Q_target(s', a'); no bootstrap past termination."""
+    """Huber loss between Q(s, a) and r + gamma * max_a' Q_target(s', a'), no bootstrap past
+    termination, *summed* over the batch: its gradient is DeepMind's, the TD error clipped to [-1, 1]
+    per sample and summed (NeuralQLearner's backward of the clipped deltas), the scale RMSpropTF's
+    epsilon 0.01 belongs to. Returns the sum and, for logging, the mean Q(s, a)."""
     with torch.no_grad():
         next_q = target_net(batch["next_obs"]).max(dim=1).values
         target = batch["rewards"] + gamma * next_q * (~batch["terminated"]).float()
     q = q_net(batch["obs"]).gather(1, batch["actions"].long().unsqueeze(1)).squeeze(1)
-    return F.smooth_l1_loss(q, target), q.detach().mean()
+    return F.smooth_l1_loss(q, target, reduction="sum"), q.detach().mean()
 
 
 def epsilon_at(step: int, cfg: Config) -> float:
-    fraction = min(step / cfg.exploration_steps, 1.0)
+    """start_e during the random warm-up, then linear to end_e over exploration_steps (DeepMind, Dopamine)."""
+    fraction = min(max(step - cfg.learning_starts, 0) / cfg.exploration_steps, 1.0)
     return cfg.start_e + fraction * (cfg.end_e - cfg.start_e)
 
 
@@ -167,13 +213,12 @@ def act(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generat
 
 
 def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    hparams = {"lr": cfg.learning_rate}
-    if cfg.optimizer.lower() in ("rmsproptf", "rmsprop"):
-        hparams.update(alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
+    rmsprop = {"alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps}
     try:
-        return optim.build(cfg.optimizer, params, **hparams)
+        return optim.build(cfg.optimizer, params, lr=cfg.learning_rate,
+                           **(rmsprop if cfg.optimizer.lower() in ("rmsproptf", "rmsprop") else {}))
     except ValueError as e:
-        fail(str(e))
+        fail(f"--optimizer: {e}")
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
@@ -183,64 +228,73 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
     except envs.UnknownEnvError as e:
         fail(str(e))
     if not hasattr(env.single_action_space, "n"):
+        env.close()
         fail(f"DQN needs discrete actions; {cfg.env} has {env.single_action_space}")
     shape = env.single_observation_space.shape
     if not (envs.resolve(cfg.env).is_atari or (shape is not None and len(shape) == 1)):
+        env.close()
         fail(f"DQN takes Atari frames or flat vector observations; {cfg.env} gives {env.single_observation_space}")
     return env
 
 
-def stored_config(saved: dict, path: str) -> Config:
-    """The config a checkpoint was trained with."""
+def make_memory(cfg: Config, env, device: torch.device) -> ReplayMemory:
+    """The replay memory, refused with one line if it could not fit in this machine's memory when full."""
+    obs_shape = env.single_observation_space.shape
+    stacked = len(obs_shape) == 3
+    per_obs = int(np.prod(obs_shape[1:] if stacked else obs_shape)) * np.dtype(env.single_observation_space.dtype).itemsize
+    need = cfg.buffer_size * (per_obs + 16)
+    if need > lifecycle.physical_memory():
+        fail(f"--buffer-size {cfg.buffer_size:,}: the replay memory would take {need / 2**30:,.1f} GiB when full, "
+             f"more than this machine's {lifecycle.physical_memory() / 2**30:,.1f} GiB")
+    num_actions = int(env.single_action_space.n)
+    return ReplayMemory(cfg.buffer_size, cfg.num_envs, obs_shape, env.single_observation_space.dtype,
+                        frame_stack=obs_shape[0] if stacked else 1,
+                        action_dtype=np.uint8 if num_actions < 256 else np.int64, device=device)
+
+
+def make_q_network(cfg: Config, env, device: torch.device) -> QNetwork:
+    def build():
+        return QNetwork(env.single_observation_space.shape, int(env.single_action_space.n), cfg.hidden_sizes)
+
+    # network, target network, gradients and up to 2 optimizer states
+    lifecycle.fits_in_memory(build, copies=5, what=f"the Q-network (--hidden-sizes {cfg.hidden_sizes})")
     try:
-        cfg = Config(**saved["config"])
-    except (KeyError, TypeError) as e:
-        fail(f"{path} holds a config this version cannot read ({e})")
-    cfg.hidden_sizes = tuple(cfg.hidden_sizes)
-    return cfg
+        return build().to(device)
+    except (RuntimeError, MemoryError) as e:
+        fail(f"cannot build the Q-network {cfg.hidden_sizes}: {str(e).splitlines()[0][:160]}")
 
 
 def train(cfg: Config, saved: dict | None = None) -> Path:
-    """Train, log to TensorBoard and checkpoint; returns the final checkpoint's path.
+    """Train, log to TensorBoard, evaluate and checkpoint; returns the final checkpoint's path.
 
     `saved`: the checkpoint at `cfg.resume`, already loaded, to continue from."""
-    check(cfg)
     device = devices.pick(cfg.device)
     rng = seed_everything(cfg.seed)
     env = make_env(cfg, cfg.num_envs)
-    obs_shape = env.single_observation_space.shape
     num_actions = int(env.single_action_space.n)
-
-    q_net = QNetwork(obs_shape, num_actions, cfg.hidden_sizes).to(device)
+    q_net = make_q_network(cfg, env, device)
     target_net = copy.deepcopy(q_net)
     optimizer = make_optimizer(cfg, q_net.parameters())
-    stacked = len(obs_shape) == 3
-    rb = ReplayMemory(
-        cfg.buffer_size, cfg.num_envs, obs_shape, env.single_observation_space.dtype,
-        frame_stack=obs_shape[0] if stacked else 1,
-        action_dtype=np.uint8 if num_actions < 256 else np.int64, device=device,
-    )
+    rb = make_memory(cfg, env, device)
+    if not saved:
+        print(announce(cfg), file=sys.stderr)
 
-    global_step, update_debt, learning_starts = 0, 0, cfg.learning_starts
+    global_step, update_debt, learning_starts, best = 0, 0, cfg.learning_starts, -math.inf
     if saved:
         try:
             q_net.load_state_dict(saved["q_net"])
             target_net.load_state_dict(saved["target_net"])
             optimizer.load_state_dict(saved["optimizer"])
             global_step, update_debt = saved["global_step"], saved["update_debt"]
+            best = saved.get("best_eval", -math.inf)
             set_rng_state(saved["rng"], rng)
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
-        if global_step >= cfg.total_timesteps:
-            fail(f"{cfg.resume} is already at step {global_step}; pass a larger --total-timesteps to go on")
-        folder = Path(cfg.resume).parent
         learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
-        print(f"resuming {folder} at step {global_step}; refilling the replay memory for "
+        print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
               f"{cfg.learning_starts} steps", file=sys.stderr)
-    else:
-        folder = Path(cfg.logdir) / run_name(envs.resolve(cfg.env).id, "dqn", cfg.seed)
-    # Scalars of the checkpoint's own step were logged before it was saved: keep them, purge later ones.
-    run = Run(folder, cfg, resume_step=global_step + 1 if saved else None)
+    folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "dqn", global_step if saved else None)
+    evaluations = lifecycle.BestCheckpoint(run, folder, best)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
@@ -250,6 +304,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             "optimizer": optimizer.state_dict(),
             "global_step": global_step,
             "update_debt": update_debt,
+            "best_eval": evaluations.best,
             "rng": rng_state(rng),
         }, kind="dqn")
 
@@ -263,15 +318,16 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 else "no checkpoint had been written yet")
         fail(f"training diverged at step {global_step} ({what}); {kept}", code=3)
 
-    obs, _ = env.reset(seed=cfg.seed + global_step)
+    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step))
     progress = Progress(cfg.total_timesteps, initial=global_step)
     loss = q_mean = grad_norm = None
     log_t, log_step, train_t0, train_step0 = time.time(), global_step, None, None
     next_log = global_step + cfg.log_interval
     next_ckpt = global_step + cfg.checkpoint_interval if cfg.checkpoint_interval else math.inf
+    next_eval = global_step + cfg.eval_interval if cfg.eval_interval else math.inf
     with checkpoint.StopSignal() as stop:
         while global_step < cfg.total_timesteps and not stop:
-            epsilon = epsilon_at(global_step, cfg)
+            epsilon = epsilon_at(global_step, cfg) if global_step >= learning_starts else cfg.start_e
             actions = act(q_net, obs, epsilon, rng, num_actions, device)
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
@@ -287,17 +343,18 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 update_debt += cfg.num_envs
                 while update_debt >= cfg.train_frequency:
                     update_debt -= cfg.train_frequency
-                    batch = rb.sample(cfg.batch_size, rng)
-                    loss, q_mean = td_loss(q_net, target_net, batch, cfg.gamma)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    # The norm stays a tensor (no host sync) until logged; unclipped runs compute it
-                    # only for the update that precedes a log.
-                    if cfg.max_grad_norm > 0:
-                        grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                    elif global_step + cfg.train_frequency > next_log:  # the last update before a log
-                        grad_norm = optim.clip.grad_norm(q_net.parameters())
-                    optimizer.step()
+                    for _ in range(cfg.gradient_steps):
+                        batch = rb.sample(cfg.batch_size, rng)
+                        loss, q_mean = td_loss(q_net, target_net, batch, cfg.gamma)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        # The norm stays a tensor (no host sync) until logged; unclipped runs compute it
+                        # only for the round of updates that precedes a log.
+                        if cfg.max_grad_norm > 0:
+                            grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+                        elif global_step + cfg.train_frequency > next_log:
+                            grad_norm = optim.clip.grad_norm(q_net.parameters())
+                        optimizer.step()
             # Copy whenever global_step crosses a multiple of the target period.
             if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:
                 target_net.load_state_dict(q_net.state_dict())
@@ -309,13 +366,18 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 run.scalars({"charts/SPS": sps, "charts/epsilon": epsilon,
                              "charts/learning_rate": optimizer.param_groups[0]["lr"]}, global_step)
                 if loss is not None:
-                    values = {"losses/td_loss": loss.item(), "losses/q_values": q_mean.item()}
+                    values = {"losses/td_loss": loss.item() / cfg.batch_size, "losses/q_values": q_mean.item()}
                     if grad_norm is not None:
                         values["losses/grad_norm"] = grad_norm.item()
                     if not all(math.isfinite(v) for v in values.values()):
                         diverged(f"td_loss={values['losses/td_loss']}")
                     run.scalars(values, global_step)
                 progress.update(global_step, sps)
+            if global_step >= next_eval:
+                next_eval += cfg.eval_interval
+                t_eval = time.time()
+                evaluations.record(evaluate(cfg, q_net, device, cfg.eval_episodes), global_step, save)
+                log_t += time.time() - t_eval  # steps/s counts training, not evaluation
             if global_step >= next_ckpt:
                 next_ckpt += cfg.checkpoint_interval
                 if not finite():
@@ -326,35 +388,35 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             diverged("non-finite weights")
         progress.close()
         path = save("checkpoint.pt")
-        if stop:
-            print(f"stopped by signal at step {global_step}; resume with --resume {path}", file=sys.stderr)
-        else:
+        if not stop:
             path = save("final.pt")
     env.close()
+    if stop:
+        run.close()
+        lifecycle.stopped(stop.received, global_step, path)
     if train_t0 is not None:
         train_sps = (global_step - train_step0) / max(time.time() - train_t0, 1e-9)
         print(f"steps/s after learning starts: {train_sps:.1f}", file=sys.stderr)
-    if cfg.capture_video and not stop:
+    if cfg.capture_video:
         scores = evaluate(cfg, q_net, device, episodes=1, video=folder / "videos" / f"step{global_step}.mp4")
-        run.scalar("eval/episodic_return", scores[0], global_step)
+        run.scalar("eval/video_episodic_return", scores[0], global_step)
     run.close()
     print(f"run folder: {folder}", file=sys.stderr)
-    if stop:  # exit as killed by that signal would, so job schedulers know the run did not finish
-        sys.exit(128 + stop.received)
     return path
 
 
 def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
              video: Path | None = None) -> list[float]:
-    """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon; records the first one to `video`."""
+    """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon, on envs of their own (the
+    same seeds every time); records the first one to `video`."""
     num_envs = 1 if video is not None else min(episodes, 8)
     env = make_env(cfg, num_envs, render=video is not None)
-    rng = np.random.default_rng(cfg.seed + 1_000_003)
+    rng = np.random.default_rng(lifecycle.derived_seed(cfg.seed, 1_000_003))
     # Each env plays a fixed quota, so short episodes are not over-represented in the mean.
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
     scores: list[list[float]] = [[] for _ in range(num_envs)]
     recorder = VideoRecorder(video) if video is not None else None
-    obs, _ = env.reset(seed=cfg.seed + 1_000_003)
+    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, 1_000_003))
     atari = envs.resolve(cfg.env).is_atari
     q_net.eval()
     while any(len(s) < q for s, q in zip(scores, quota)):
@@ -362,66 +424,47 @@ def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
             recorder.add(obs[0, -1] if atari else env.render()[0])
         actions = act(q_net, obs, cfg.eval_epsilon, rng, int(env.single_action_space.n), device)
         obs, _, _, _, info = env.step(actions)
-        if "_episode" in info:
-            for i in np.flatnonzero(info["_episode"]):
-                if len(scores[i]) < quota[i]:
-                    scores[i].append(float(info["episode"]["r"][i]))
-                    if recorder is not None and i == 0:
-                        try:
-                            recorder.close()
-                        except RuntimeError as e:
-                            fail(f"--capture-video: {e}")
-                        recorder = None
+        for i in np.flatnonzero(info.get("_episode", ())):
+            if len(scores[i]) < quota[i]:
+                scores[i].append(float(info["episode"]["r"][i]))
+                if recorder is not None and i == 0:
+                    try:
+                        recorder.close()
+                    except RuntimeError as e:
+                        fail(f"--capture-video: {e}")
+                    recorder = None
     env.close()
     q_net.train()
     return [s for per_env in scores for s in per_env]
 
 
-def run_eval(stored: Config, saved: dict) -> list[float]:
-    """Play `stored.eval_episodes` games with the policy in `saved` (the checkpoint at `stored.eval`)."""
-    check(stored)
-    device = devices.pick(stored.device)
-    env = make_env(stored, 1)
-    q_net = QNetwork(env.single_observation_space.shape, int(env.single_action_space.n), stored.hidden_sizes)
+def run_eval(cfg: Config, saved: dict) -> list[float]:
+    """Play `cfg.eval_episodes` games with the policy in `saved` (the checkpoint at `cfg.eval`)."""
+    device = devices.pick(cfg.device)
+    env = make_env(cfg, 1)
+    q_net = QNetwork(env.single_observation_space.shape, int(env.single_action_space.n), cfg.hidden_sizes)
     env.close()
     try:
         q_net.load_state_dict(saved["q_net"])
     except (RuntimeError, KeyError) as e:
-        fail(f"{stored.eval}: the checkpoint's network does not fit {stored.env} ({str(e).splitlines()[0]})")
+        fail(f"{cfg.eval}: the checkpoint's network does not fit {cfg.env} ({str(e).splitlines()[0]})")
     q_net.to(device)
-    video = Path(stored.eval).parent / "videos" / f"eval_{Path(stored.eval).stem}.mp4" if stored.capture_video else None
-    scores = evaluate(stored, q_net, device, stored.eval_episodes, video)
-    print(f"{stored.env}: {len(scores)} episodes, score {np.mean(scores):.2f} +/- {np.std(scores):.2f} "
-          f"(min {np.min(scores):.1f}, max {np.max(scores):.1f})")
+    video = Path(cfg.eval).parent / "videos" / f"eval_{Path(cfg.eval).stem}.mp4" if cfg.capture_video else None
+    scores = evaluate(cfg, q_net, device, cfg.eval_episodes, video)
+    print(lifecycle.score_line(cfg.env, scores))
     if video is not None:
         print(f"video: {video}")
     return scores
 
 
-@exits_cleanly
-def main(args: list[str] | None = None) -> None:
-    def parse(default=None):
-        return cli.parse(Config, args, prog="python -m agents.dqn", description=__doc__.split("\n")[0],
-                         default=default)
+TRAINER = lifecycle.Trainer(
+    config_cls=Config, kind="dqn", prog="python -m agents.dqn", description=__doc__.split("\n")[0],
+    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME,
+)
 
-    cfg = parse()
-    path = cfg.eval or cfg.resume
-    if not path:
-        train(cfg)
-        return
-    # Flags typed beside --resume/--eval override the checkpoint's config: parse again over it.
-    saved = checkpoint.load(path, kind="dqn")
-    stored = stored_config(saved, path)
-    # Where and how it runs is this invocation's business, not the checkpoint's.
-    stored.resume, stored.eval, stored.capture_video, stored.device = None, None, False, "auto"
-    cfg = parse(default=stored)
-    for name in FIXED_ON_RESUME:
-        if getattr(cfg, name) != getattr(stored, name):
-            fail(f"--{name.replace('_', '-')} cannot change from the checkpoint's {getattr(stored, name)!r}")
-    if cfg.eval:
-        run_eval(cfg, saved)
-    else:
-        train(cfg, saved)
+
+def main(args: list[str] | None = None):
+    return lifecycle.main(TRAINER, args)
 
 
 if __name__ == "__main__":

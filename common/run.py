@@ -1,7 +1,6 @@
 """Run folder, TensorBoard writer and progress bar."""
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -11,16 +10,12 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from common.cli import as_dict, markdown_table
-
-
-def run_name(env: str, algo: str, seed: int) -> str:
-    """`{env}__{algo}__{seed}__{unix_time}`, with the env id made safe for a folder name."""
-    return f"{env.replace('/', '_')}__{algo}__{seed}__{int(time.time())}"
+from common.cli import markdown_table
 
 
 class Run:
-    """A run folder holding the TensorBoard event files, `config.json` and checkpoints.
+    """A run folder holding the TensorBoard event files, `config.json` and checkpoints (made and
+    named by common.lifecycle.open_run).
 
     A resumed run (`resume_step` = the checkpoint's step) reopens its folder, and TensorBoard
     continues the same curves: scalars are written against the global step the checkpoint restores.
@@ -33,7 +28,6 @@ class Run:
         # resumed curve does not double back.
         self.writer = SummaryWriter(str(self.folder), purge_step=resume_step)
         if resume_step is None:
-            (self.folder / "config.json").write_text(json.dumps(as_dict(config), indent=2, default=str))
             self.writer.add_text("hyperparameters", markdown_table(config))
 
     def scalar(self, tag: str, value, step: int) -> None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import math
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -29,13 +27,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.errors import exits_cleanly, fail
+from common import lifecycle
+from common.errors import fail
+from common.lifecycle import PresetFloat, PresetInt, PresetStr, RunConfig
 from gans.data import MIXTURES
 
 
 @dataclass
-class Config:
-    """Train a DCGAN. Fields left at None take the preset of the chosen --dataset (images or 2D mixture)."""
+class Config(RunConfig):
+    """Train a DCGAN. Fields that say "preset" take the preset of the chosen --dataset (images or 2D mixture)
+    unless typed. --eval CHECKPOINT scores a generator: modes and high-quality share for 2D mixtures, FID,
+    IS and KID for images."""
 
     dataset: Literal["cifar10", "folder", "ring8", "grid25"] = "cifar10"
     """training data: CIFAR-10, a folder of images (--data-dir), or a 2D mixture of Gaussians (ring8: 8 modes on a circle, grid25: 5x5 grid)"""
@@ -45,39 +47,30 @@ class Config:
     """download CIFAR-10 into --data-dir when it is not there"""
     image_size: Literal[32, 64] = 32
     """side of generated images; 64 adds one up/down-sampling block to each network"""
-    seed: int = 1
-    """seed of every random number generator"""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N"""
-    logdir: str = "runs"
-    """runs are written to LOGDIR/{dataset}__dcgan__{seed}__{unix_time}"""
-    resume: str | None = None
-    """continue from this checkpoint (networks, optimizers, RNG state, step, fixed noise) in its run folder; other flags given with it override the checkpoint's (e.g. --steps to train longer), except those that fix the networks and optimizers"""
-
-    steps: int | None = None
+    steps: PresetInt = None
     """generator steps to train for (images: 100,000; ring8: 6,000; grid25: 20,000)"""
-    batch_size: int | None = None
+    batch_size: PresetInt = None
     """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 256)"""
-    z_dim: int | None = None
+    z_dim: PresetInt = None
     """size of the generator's standard normal noise (images: 100, Radford et al.; 2D mixtures: 2, the data's own dimension, which keeps far more modes than 16)"""
-    g_width: int | None = None
+    g_width: PresetInt = None
     """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64), or hidden units per layer (2D mixtures: 128)"""
-    d_width: int | None = None
+    d_width: PresetInt = None
     """discriminator width: feature maps of its first conv layer, doubled in each layer after (images: 64), or hidden units per layer (2D mixtures: 128)"""
     mlp_layers: int = 3
     """hidden layers of each MLP for 2D mixtures"""
 
     g_optimizer: str = "adam"
     """generator optimizer, any name in optim's registry (adam, rmsprop, rmsproptf, sgd, ...)"""
-    g_lr: float | None = None
+    g_lr: PresetFloat = None
     """generator learning rate (images: 2e-4, Radford et al.; 2D mixtures: 1e-3)"""
     g_betas: tuple[float, float] | None = None
     """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999 is the variant of later GAN work)"""
     d_optimizer: str = "rmsprop"
     """discriminator optimizer, any name in optim's registry"""
-    d_lr: float | None = None
+    d_lr: PresetFloat = None
     """discriminator learning rate (images: 2e-4; 2D mixtures: 1e-3)"""
-    d_alpha: float | None = None
+    d_alpha: PresetFloat = None
     """discriminator RMSprop smoothing constant, for optimizers that take alpha (default 0.9)"""
     d_steps: int = 1
     """discriminator steps per generator step, each on a fresh real batch"""
@@ -93,9 +86,9 @@ class Config:
 
     log_every: int = 100
     """generator steps between scalar logs (means over the interval)"""
-    sample_every: int | None = None
+    sample_every: PresetInt = None
     """generator steps between sample grids from the fixed noise, or scatter plots and mode metrics for 2D mixtures (images: 1,000; 2D mixtures: 500)"""
-    save_every: int | None = None
+    save_every: PresetInt = None
     """generator steps between checkpoints, written atomically to the run folder's checkpoint.pt (images: 5,000; 2D mixtures: 1,000)"""
     fidelity_every: int = 10_000
     """images: FID, IS and KID every N generator steps and at the end (needs pip install 'rlgan[metrics]'); 0 turns them off"""
@@ -124,17 +117,18 @@ FIXED_ON_RESUME = ("dataset", "image_size", "z_dim", "g_width", "d_width", "mlp_
 def _accepts(optimizer: str, hparam: str) -> bool:
     import optim  # torch only; imported here so that gans.sample never loads the optimizer registry
 
-    cls = optim.REGISTRY.get(optimizer.lower())
-    if cls is None:
-        fail(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(optim.names())}")
-    return hparam in inspect.signature(cls.__init__).parameters
+    try:
+        optim.check_drivable(optimizer)
+    except ValueError as e:
+        fail(str(e))
+    return optim.accepts(optimizer, hparam)
 
 
 def resolve(cfg: Config) -> Config:
     """Fill the None fields from the dataset's preset and check every value; a bad one is a UserError."""
-    preset = PRESETS[cfg.dataset]
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
-    # betas and alpha go only to optimizers that take them; given for one that does not, they are an error
+    cfg = lifecycle.fill_preset(cfg, PRESETS[cfg.dataset])
+    # optim's policy: betas and alpha typed for an optimizer that takes none are an error; the defaults
+    # go only to optimizers that take them (and are recorded only there)
     if cfg.g_betas is None:
         cfg.g_betas = DEFAULT_G_BETAS if _accepts(cfg.g_optimizer, "betas") else None
     elif not _accepts(cfg.g_optimizer, "betas"):
@@ -156,6 +150,18 @@ def resolve(cfg: Config) -> Config:
         fail(f"--fidelity-every must be 0 (off) or positive, got {cfg.fidelity_every}")
     if cfg.workers < 0:
         fail(f"--workers must be 0 or more, got {cfg.workers}")
+    if cfg.g_betas is not None and not all(0.0 <= b < 1.0 for b in cfg.g_betas):
+        fail(f"--g-betas must be in [0, 1) (got {' '.join(map(str, cfg.g_betas))})")
+    if cfg.d_alpha is not None and not 0.0 <= cfg.d_alpha < 1.0:
+        fail(f"--d-alpha must be in [0, 1) (got {cfg.d_alpha})")
+    lifecycle.at_most(cfg, "batch_size", 1 << 16, "a batch lives in memory at once")
+    lifecycle.at_most(cfg, "workers", 256, "each is a process")
+    lifecycle.at_most(cfg, "fidelity_samples", 1_000_000, "they are generated and held at once")
+    lifecycle.at_most(cfg, "mlp_layers", 1024, "one network's depth")
+    for name, build in (("generator", build_generator), ("discriminator", build_discriminator)):
+        # weights, gradients, and two optimizer states
+        lifecycle.fits_in_memory(lambda: build(cfg), copies=4, what=f"the {name} (--g-width/--d-width, --z-dim)")
+    lifecycle.at_most(cfg, "d_steps", 1 << 16, "each is a full discriminator step")
     return cfg
 
 
@@ -510,7 +516,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
     # the training stack: imported here so that gans.sample can rebuild a generator without it
     from common import checkpoint
     from common.device import pick
-    from common.run import Progress, Run, run_name
+    from common.run import Progress
     from common.seeding import seed_everything, set_rng_state
     from gans.data import make_source
 
@@ -521,26 +527,27 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
     source = make_source(cfg.dataset, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.image_size,
                          cfg.download, cfg.workers, channels_last)
     m = build_models(cfg, device)
+    if ckpt is None:
+        print(lifecycle.describe_preset(cfg.dataset, PRESETS[cfg.dataset], cfg), file=sys.stderr)
     fixed_z = torch.randn(64, cfg.z_dim).to(device)  # the 8x8 grid: the same noise all run long
     step, images_seen = 0, 0
 
     if ckpt is not None:
-        m.G.load_state_dict(ckpt["G"])
-        m.D.load_state_dict(ckpt["D"])
-        m.g_opt.load_state_dict(ckpt["g_opt"])
-        m.d_opt.load_state_dict(ckpt["d_opt"])
-        m.g_scaler.load_state_dict(ckpt["g_scaler"])
-        m.d_scaler.load_state_dict(ckpt["d_scaler"])
-        fixed_z = ckpt["fixed_z"].to(device)
-        step, images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
-        set_rng_state(ckpt["rng"])
-        source.load_state_dict(ckpt["data"])
-        folder = Path(cfg.resume).parent
-    else:
-        folder = Path(cfg.logdir) / run_name(cfg.dataset, "dcgan", cfg.seed)
+        try:
+            m.G.load_state_dict(ckpt["G"])
+            m.D.load_state_dict(ckpt["D"])
+            m.g_opt.load_state_dict(ckpt["g_opt"])
+            m.d_opt.load_state_dict(ckpt["d_opt"])
+            m.g_scaler.load_state_dict(ckpt["g_scaler"])
+            m.d_scaler.load_state_dict(ckpt["d_scaler"])
+            fixed_z = ckpt["fixed_z"].to(device)
+            step, images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
+            set_rng_state(ckpt["rng"])
+            source.load_state_dict(ckpt["data"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
 
-    # events at the checkpoint's own step were logged before it was saved: keep them, purge only later ones
-    run = Run(folder, cfg, resume_step=step + 1 if ckpt is not None else None)
+    folder, run = lifecycle.open_run(cfg, cfg.dataset, "dcgan", step if ckpt is not None else None)
     ckpt_path = folder / "checkpoint.pt"
     evaluator = Evaluator(cfg, run, source, device)
     progress = Progress(cfg.steps, initial=step)
@@ -606,9 +613,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                 save(ckpt_path)
                 run.close()
                 progress.close()
-                name = signal.Signals(stop.received).name
-                fail(f"stopped by {name} at step {step}; checkpoint saved: {ckpt_path} "
-                     f"(continue with --resume {ckpt_path})", code=128 + stop.received)
+                lifecycle.stopped(stop.received, step, ckpt_path)
 
     save(ckpt_path)
     final = folder / "final.pt"
@@ -620,30 +625,55 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
     return {**last, "step": step, "folder": str(folder), "final": str(final)}
 
 
-@exits_cleanly
+def evaluate(cfg: Config, ckpt: dict) -> dict:
+    """--eval: score the checkpoint's generator (as `Evaluator` does during training) and print it."""
+    from common.device import pick
+
+    device = pick(cfg.device)
+    G = build_generator(cfg).to(device)
+    try:
+        G.load_state_dict(ckpt["G"])
+    except (KeyError, RuntimeError) as e:
+        fail(f"{cfg.eval}: the generator's weights do not fit its config ({str(e).splitlines()[0][:160]})")
+    if cfg.dataset in MIXTURES:
+        from gans import metrics
+        from gans.data import mixture
+
+        mix = mixture(cfg.dataset)
+        points = generate(G, eval_noise(cfg, metrics.MIXTURE_SAMPLES, device))
+        score = metrics.mixture_score(points, mix.means, mix.std)
+        print(f"{cfg.dataset}: {metrics.MIXTURE_SAMPLES} samples, {score.modes} of {len(mix.means)} modes, "
+              f"{score.high_quality:.1f}% high quality")
+        return {"modes": score.modes, "high_quality": score.high_quality}
+    from gans.data import make_source
+
+    source = make_source(cfg.dataset, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.image_size,
+                         cfg.download, cfg.workers, False)
+    evaluator = Evaluator(cfg, _NoRun(), source, device)
+    scores = evaluator.fidelity(G, int(ckpt["step"]))
+    if not scores:
+        fail("--eval of an image GAN needs FID/IS/KID: pip install -e '.[metrics]' (and Inception weights)")
+    print(f"{cfg.dataset}: {cfg.fidelity_samples} samples, FID {scores['fid']:.2f}, IS {scores['is']:.2f}, "
+          f"KID {scores['kid']:.4f}")
+    return scores
+
+
+class _NoRun:
+    """Stands in for the run's writer when --eval only prints."""
+
+    def scalars(self, values: dict, step: int) -> None:
+        pass
+
+
+TRAINER = lifecycle.Trainer(
+    config_cls=Config, kind="dcgan", prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
+    prepare=resolve, train=train, evaluate=evaluate, fixed_on_resume=FIXED_ON_RESUME,
+    budget="steps", progress=lambda ckpt: int(ckpt["step"]),
+)
+
+
 def main(args: list[str] | None = None) -> dict:
-    from common import checkpoint
-    from common.cli import parse
-
-    def parse_args(default=None):
-        return parse(Config, args, prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
-                     default=default)
-
-    cfg = parse_args()
-    ckpt = None
-    if cfg.resume:
-        # The checkpoint's config, with the flags typed beside --resume on top: parse again over it.
-        ckpt = checkpoint.load(cfg.resume, "dcgan")
-        saved = config_from_dict(ckpt["config"])
-        cfg = parse_args(default=dataclasses.replace(saved, resume=None))
-        for name in FIXED_ON_RESUME:
-            if getattr(cfg, name) != getattr(saved, name):
-                fail(f"--{name.replace('_', '-')} {getattr(cfg, name)} differs from the checkpoint's "
-                     f"{getattr(saved, name)}; it cannot change when resuming")
-    cfg = resolve(cfg)
-    if ckpt is not None and int(ckpt["step"]) >= cfg.steps:
-        fail(f"{cfg.resume} is already at step {ckpt['step']} of {cfg.steps}; pass a larger --steps to train on")
-    return train(cfg, ckpt)
+    return lifecycle.main(TRAINER, args)
 
 
 if __name__ == "__main__":

@@ -38,28 +38,57 @@ REGISTRY["lookahead"] = Lookahead
 REGISTRY["sharedadam"] = SharedAdam
 
 
+# Optimizers that a training loop of `loss.backward(); optimizer.step()` cannot drive: trainers
+# refuse them at start rather than fail at their first step.
+NOT_DRIVABLE = {
+    "lbfgs": "L-BFGS needs a closure that re-evaluates the loss at each step",
+    "sparseadam": "SparseAdam needs sparse gradients (nn.Embedding(sparse=True)), which these networks do not make",
+}
+
+
 def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def build(name: str, params, **hparams) -> torch.optim.Optimizer:
-    """Make optimizer `name` (case-insensitive) over `params`.
+def accepts(name: str, hparam: str) -> bool:
+    """Whether optimizer `name` takes hyper-parameter `hparam` (e.g. "betas", "alpha")."""
+    cls = REGISTRY[name.lower()]
+    params = inspect.signature(cls.__init__).parameters
+    return hparam in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
-    An unknown name or a rejected hyper-parameter raises ValueError with a one-line message.
-    """
+
+def check_drivable(name: str) -> None:
+    """ValueError (one line) for an unknown name or one that `loss.backward(); step()` cannot drive."""
     key = name.lower()
     if key not in REGISTRY:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(names())}")
-    cls = REGISTRY[key]
-    accepted = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in hparams if k not in accepted]
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(drivable_names())}")
+    if key in NOT_DRIVABLE:
+        raise ValueError(f"{name!r} cannot be used here: {NOT_DRIVABLE[key]}; choose one of: {', '.join(drivable_names())}")
+
+
+def drivable_names() -> list[str]:
+    return [n for n in names() if n not in NOT_DRIVABLE]
+
+
+def build(name: str, params, *, if_accepted: dict | None = None, **hparams) -> torch.optim.Optimizer:
+    """Make optimizer `name` (case-insensitive) over `params`.
+
+    One policy for hyper-parameters: those in `hparams` (what the user asked for) must be taken by the
+    optimizer, or it is a ValueError naming them; those in `if_accepted` (a trainer's defaults, such as
+    betas for whichever optimizer takes betas) are passed only to optimizers that take them. An unknown
+    name, one in NOT_DRIVABLE, or a rejected value raises ValueError with a one-line message.
+    """
+    check_drivable(name)
+    key = name.lower()
+    unknown = [k for k in hparams if not accepts(key, k)]
+    if unknown:
         raise ValueError(f"optimizer {name!r} takes no {', '.join(unknown)}")
+    hparams = {**{k: v for k, v in (if_accepted or {}).items() if accepts(key, k)}, **hparams}
     try:
-        return cls(params, **hparams)
-    except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
+        return REGISTRY[key](params, **hparams)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 __all__ = ["AdaBelief", "KFAC", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
-           "names", "schedules"]
+           "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE"]

@@ -1,0 +1,364 @@
+"""One run lifecycle for every trainer: parse, presets and checks, resume, --eval, signals, the run
+folder, evaluation during training, finish.
+
+A trainer describes itself once, as a `Trainer` (its config class, checkpoint kind, how to fill and
+check a config, how to train and how to evaluate), and its `main()` is `lifecycle.main(TRAINER, args)`.
+Everything a user sees around the algorithm is then the same for DQN, the DCGAN trainer and the
+agents to come:
+
+- `--help` is the config dataclass (tyro); a malformed value is one line on stderr, exit 2.
+- `--resume CKPT` and `--eval CKPT` start from the checkpoint's config; flags typed beside them
+  override it, except the trainer's `fixed_on_resume` fields, which are refused with one line.
+  Where it runs (`--device`) is this invocation's choice, not the checkpoint's: a run checkpointed
+  on CUDA resumes on a CPU-only machine.
+- Every numeric field is checked before anything is built (finite floats, seeds in the range that
+  ALE's C++ side accepts), and the run folder's parent must be writable.
+- SIGINT/SIGTERM: the loop saves, then `stopped()` prints one line and exits with 128 + signal.
+- Run folders are `{logdir}/{env}__{algo}__{seed}__{unix_time}`, made exclusively, so two launches
+  in the same second with the same seed get two folders; a resumed run reopens its folder and
+  rewrites `config.json`, saying which fields changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, NoReturn, Optional
+
+import tyro
+
+from common import checkpoint, cli
+from common.errors import exits_cleanly, fail
+
+# ALE's C++ reset takes seeds in [0, 2**31 - 1]; env i of a vector env gets seed + i. Derived seeds
+# (evaluation envs, resets after --resume) wrap below this bound with room for 65,536 envs.
+MAX_SEED = 2**31 - 1
+_SEED_WRAP = 2**31 - 2**16
+
+
+def derived_seed(seed: int, offset: int) -> int:
+    """`seed + offset` folded into the range every component accepts (env i then adds i)."""
+    return (seed + offset) % _SEED_WRAP
+
+
+# Config fields whose default comes from the trainer's preset (None until `fill_preset`); `--help`
+# says so instead of showing "None".
+_FROM_PRESET = "(default: preset)"
+PresetInt = Annotated[Optional[int], tyro.conf.arg(metavar="INT", help_behavior_hint=_FROM_PRESET)]
+PresetFloat = Annotated[Optional[float], tyro.conf.arg(metavar="FLOAT", help_behavior_hint=_FROM_PRESET)]
+PresetStr = Annotated[Optional[str], tyro.conf.arg(metavar="STR", help_behavior_hint=_FROM_PRESET)]
+PresetInts = Annotated[Optional[tuple[int, ...]], tyro.conf.arg(metavar="INT [INT ...]", help_behavior_hint=_FROM_PRESET)]
+
+
+@dataclass
+class RunConfig:
+    """Fields every trainer has: seed, device, where runs go, and which checkpoint to start from."""
+
+    seed: int = 1
+    """Seed of torch, numpy, python and the envs (0 to 2,147,483,647)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    logdir: str = "runs"
+    """Folder that holds the run folders ({env}__{algo}__{seed}__{unix_time})."""
+    resume: str | None = None
+    """Checkpoint to continue from, in its run folder, with its config; flags typed beside it override
+    that config (e.g. a larger step budget), except those that fix the networks and optimizers."""
+    eval: str | None = None
+    """Evaluate this checkpoint and print its score; no training."""
+
+
+# Chosen by each invocation, never taken from a checkpoint's config.
+PER_INVOCATION = ("resume", "eval", "device", "capture_video")
+
+
+@dataclass
+class Trainer:
+    """What the lifecycle needs to know of a trainer."""
+
+    config_cls: type
+    kind: str
+    """Checkpoint kind and the algorithm's name in run folders ("dqn", "dcgan")."""
+    prog: str
+    description: str
+    prepare: Callable[[Any], Any]
+    """Fill preset fields and check every value (UserError on a bad one); returns the config to run."""
+    train: Callable[[Any, dict | None], Any]
+    """Train from scratch (None) or from the loaded checkpoint."""
+    evaluate: Callable[[Any, dict], Any]
+    """Evaluate the loaded checkpoint (cfg.eval) and print its score line."""
+    fixed_on_resume: tuple[str, ...] = ()
+    """Fields that fix the networks' shapes and the optimizers' state: a checkpoint keeps them."""
+    budget: str = "total_timesteps"
+    """The config field that says how long to train, which a resumed run must still be short of."""
+    progress: Callable[[dict], int] = lambda saved: int(saved.get("global_step", 0))
+    """Where a checkpoint stands, in the units of `budget`."""
+
+
+def parse(trainer: Trainer, args, default=None):
+    return cli.parse(trainer.config_cls, args, prog=trainer.prog, description=trainer.description,
+                     default=default)
+
+
+def config_from_checkpoint(trainer: Trainer, saved: dict, path: str):
+    """The config a checkpoint was trained with (fields this version does not know are dropped)."""
+    values = saved.get("config")
+    if not isinstance(values, dict):
+        fail(f"{path} holds no config this version can read")
+    fields = {f.name: f for f in dataclasses.fields(trainer.config_cls)}
+    try:
+        cfg = trainer.config_cls(**{k: v for k, v in values.items() if k in fields})
+    except TypeError as e:
+        fail(f"{path} holds a config this version cannot read ({e})")
+    for name, value in list(dataclasses.asdict(cfg).items()):
+        if isinstance(value, list):  # json/torch round trips make tuples lists
+            setattr(cfg, name, tuple(value))
+    return cfg
+
+
+def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
+    """Parse the command line, over the checkpoint's config when it names one; check it."""
+    cfg = parse(trainer, args)
+    path = cfg.eval or cfg.resume
+    saved = None
+    if path:
+        if cfg.resume and cfg.eval:
+            fail("--resume and --eval exclude each other: --resume trains on, --eval only plays")
+        saved = checkpoint.load(path, kind=trainer.kind)
+        stored = config_from_checkpoint(trainer, saved, path)
+        for name in PER_INVOCATION:
+            if hasattr(stored, name):
+                setattr(stored, name, next(f.default for f in dataclasses.fields(stored) if f.name == name))
+        cfg = parse(trainer, args, default=stored)
+        for name in trainer.fixed_on_resume:
+            if getattr(cfg, name) != getattr(stored, name):
+                fail(f"--{flag(name)} cannot change from the checkpoint's {getattr(stored, name)!r} "
+                     f"(got {getattr(cfg, name)!r})")
+    check_common(cfg)
+    cfg = trainer.prepare(cfg)
+    if cfg.resume:
+        try:
+            done = trainer.progress(saved)
+        except (KeyError, TypeError, ValueError):
+            fail(f"{cfg.resume} does not say how far it trained: not a complete {trainer.kind} checkpoint")
+        if done >= getattr(cfg, trainer.budget):
+            fail(f"{cfg.resume} is already at step {done} of {getattr(cfg, trainer.budget)}; pass a larger "
+                 f"--{flag(trainer.budget)} to train on")
+    return cfg, saved
+
+
+@exits_cleanly
+def main(trainer: Trainer, args=None):
+    cfg, saved = load_config(trainer, args)
+    if cfg.eval:
+        return trainer.evaluate(cfg, saved)
+    return trainer.train(cfg, saved)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks every trainer's config gets
+# ------------------------------------------------------------------------------------------------
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def check_common(cfg) -> None:
+    """Finite floats everywhere, a seed ALE accepts, a writable place for the run folder."""
+    for name, value in dataclasses.asdict(cfg).items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                fail(f"--{flag(name)} must be a finite number (got {value})")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        fail(f"--seed must be in [0, {MAX_SEED}] (got {cfg.seed})")
+    if cfg.eval:
+        return
+    if cfg.resume:
+        writable_folder(Path(cfg.resume).parent, "--resume: the checkpoint's folder")
+    else:
+        writable_folder(Path(cfg.logdir), "--logdir")
+
+
+def writable_folder(path: Path, what: str) -> None:
+    """`path` is, or can be made as, a folder we can write in; else one line naming it."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        fail(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"{what} {path}: {probe} is not writable")
+
+
+def positive(cfg, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name) > 0:
+            fail(f"--{flag(name)} must be positive (got {getattr(cfg, name)})")
+
+
+def non_negative(cfg, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name) >= 0:
+            fail(f"--{flag(name)} must not be negative (got {getattr(cfg, name)})")
+
+
+def in_unit_interval(cfg, *names: str) -> None:
+    for name in names:
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            fail(f"--{flag(name)} must be in [0, 1] (got {getattr(cfg, name)})")
+
+
+def at_most(cfg, name: str, bound: int, why: str) -> None:
+    if getattr(cfg, name) > bound:
+        fail(f"--{flag(name)} must be at most {bound:,} ({why}; got {getattr(cfg, name):,})")
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (a huge number where the platform cannot say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def fits_in_memory(build: Callable[[], Any], copies: int, what: str) -> None:
+    """Refuse, with one line, networks whose `copies` float32 copies (weights, gradients, optimizer
+    state, targets) would not fit in RAM. The network is built on the meta device: nothing is allocated,
+    so a typo such as --hidden-sizes 100000 100000 costs nothing to catch."""
+    import torch
+
+    with torch.device("meta"):
+        try:
+            module = build()
+        except (RuntimeError, ValueError) as e:
+            fail(f"cannot build {what}: {str(e).splitlines()[0][:160]}")
+    n = sum(p.numel() for p in module.parameters())
+    need = n * 4 * copies
+    if need > physical_memory():
+        fail(f"{what} would have {n:,} parameters, {need / 2**30:,.1f} GiB for weights, gradients and optimizer "
+             f"state: more than this machine's {physical_memory() / 2**30:,.1f} GiB")
+
+
+def fill_preset(cfg, preset: dict):
+    """`cfg` with its None fields taken from `preset`."""
+    return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
+
+
+def describe_preset(name: str, preset: dict, cfg) -> str:
+    """`preset NAME: a=1, b=2`: what a run takes from its preset. Trainers print it once the run's
+    parts are built (so that a refused setting stays the only line a user sees)."""
+    taken = ", ".join(f"{flag(k)}={v}" for k, v in preset.items() if getattr(cfg, k) == v)
+    return f"preset {name}: {taken}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The run folder
+# ------------------------------------------------------------------------------------------------
+
+
+def new_run_folder(logdir: str | Path, env: str, algo: str, seed: int) -> Path:
+    """Make `{logdir}/{env}__{algo}__{seed}__{unix_time}` exclusively; a taken name gets `_2`, `_3`, ..."""
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    base = f"{env.replace('/', '_')}__{algo}__{seed}__{int(time.time())}"
+    for n in range(1, 10_000):
+        folder = logdir / (base if n == 1 else f"{base}_{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    fail(f"cannot make a new run folder in {logdir}")
+
+
+def write_config(folder: Path, cfg) -> dict:
+    """Write `config.json`; on resume, return the fields that changed from the one already there."""
+    path = folder / "config.json"
+    new = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    changed = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        changed = {k: [old.get(k), v] for k, v in new.items()
+                   if k not in PER_INVOCATION and old.get(k) != v}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(new, indent=2))
+    os.replace(tmp, path)
+    return changed
+
+
+def open_run(cfg, env: str, algo: str, resume_step: int | None):
+    """The run's folder and TensorBoard writer: a new folder, or the checkpoint's on resume.
+
+    A resumed run keeps the scalars logged up to its checkpoint's step and purges later ones (a
+    crashed run logged past its last checkpoint), so the curves continue without doubling back.
+    """
+    from common.run import Run
+
+    if resume_step is None:
+        folder = new_run_folder(cfg.logdir, env, algo, cfg.seed)
+        run = Run(folder, cfg)
+        write_config(folder, cfg)
+    else:
+        folder = Path(cfg.resume).parent
+        run = Run(folder, cfg, resume_step=resume_step + 1)
+        changed = write_config(folder, cfg)
+        if changed:
+            said = ", ".join(f"{flag(k)} {a} -> {b}" for k, (a, b) in changed.items())
+            print(f"resuming with changed settings: {said}", file=sys.stderr)
+            run.writer.add_text("resumed", f"at step {resume_step}: {said}", resume_step)
+    return folder, run
+
+
+# ------------------------------------------------------------------------------------------------
+# Stopping and evaluation during training
+# ------------------------------------------------------------------------------------------------
+
+
+def stopped(signum: int, step: int, path: Path) -> NoReturn:
+    """After the loop saved on SIGINT/SIGTERM: one line, and the exit status of a killed process, so
+    job schedulers know the run did not finish."""
+    name = signal.Signals(signum).name
+    print(f"stopped by {name} at step {step}; checkpoint saved: {path} (continue with --resume {path})",
+          file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+class BestCheckpoint:
+    """Evaluation during training, as SB3's EvalCallback: log each evaluation's mean and standard
+    deviation and keep `best.pt`, the checkpoint of the best mean so far, beside `checkpoint.pt`."""
+
+    def __init__(self, run, folder: Path, best: float = -math.inf):
+        self.run, self.folder, self.best = run, folder, best
+
+    def record(self, scores: list[float], step: int, save: Callable[[str], Path]) -> bool:
+        import numpy as np
+
+        mean, std = float(np.mean(scores)), float(np.std(scores))
+        self.run.scalars({"eval/episodic_return": mean, "eval/episodic_return_std": std}, step)
+        print(f"evaluation at step {step}: {len(scores)} episodes, score {mean:.2f} +/- {std:.2f}",
+              file=sys.stderr)
+        if mean > self.best:
+            self.best = mean
+            save("best.pt")
+            return True
+        return False
+
+
+def score_line(env: str, scores: list[float]) -> str:
+    """`ENV: N episodes, score MEAN +/- STD (min, max)`: what every agent's --eval prints."""
+    import numpy as np
+
+    return (f"{env}: {len(scores)} episodes, score {np.mean(scores):.2f} +/- {np.std(scores):.2f} "
+            f"(min {np.min(scores):.1f}, max {np.max(scores):.1f})")

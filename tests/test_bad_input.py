@@ -1,0 +1,160 @@
+"""Bad input never shows a traceback: for every trainer, every numeric flag fed 0, -1, nan and a huge
+value and every path flag fed a file and a missing folder either trains or is one line on stderr.
+
+In process through each trainer's parse-and-check (`lifecycle.load_config`), then, for what was
+accepted, through the parts a run builds first (env, networks, memory, optimizers, data), so the suite
+stays quick; a handful end to end as subprocesses."""
+import dataclasses
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents import dqn
+from common import lifecycle
+from common.errors import UserError
+from gans import dcgan
+
+ROOT = Path(__file__).parent.parent
+VALUES = {"zero": "0", "negative": "-1", "nan": "nan", "huge": None}  # huge: per type, below
+PATH_FIELDS = {"logdir", "resume", "eval", "data_dir", "inception_weights"}
+
+
+def numeric_fields(config_cls):
+    """(name, element type, arity) of every int/float field, tuples included."""
+    out = []
+    for f in dataclasses.fields(config_cls):
+        hint = typing.get_type_hints(config_cls)[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        base = args[0]
+        if typing.get_origin(base) is tuple:
+            elems = [a for a in typing.get_args(base) if a is not Ellipsis]
+            out.append((f.name, elems[0], len(typing.get_args(base)) if Ellipsis not in typing.get_args(base) else 2))
+        elif base in (int, float) and base is not bool:
+            out.append((f.name, base, 1))
+    return out
+
+
+def build_dqn(cfg):
+    env = dqn.make_env(cfg, cfg.num_envs)
+    try:
+        q = dqn.make_q_network(cfg, env, torch.device("cpu"))
+        dqn.make_optimizer(cfg, q.parameters())
+        dqn.make_memory(cfg, env, torch.device("cpu"))
+    finally:
+        env.close()
+
+
+def build_dcgan(cfg):
+    from gans.data import make_source
+
+    dcgan.build_models(cfg, torch.device("cpu"))
+    make_source(cfg.dataset, cfg.data_dir, cfg.batch_size, torch.device("cpu"), cfg.seed, cfg.image_size,
+                cfg.download, 0, False)
+
+
+TRAINERS = {
+    "dqn": (dqn.TRAINER, ["--env", "CartPole-v1"], build_dqn),
+    "dcgan": (dcgan.TRAINER, ["--dataset", "ring8"], build_dcgan),
+}
+
+
+def outcome(trainer, base, build, args):
+    """"accepted" or "refused: LINE"; anything else (a traceback) fails the test with the case named."""
+    try:
+        cfg, _ = lifecycle.load_config(trainer, [*base, *args])
+        build(cfg)
+        return "accepted"
+    except UserError as e:
+        message = str(e)
+        assert message and "\n" not in message, f"{args}: a message of more than one line: {message!r}"
+        assert "Traceback" not in message
+        return f"refused: {message}"
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_every_flag_with_bad_values(name, tmp_path, capsys):
+    trainer, base, build = TRAINERS[name]
+    base = [*base, "--logdir", str(tmp_path / "runs")]
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"not a folder, not a checkpoint")
+    missing = tmp_path / "missing" / "folder"
+    cases = []
+    for field, kind, arity in numeric_fields(trainer.config_cls):
+        for label, value in VALUES.items():
+            if value is None:
+                value = "1000000000000" if kind is int else "1e300"
+            cases.append((f"{field}={label}", ["--" + field.replace("_", "-"), *[value] * arity], label, field))
+    for field in PATH_FIELDS & {f.name for f in dataclasses.fields(trainer.config_cls)}:
+        extra = ["--dataset", "folder", "--no-download"] if field == "data_dir" else []
+        for label, value in (("file", a_file), ("missing", missing)):
+            cases.append((f"{field}={label}", [*extra, "--" + field.replace("_", "-"), str(value)], label, field))
+
+    results = {case: outcome(trainer, base, build, args) for case, args, _, _ in cases}
+    capsys.readouterr()
+    print(f"{name}: {len(cases)} cases, {sum(r != 'accepted' for r in results.values())} refused with one line")
+    # The checks that must refuse do refuse (so this test can fail): nan for every float, non-positive
+    # counts, files where folders or checkpoints belong.
+    for case, args, label, field in cases:
+        kind = dict((f, k) for f, k, _ in numeric_fields(trainer.config_cls)).get(field)
+        if label == "nan" or (label == "negative" and field != "gamma"):
+            assert results[case].startswith("refused"), (case, results[case])
+        if label in ("file", "missing") and field in ("resume", "eval", "data_dir"):
+            assert results[case].startswith("refused"), (case, results[case])
+        if field == "logdir" and label == "file":
+            assert results[case].startswith("refused") and "is a file" in results[case]
+        if field == "seed" and label == "huge":
+            assert "--seed" in results[case]
+    assert len(cases) >= 60
+
+
+def test_scientific_notation_for_counts_is_accepted():
+    cfg, _ = lifecycle.load_config(dqn.TRAINER, ["--env", "CartPole-v1", "--total-timesteps", "1e6"])
+    assert cfg.total_timesteps == 1_000_000
+    with pytest.raises(UserError, match="--total-timesteps") as e:
+        lifecycle.load_config(dqn.TRAINER, ["--env", "CartPole-v1", "--total-timesteps", "2.5e-1"])
+    assert "\n" not in str(e.value) and "╭" not in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root may write anywhere")
+def test_read_only_folders_are_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(UserError, match="not writable"):
+            lifecycle.load_config(dqn.TRAINER, ["--env", "CartPole-v1", "--logdir", str(ro / "runs")])
+    finally:
+        ro.chmod(0o755)
+
+
+END_TO_END = [
+    ("agents.dqn", ["--total-timesteps", "1e6x"], "--total-timesteps"),
+    ("agents.dqn", ["--env", "CartPole-v1", "--buffer-size", "1000000000000"], "--buffer-size"),
+    ("agents.dqn", ["--env", "CartPole-v1", "--hidden-sizes", "200000", "200000"], "parameters"),
+    ("agents.dqn", ["--env", "LunarLander-v3"], "pip install"),
+    ("agents.dqn", ["--env", "CartPole-v1", "--optimizer", "lbfgs"], "closure"),
+    ("gans.dcgan", ["--dataset", "ring8", "--g-lr", "nan"], "--g-lr"),
+    ("gans.dcgan", ["--dataset", "ring8", "--g-width", "1000000"], "parameters"),
+]
+
+
+@pytest.mark.parametrize("module,args,word", END_TO_END, ids=[" ".join(a) for _, a, _ in END_TO_END])
+def test_end_to_end_one_line(module, args, word, tmp_path):
+    if "LunarLander-v3" in args:
+        try:
+            import Box2D  # noqa: F401
+            pytest.skip("Box2D is installed here")
+        except ImportError:
+            pass
+    out = subprocess.run([sys.executable, "-m", module, *args, "--logdir", str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and word in lines[0], lines[0]
+    assert not list(tmp_path.iterdir())  # nothing was written
