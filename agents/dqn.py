@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,6 +51,8 @@ class Config(RunConfig):
     50M), classic 50,000."""
     num_envs: int = 1
     """Parallel environments (Atari: ale-py's C++ vector env)."""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """Gymnasium envs (not Atari): step the envs in this process (sync) or one subprocess each (async)."""
     buffer_size: PresetInt = None
     """Replay memory capacity in transitions. Preset atari 1,000,000; classic 100,000."""
     learning_starts: PresetInt = None
@@ -222,9 +225,11 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
+    atari = envs.resolve(cfg.env).is_atari
     try:
         env = envs.make(cfg.env, num_envs, sticky_actions=cfg.sticky_actions,
-                        render_mode="rgb_array" if render and not envs.resolve(cfg.env).is_atari else None)
+                        render_mode="rgb_array" if render and not atari else None,
+                        vector_mode="sync" if atari or render else cfg.vector_mode)
     except envs.UnknownEnvError as e:
         fail(str(e))
     if not hasattr(env.single_action_space, "n"):

@@ -18,7 +18,8 @@ from tensorboard_server import TensorBoardServer
 # CartPole, mostly random steps: the point is what gets logged, not learning. 200 updates still run,
 # so the losses/ tags are written too; --capture-video plays one evaluation episode at the end.
 SHORT = ["--env", "CartPole-v1", "--total-timesteps", "1200", "--learning-starts", "1000", "--buffer-size", "2000",
-         "--train-frequency", "1", "--batch-size", "16", "--log-interval", "100", "--checkpoint-interval", "0"]
+         "--train-frequency", "1", "--gradient-steps", "1", "--batch-size", "16", "--log-interval", "100",
+         "--checkpoint-interval", "0"]
 
 
 @pytest.fixture
@@ -89,11 +90,11 @@ def refuses_connections(port: int) -> bool:
 def test_tensorboard_serves_what_was_logged(tmp_path, logged):
     logdir = tmp_path / "runs"
     run = short_run(logdir, "--seed", "1", "--capture-video")
-    assert {"charts/episodic_return", "charts/SPS", "losses/td_loss", "eval/episodic_return"} <= set(
+    assert {"charts/episodic_return", "charts/SPS", "losses/td_loss", "eval/video_episodic_return"} <= set(
         tags_of(logged, run.name))
 
     # --capture-video: the evaluation episode is an mp4 beside the run (not in TensorBoard), one frame
-    # per step of the episode whose score is logged as eval/episodic_return (CartPole: +1 per step).
+    # per step of the episode whose score is logged as eval/video_episodic_return (CartPole: +1 per step).
     videos = sorted((run / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["step1200.mp4"]
     capture = cv2.VideoCapture(str(videos[0]))
@@ -101,7 +102,7 @@ def test_tensorboard_serves_what_was_logged(tmp_path, logged):
     while capture.read()[0]:
         frames += 1
     capture.release()
-    eval_return = logged[(run.name, "eval/episodic_return")][-1][3]
+    eval_return = logged[(run.name, "eval/video_episodic_return")][-1][3]
     assert frames == eval_return > 0
 
     with TensorBoardServer(logdir) as tb:
