@@ -65,7 +65,7 @@ class Config(RunConfig):
     g_lr: PresetFloat = None
     """generator learning rate (images: 2e-4, Radford et al.; 2D mixtures: 1e-3)"""
     g_betas: tuple[float, float] | None = None
-    """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999 is the variant of later GAN work)"""
+    """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999, the variant of later GAN work, kept 21.4 of grid25's 25 modes against 24.6 over 5 seeds: gans/README.md)"""
     d_optimizer: str = "rmsprop"
     """discriminator optimizer, any name in optim's registry"""
     d_lr: PresetFloat = None

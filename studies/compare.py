@@ -1,10 +1,14 @@
-"""Compare runs: one TensorBoard tag's mean and spread over seeds, grouped by algorithm and optimizer.
+"""Compare runs: one TensorBoard tag's mean and spread over seeds, grouped by config.
 
-    python -m agents.compare runs --tag charts/episodic_return --out curves.png
-    python -m agents.compare runs/CartPole-v1__dqn__1__* runs/CartPole-v1__dqn__2__* --last 100
+    python -m studies.compare runs --tag charts/episodic_return --out curves.png
+    python -m studies.compare runs/CartPole-v1__dqn__1__* runs/CartPole-v1__dqn__2__* --last 100
 
 Runs are grouped by environment, algorithm (both from the folder name, `{env}__{algo}__{seed}__{time}`)
-and optimizer (from the run's config.json), so seeds of one setting are averaged together. The figure
+and every field of the run's config.json but the seed and run plumbing (IGNORED_FIELDS), so the seeds
+of one setting are averaged together and a learning-rate sweep gives one group per learning rate. A
+group's label is its algorithm and the fields that differ between groups of the same environment and
+algorithm (`dqn / learning_rate=0.001`); runs without a config.json group by environment and
+algorithm alone. The figure
 has one row per environment: the tag against environment steps (left) and against wall-clock time
 since each run started (right), each group's mean over seeds as a line and one standard deviation
 over seeds as a band. The table on stdout gives, per group, the final value and the area under the
@@ -28,7 +32,7 @@ from common.events import Curve, find_run_dirs, read_curve
 
 @dataclass
 class Config:
-    """Compare runs of one tag, grouped by algorithm and optimizer, with mean and spread over seeds."""
+    """Compare runs of one tag, grouped by config (all but the seed), with mean and spread over seeds."""
 
     run_dirs: tyro.conf.Positional[list[str]] = field(default_factory=lambda: ["runs"])
     """Run folders, or folders holding run folders; every run found below them is used."""
@@ -42,6 +46,17 @@ class Config:
     """Figure only: trailing moving average over this many logged values of each run; 1 plots raw values."""
 
 
+# Config fields that never make two runs different settings: the seed (averaged over), and run
+# plumbing that says where a run writes, how it resumes or evaluates a checkpoint, what device it ran on,
+# how often it checkpoints or logs, and where its data is. `env` is left out too: the folder name's env
+# is the resolved id (`Breakout` and `ALE/Breakout-v5` are one env) and is part of the group already.
+IGNORED_FIELDS = (
+    "seed", "env", "logdir", "resume", "eval", "eval_episodes", "device", "capture_video",
+    "checkpoint_interval", "save_every", "log_interval", "data_dir", "download", "workers",
+    "inception_weights",
+)
+
+
 @dataclass
 class RunData:
     """One run folder: what identifies it and its curve of the compared tag."""
@@ -49,27 +64,26 @@ class RunData:
     path: Path
     env: str
     algo: str
-    optimizer: str
     seed: str
+    config: dict
+    """The run's config.json less IGNORED_FIELDS: what makes it a setting ({} without a config.json)."""
     curve: Curve
 
 
 @dataclass
 class Group:
-    """Runs of one environment, algorithm and optimizer: the seeds to average over."""
+    """Runs of one environment, algorithm and config (all but the seed): the seeds to average over."""
 
     env: str
     algo: str
-    optimizer: str
+    config: dict
     runs: list[RunData] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return f"{self.algo} / {self.optimizer}"
+    label: str = ""
+    """Algorithm, then the config fields that differ between groups of this env and algo; set by group_runs."""
 
 
-def describe(run_dir: Path) -> tuple[str, str, str, str]:
-    """(env, algo, seed, optimizer) of a run folder, from its name and its config.json."""
+def describe(run_dir: Path) -> tuple[str, str, str, dict]:
+    """(env, algo, seed, config less IGNORED_FIELDS) of a run folder, from its name and its config.json."""
     config: dict = {}
     config_file = run_dir / "config.json"
     if config_file.is_file():
@@ -77,17 +91,15 @@ def describe(run_dir: Path) -> tuple[str, str, str, str]:
             config = json.loads(config_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             fail(f"{config_file}: not valid JSON")
+        if not isinstance(config, dict):
+            fail(f"{config_file}: not a JSON object of config fields")
     parts = run_dir.name.split("__")
     if len(parts) >= 4:  # {env}__{algo}__{seed}__{unix_time}; the env id is the resolved one
         env, algo, seed = parts[0], parts[1], parts[2]
     else:  # a folder renamed by hand: fall back on what the config says
         env, algo, seed = str(config.get("env", "?")), run_dir.name, str(config.get("seed", "?"))
-    if "optimizer" in config:
-        optimizer = str(config["optimizer"])
-    else:  # e.g. a GAN with one optimizer per network: g_optimizer=adam,d_optimizer=rmsprop
-        named = [f"{k}={v}" for k, v in sorted(config.items()) if k.endswith("optimizer")]
-        optimizer = ",".join(named) or "?"
-    return env, algo, seed, optimizer
+    setting = {k: v for k, v in config.items() if k not in IGNORED_FIELDS}
+    return env, algo, seed, setting
 
 
 def load_runs(paths: list[str], tag: str) -> list[RunData]:
@@ -108,8 +120,8 @@ def load_runs(paths: list[str], tag: str) -> list[RunData]:
         if curve is None:
             without.append(run_dir)
             continue
-        env, algo, seed, optimizer = describe(run_dir)
-        runs.append(RunData(run_dir, env, algo, optimizer, seed, curve))
+        env, algo, seed, config = describe(run_dir)
+        runs.append(RunData(run_dir, env, algo, seed, config, curve))
     if not runs:
         fail(f"no run logged {tag!r}; their scalar tags: {', '.join(sorted(all_tags)) or 'none'}")
     for run_dir in without:
@@ -117,12 +129,54 @@ def load_runs(paths: list[str], tag: str) -> list[RunData]:
     return runs
 
 
+_MISSING = object()  # a field one run's config has and another's lacks (an older version of the trainer)
+
+
+def _value_key(value) -> str:
+    """A hashable, order-independent form of a config value (lists and dicts as canonical JSON)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else _value_key(value)
+
+
+def _sort_key(value):
+    """Numbers by value (learning rates ascending), then the rest as text; a missing field first."""
+    if value is _MISSING:
+        return (0, 0.0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    return (2, 0.0, _shown(value))
+
+
 def group_runs(runs: list[RunData]) -> list[Group]:
-    groups: dict[tuple[str, str, str], Group] = {}
+    """Runs of one env, algo and config (equal on every field but IGNORED_FIELDS) form one group.
+
+    Labels name the algo and the fields whose values differ between groups of the same env and algo,
+    in config order: a learning-rate sweep reads `dqn / learning_rate=0.001`, `dqn / learning_rate=0.0001`.
+    """
+    groups: dict[tuple, Group] = {}
     for run in runs:
-        key = (run.env, run.algo, run.optimizer)
-        groups.setdefault(key, Group(*key)).runs.append(run)
-    return [groups[k] for k in sorted(groups)]
+        key = (run.env, run.algo, tuple(sorted((k, _value_key(v)) for k, v in run.config.items())))
+        groups.setdefault(key, Group(run.env, run.algo, run.config)).runs.append(run)
+
+    names: list[str] = []  # every field, in the order the configs list them
+    for g in groups.values():
+        names += [k for k in g.config if k not in names]
+    varying: list[str] = []
+    for env, algo in {(g.env, g.algo) for g in groups.values()}:
+        alike = [g for g in groups.values() if (g.env, g.algo) == (env, algo)]
+        for k in names:  # None: the field is missing there, unlike the JSON null "null"
+            if len({_value_key(g.config[k]) if k in g.config else None for g in alike}) > 1 and k not in varying:
+                varying.append(k)
+    varying = [k for k in names if k in varying]
+
+    for g in groups.values():
+        shown = [f"{k}={_shown(g.config[k])}" for k in varying if k in g.config]
+        g.label = f"{g.algo} / {', '.join(shown)}" if shown else g.algo
+    return sorted(groups.values(), key=lambda g: (g.env, g.algo, [_sort_key(g.config.get(k, _MISSING))
+                                                                  for k in varying], g.label))
 
 
 def final_value(curve: Curve, last: int) -> float:
@@ -158,7 +212,7 @@ def summary(groups: list[Group], last: int) -> list[dict]:
 
 
 def format_table(rows: list[dict], tag: str, last: int) -> str:
-    header = ["env", "algo / optimizer", "seeds", "steps", "final", "AUC / step"]
+    header = ["env", "algo / config", "seeds", "steps", "final", "AUC / step"]
     body = [[r["env"], r["group"], str(r["seeds"]), str(r["steps"]),
              f"{r['final']:.2f} +/- {r['final_std']:.2f}", f"{r['auc']:.2f} +/- {r['auc_std']:.2f}"]
             for r in rows]
@@ -221,7 +275,7 @@ def plot(groups: list[Group], tag: str, smooth: int, out: Path) -> None:
     longest = max(r.curve.elapsed[-1] for g in groups for r in g.runs)
     unit, per_unit = time_unit(longest)
     palette = [f"C{i}" for i in range(10)]
-    labels = sorted({g.label for g in groups})  # one colour per algo / optimizer across environments
+    labels = sorted({g.label for g in groups})  # one colour per algo / config across environments
     for row, env in enumerate(envs):
         by_steps, by_time = axes[row]
         for g in (g for g in groups if g.env == env):
@@ -266,7 +320,7 @@ def check(cfg: Config) -> Path:
 
 @exits_cleanly
 def main(args: list[str] | None = None) -> list[dict]:
-    cfg = cli.parse(Config, args, prog="python -m agents.compare", description=__doc__.split("\n")[0])
+    cfg = cli.parse(Config, args, prog="python -m studies.compare", description=__doc__.split("\n")[0])
     if not cfg.run_dirs:
         fail("name at least one run folder (or a folder of runs, such as runs)")
     out = check(cfg)
