@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import gymnasium as gym
+
 import envs
 import optim
 from agents.networks import torso_for
@@ -56,7 +58,8 @@ class Config(RunConfig):
     buffer_size: PresetInt = None
     """Replay memory capacity in transitions. Preset atari 1,000,000; classic 100,000."""
     learning_starts: PresetInt = None
-    """Steps of random play before the first update (and of the restored policy after --resume).
+    """Steps played at start_e (random play) before the first update (after --resume: steps of the
+    restored policy that refill the replay memory).
     Preset atari 50,000; classic 1,000."""
     train_frequency: PresetInt = None
     """Environment steps between rounds of updates. Preset atari 4; classic 256."""
@@ -70,7 +73,7 @@ class Config(RunConfig):
     """Environment steps between copies of the Q-network into the target network. Preset atari 10,000;
     classic 10."""
     start_e: float = 1.0
-    """Exploration epsilon when updates start (random play before)."""
+    """Exploration epsilon until learning_starts, from where it anneals."""
     end_e: PresetFloat = None
     """Final exploration epsilon. Preset atari 0.1; classic 0.04."""
     exploration_steps: PresetInt = None
@@ -81,15 +84,19 @@ class Config(RunConfig):
     rmsproptf (DeepMind's RMSprop); classic adam."""
     learning_rate: PresetFloat = None
     """Learning rate. Preset atari 2.5e-4; classic 2.3e-3."""
-    rmsprop_alpha: float = 0.95
-    """Squared-gradient decay (rmsproptf and rmsprop only)."""
-    rmsprop_eps: float = 0.01
-    """Epsilon (rmsproptf: inside the square root; rmsprop: outside; other optimizers: unused). 0.01
-    is DeepMind's, for its loss *summed* over the batch, which is the loss here. Dopamine keeps the
+    rmsprop_alpha: PresetFloat = None
+    """Squared-gradient decay, for rmsproptf and rmsprop only (refused with other optimizers). 0.95
+    with either, as DeepMind's."""
+    rmsprop_eps: PresetFloat = None
+    """Epsilon, for rmsproptf (inside the square root) and rmsprop (outside) only. 0.01 with either,
+    as DeepMind's, for its loss *summed* over the batch, which is the loss here. Dopamine keeps the
     mean and uses 1e-5 instead: with a mean the gradient is batch_size times smaller, its square
     batch_size^2 times, and 0.01 would swamp it."""
     max_grad_norm: float = 0.0
-    """Clip the gradient's global norm to this; 0 turns clipping off (the clipped TD error bounds it)."""
+    """Clip the gradient's global norm to this; 0 turns clipping off (the clipped TD error bounds it).
+    RL Zoo's CartPole DQN clips at 10 on a mean loss; the classic preset leaves it off (on the summed loss
+    here a norm of 10 would clip far more often than theirs), and 5 of 5 seeds evaluate at 500 after
+    50k steps without it."""
     sticky_actions: float = 0.25
     """Atari: probability of repeating the previous action (Machado et al. 2018); 0 for Nature-comparable runs."""
     hidden_sizes: PresetInts = None
@@ -120,8 +127,8 @@ ATARI = dict(total_timesteps=10_000_000, buffer_size=1_000_000, learning_starts=
              checkpoint_interval=250_000, eval_interval=250_000, eval_epsilon=0.05)
 # rl-baselines3-zoo's CartPole-v1 DQN (hyperparams/dqn.yml): train_freq 256 with 128 gradient steps,
 # target every 10 env steps, exploration fraction 0.16 of 50k steps. It uses a mean loss and clips the
-# gradient norm at 10; with our summed loss Adam's step is the same (Adam is scale invariant) and the
-# clip is left off.
+# gradient norm at 10; with our summed loss Adam's unclipped step is the same (Adam is invariant to the
+# loss's scale) and the clip is left off.
 CLASSIC = dict(total_timesteps=50_000, buffer_size=100_000, learning_starts=1_000, train_frequency=256,
                gradient_steps=128, batch_size=64, target_network_frequency=10, end_e=0.04,
                exploration_steps=8_000, optimizer="adam", learning_rate=2.3e-3, hidden_sizes=(256, 256),
@@ -130,6 +137,19 @@ PRESETS = {"atari": ATARI, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
 FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer")
+# What a checkpoint's loss was: before 2026-12 DQN averaged its Huber loss over the batch, which an
+# optimizer state made with the sum cannot continue.
+LOSS = "huber-sum"
+
+
+def canonical(name: str, value):
+    """Fixed fields compared as what they mean: `Breakout` is `ALE/Breakout-v5`, `Adam` is `adam`."""
+    if name == "env":
+        try:
+            return envs.resolve(value).id
+        except envs.UnknownEnvError:
+            return value
+    return value.lower() if name == "optimizer" else value
 
 
 def preset_name(cfg: Config) -> str:
@@ -147,11 +167,24 @@ def prepare(cfg: Config) -> Config:
     lifecycle.positive(cfg, "total_timesteps", "num_envs", "buffer_size", "train_frequency", "gradient_steps",
                        "batch_size", "target_network_frequency", "exploration_steps", "log_interval",
                        "eval_episodes", "learning_rate")
-    lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "max_grad_norm",
-                           "rmsprop_eps")
+    lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "max_grad_norm")
     lifecycle.in_unit_interval(cfg, "gamma", "start_e", "end_e", "eval_epsilon", "sticky_actions")
-    if not 0.0 <= cfg.rmsprop_alpha < 1.0:
-        fail(f"--rmsprop-alpha must be in [0, 1) (got {cfg.rmsprop_alpha})")
+    try:
+        optim.check_drivable(cfg.optimizer)
+    except ValueError as e:
+        fail(f"--optimizer: {e}")
+    # optim's policy: a hyper-parameter typed for an optimizer that does not take it is an error; the
+    # defaults go only to the optimizers they belong to.
+    rmsprop = cfg.optimizer.lower() in optim.RMSPROPS
+    for name, default in (("rmsprop_alpha", 0.95), ("rmsprop_eps", 0.01)):
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, default if rmsprop else None)
+        elif not rmsprop:
+            fail(f"--{name.replace('_', '-')} is for rmsproptf and rmsprop; optimizer {cfg.optimizer!r} takes no such value")
+    if rmsprop:
+        lifecycle.positive(cfg, "rmsprop_eps")  # centred: v - m^2 can be 0
+        if not 0.0 <= cfg.rmsprop_alpha < 1.0:
+            fail(f"--rmsprop-alpha must be in [0, 1) (got {cfg.rmsprop_alpha})")
     lifecycle.at_most(cfg, "num_envs", 1024, "one process steps them all")
     lifecycle.at_most(cfg, "batch_size", 1 << 20, "a batch lives in memory at once")
     lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
@@ -161,10 +194,6 @@ def prepare(cfg: Config) -> Config:
         fail(f"--buffer-size {cfg.buffer_size} is smaller than --batch-size {cfg.batch_size}")
     if cfg.buffer_size < 5 * cfg.num_envs:  # each env's ring needs a 4-frame stack and a next slot
         fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} (at least {5 * cfg.num_envs})")
-    try:
-        optim.check_drivable(cfg.optimizer)
-    except ValueError as e:
-        fail(f"--optimizer: {e}")
     return cfg
 
 
@@ -197,9 +226,11 @@ def td_loss(q_net: QNetwork, target_net: QNetwork, batch: dict[str, torch.Tensor
     return F.smooth_l1_loss(q, target, reduction="sum"), q.detach().mean()
 
 
-def epsilon_at(step: int, cfg: Config) -> float:
-    """start_e during the random warm-up, then linear to end_e over exploration_steps (DeepMind, Dopamine)."""
-    fraction = min(max(step - cfg.learning_starts, 0) / cfg.exploration_steps, 1.0)
+def epsilon_at(step: int, cfg: Config, origin: int | None = None) -> float:
+    """start_e until `origin` (the first run's learning_starts), then linear to end_e over
+    exploration_steps (DeepMind, Dopamine)."""
+    origin = cfg.learning_starts if origin is None else origin
+    fraction = min(max(step - origin, 0) / cfg.exploration_steps, 1.0)
     return cfg.start_e + fraction * (cfg.end_e - cfg.start_e)
 
 
@@ -216,10 +247,11 @@ def act(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generat
 
 
 def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    rmsprop = {"alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps}
+    hparams = {"lr": cfg.learning_rate}
+    if cfg.optimizer.lower() in optim.RMSPROPS:
+        hparams.update(alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
     try:
-        return optim.build(cfg.optimizer, params, lr=cfg.learning_rate,
-                           **(rmsprop if cfg.optimizer.lower() in ("rmsproptf", "rmsprop") else {}))
+        return optim.build(cfg.optimizer, params, **hparams)
     except ValueError as e:
         fail(f"--optimizer: {e}")
 
@@ -232,6 +264,8 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
                         vector_mode="sync" if atari or render else cfg.vector_mode)
     except envs.UnknownEnvError as e:
         fail(str(e))
+    except (ImportError, TypeError, ValueError, gym.error.Error) as e:  # an env that cannot be made here
+        fail(f"cannot make {cfg.env}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}")
     if not hasattr(env.single_action_space, "n"):
         env.close()
         fail(f"DQN needs discrete actions; {cfg.env} has {env.single_action_space}")
@@ -285,13 +319,18 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         print(announce(cfg), file=sys.stderr)
 
     global_step, update_debt, learning_starts, best = 0, 0, cfg.learning_starts, -math.inf
+    exploration_origin = cfg.learning_starts  # kept when --learning-starts only sizes a refill
     if saved:
+        if saved.get("loss") != LOSS:
+            fail(f"cannot resume from {cfg.resume}: it was trained with a mean loss by an earlier version, whose "
+                 f"optimizer state this one cannot continue (--eval still plays it)")
         try:
             q_net.load_state_dict(saved["q_net"])
             target_net.load_state_dict(saved["target_net"])
             optimizer.load_state_dict(saved["optimizer"])
             global_step, update_debt = saved["global_step"], saved["update_debt"]
             best = saved.get("best_eval", -math.inf)
+            exploration_origin = saved["exploration_origin"]
             set_rng_state(saved["rng"], rng)
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
@@ -299,7 +338,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
               f"{cfg.learning_starts} steps", file=sys.stderr)
     folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "dqn", global_step if saved else None)
-    evaluations = lifecycle.BestCheckpoint(run, folder, best)
+    evaluations = lifecycle.BestCheckpoint(run, best)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
@@ -310,6 +349,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             "global_step": global_step,
             "update_debt": update_debt,
             "best_eval": evaluations.best,
+            "exploration_origin": exploration_origin,
+            "loss": LOSS,
             "rng": rng_state(rng),
         }, kind="dqn")
 
@@ -332,7 +373,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     next_eval = global_step + cfg.eval_interval if cfg.eval_interval else math.inf
     with checkpoint.StopSignal() as stop:
         while global_step < cfg.total_timesteps and not stop:
-            epsilon = epsilon_at(global_step, cfg) if global_step >= learning_starts else cfg.start_e
+            epsilon = epsilon_at(global_step, cfg, exploration_origin)  # after --resume: the restored schedule
             actions = act(q_net, obs, epsilon, rng, num_actions, device)
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
@@ -348,7 +389,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 update_debt += cfg.num_envs
                 while update_debt >= cfg.train_frequency:
                     update_debt -= cfg.train_frequency
-                    for _ in range(cfg.gradient_steps):
+                    for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
                         loss, q_mean = td_loss(q_net, target_net, batch, cfg.gamma)
                         optimizer.zero_grad(set_to_none=True)
@@ -357,7 +398,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                         # only for the round of updates that precedes a log.
                         if cfg.max_grad_norm > 0:
                             grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                        elif global_step + cfg.train_frequency > next_log:
+                        elif global_step + cfg.train_frequency > next_log and i == cfg.gradient_steps - 1:
                             grad_norm = optim.clip.grad_norm(q_net.parameters())
                         optimizer.step()
             # Copy whenever global_step crosses a multiple of the target period.
@@ -381,7 +422,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             if global_step >= next_eval:
                 next_eval += cfg.eval_interval
                 t_eval = time.time()
-                evaluations.record(evaluate(cfg, q_net, device, cfg.eval_episodes), global_step, save)
+                scores = evaluate(cfg, q_net, device, cfg.eval_episodes, stop=stop)
+                if not stop:  # a signal cut it short: no score to record
+                    evaluations.record(scores, global_step, save)
                 log_t += time.time() - t_eval  # steps/s counts training, not evaluation
             if global_step >= next_ckpt:
                 next_ckpt += cfg.checkpoint_interval
@@ -411,10 +454,11 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 
 
 def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
-             video: Path | None = None) -> list[float]:
+             video: Path | None = None, stop=None) -> list[float]:
     """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon, on envs of their own (the
-    same seeds every time); records the first one to `video`."""
-    num_envs = 1 if video is not None else min(episodes, 8)
+    same seeds every time, with or without `video`, which records env 0's first episode). Returns
+    early, with what it has, once `stop` (a StopSignal) is set."""
+    num_envs = min(episodes, 8)
     env = make_env(cfg, num_envs, render=video is not None)
     rng = np.random.default_rng(lifecycle.derived_seed(cfg.seed, 1_000_003))
     # Each env plays a fixed quota, so short episodes are not over-represented in the mean.
@@ -424,7 +468,7 @@ def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
     obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, 1_000_003))
     atari = envs.resolve(cfg.env).is_atari
     q_net.eval()
-    while any(len(s) < q for s, q in zip(scores, quota)):
+    while any(len(s) < q for s, q in zip(scores, quota)) and not stop:
         if recorder is not None:
             recorder.add(obs[0, -1] if atari else env.render()[0])
         actions = act(q_net, obs, cfg.eval_epsilon, rng, int(env.single_action_space.n), device)
@@ -464,7 +508,7 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dqn", prog="python -m agents.dqn", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME,
+    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=canonical,
 )
 
 

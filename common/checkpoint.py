@@ -60,7 +60,11 @@ def _fsync_dir(folder: Path) -> None:
 def load(path: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save` for `kind`; anything else is a UserError naming the file."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:  # e.g. a name too long for the file system
+        fail(f"checkpoint {path}: {e.strerror or e}")
+    if not found:
         fail(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)

@@ -40,22 +40,33 @@ def parse(config_cls: type[T], args: Sequence[str] | None = None, prog: str | No
 
 
 def _integral_scientific(config_cls, args: list[str]) -> list[str]:
-    """Rewrite `--int-field 1e6` as `--int-field 1000000`; other values are left for tyro to judge."""
+    """Rewrite `--int-field 1e6` (or `--int_field=1e6`) as `--int-field 1000000`; other values are
+    left for tyro to judge."""
     hints = typing.get_type_hints(config_cls)
-    int_flags = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(config_cls)
-                 if hints.get(f.name) in (int, int | None, typing.Optional[int])}
+    int_flags = {f.name.replace("_", "-") for f in dataclasses.fields(config_cls)
+                 if hints.get(f.name) in (int, typing.Optional[int])}
+
+    def is_int_flag(token: str) -> bool:
+        return token.startswith("--") and token[2:].replace("_", "-") in int_flags
+
+    def integral(value: str) -> str:
+        if _SCIENTIFIC.fullmatch(value) and float(value).is_integer():
+            return str(int(float(value)))
+        return value
+
     out = []
-    for i, arg in enumerate(args):
-        if i > 0 and out[-1] in int_flags and _SCIENTIFIC.fullmatch(arg):
-            value = float(arg)
-            if value.is_integer():
-                arg = str(int(value))
+    for arg in args:
+        if arg.startswith("--") and "=" in arg and is_int_flag(arg.split("=", 1)[0]):
+            name, value = arg.split("=", 1)
+            arg = f"{name}={integral(value)}"
+        elif out and is_int_flag(out[-1]):
+            arg = integral(arg)
         out.append(arg)
     return out
 
 
 def _one_line(message: str, prog: str | None) -> str:
-    """tyro's framed error as one sentence: the box's first lines of text, without borders or help."""
+    """tyro's framed error as one sentence: the box's text without borders, markup or help."""
     lines = []
     for raw in message.splitlines():
         if raw.strip().startswith("╭"):  # the box's title ("Value error"), said by the text below
@@ -67,7 +78,11 @@ def _one_line(message: str, prog: str | None) -> str:
             break
         lines.append(text)
     head = " ".join(lines) if lines else "invalid command line"
-    head = re.sub(r"\s+", " ", head)
+    head = re.sub(r"\[/?[a-z ]+\]", "", head)  # rich markup: [bold]...[/bold]
+    # `int | None` fields: only the int alternative's complaint is worth reading
+    head = re.sub(r"no type matching \{None\}\|.*? could be instantiated from \[.*?\]\. Got errors: "
+                  r"- <class 'NoneType'>: .*? - [^:]+: ", "", head)
+    head = re.sub(r"\s+", " ", head).strip().rstrip(".")
     hint = f"; see {prog} --help" if prog else "; see --help"
     return head[:400] + hint
 

@@ -26,7 +26,8 @@ F = TypeVar("F", bound=Callable)
 
 
 def exits_cleanly(fn: F) -> F:
-    """Turn UserError (and Ctrl-C outside the training loop) into one line on stderr and an exit code."""
+    """Turn UserError, the file system's refusals (OSError) and Ctrl-C outside the training loop into one
+    line on stderr and an exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -38,5 +39,9 @@ def exits_cleanly(fn: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except OSError as e:  # the file system refused (disk full, permissions, a name too long)
+            where = f": {e.filename}" if e.filename else ""
+            print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

@@ -93,7 +93,10 @@ class Trainer:
     evaluate: Callable[[Any, dict], Any]
     """Evaluate the loaded checkpoint (cfg.eval) and print its score line."""
     fixed_on_resume: tuple[str, ...] = ()
-    """Fields that fix the networks' shapes and the optimizers' state: a checkpoint keeps them."""
+    """Fields that fix the networks' shapes and the optimizers' state: a checkpoint keeps them (on
+    --resume and --eval). The seed, which names the run folder, is kept on --resume too."""
+    canonical: Callable[[str, Any], Any] = lambda name, value: value
+    """A fixed field's value in the form to compare (`ALE/Breakout-v5` and `Breakout` are one env)."""
     budget: str = "total_timesteps"
     """The config field that says how long to train, which a resumed run must still be short of."""
     progress: Callable[[dict], int] = lambda saved: int(saved.get("global_step", 0))
@@ -105,14 +108,14 @@ def parse(trainer: Trainer, args, default=None):
                      default=default)
 
 
-def config_from_checkpoint(trainer: Trainer, saved: dict, path: str):
+def config_from_checkpoint(config_cls: type, saved: dict, path: str):
     """The config a checkpoint was trained with (fields this version does not know are dropped)."""
     values = saved.get("config")
     if not isinstance(values, dict):
         fail(f"{path} holds no config this version can read")
-    fields = {f.name: f for f in dataclasses.fields(trainer.config_cls)}
+    fields = {f.name for f in dataclasses.fields(config_cls)}
     try:
-        cfg = trainer.config_cls(**{k: v for k, v in values.items() if k in fields})
+        cfg = config_cls(**{k: v for k, v in values.items() if k in fields})
     except TypeError as e:
         fail(f"{path} holds a config this version cannot read ({e})")
     for name, value in list(dataclasses.asdict(cfg).items()):
@@ -130,15 +133,19 @@ def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
         if cfg.resume and cfg.eval:
             fail("--resume and --eval exclude each other: --resume trains on, --eval only plays")
         saved = checkpoint.load(path, kind=trainer.kind)
-        stored = config_from_checkpoint(trainer, saved, path)
+        stored = config_from_checkpoint(trainer.config_cls, saved, path)
+        defaults = {f.name: f.default for f in dataclasses.fields(stored)}
         for name in PER_INVOCATION:
-            if hasattr(stored, name):
-                setattr(stored, name, next(f.default for f in dataclasses.fields(stored) if f.name == name))
+            if name in defaults:
+                setattr(stored, name, defaults[name])
         cfg = parse(trainer, args, default=stored)
-        for name in trainer.fixed_on_resume:
-            if getattr(cfg, name) != getattr(stored, name):
+        fixed = trainer.fixed_on_resume + (("seed", "logdir") if cfg.resume else ())
+        for name in fixed:
+            if trainer.canonical(name, getattr(cfg, name)) != trainer.canonical(name, getattr(stored, name)):
+                why = "a resumed run goes on in its checkpoint's folder" if name in ("seed", "logdir") else \
+                    "it fixes the networks or the optimizer's state"
                 fail(f"--{flag(name)} cannot change from the checkpoint's {getattr(stored, name)!r} "
-                     f"(got {getattr(cfg, name)!r})")
+                     f"(got {getattr(cfg, name)!r}): {why}")
     check_common(cfg)
     cfg = trainer.prepare(cfg)
     if cfg.resume:
@@ -188,14 +195,20 @@ def check_common(cfg) -> None:
 
 def writable_folder(path: Path, what: str) -> None:
     """`path` is, or can be made as, a folder we can write in; else one line naming it."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        fail(f"{what} {path}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    try:
+        probe = path
+        while not (probe.exists() or probe.is_symlink()):
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if probe.is_symlink() and not probe.exists():
+            fail(f"{what} {path}: {probe} is a broken symbolic link")
+        if probe.exists() and not probe.is_dir():
+            fail(f"{what} {path}: {probe} is a file, not a folder")
+        writable = os.access(probe, os.W_OK | os.X_OK)
+    except OSError as e:  # e.g. a name too long for the file system
+        fail(f"{what} {path}: {e.strerror or e}")
+    if not writable:
         fail(f"{what} {path}: {probe} is not writable")
 
 
@@ -256,7 +269,7 @@ def fill_preset(cfg, preset: dict):
 def describe_preset(name: str, preset: dict, cfg) -> str:
     """`preset NAME: a=1, b=2`: what a run takes from its preset. Trainers print it once the run's
     parts are built (so that a refused setting stays the only line a user sees)."""
-    taken = ", ".join(f"{flag(k)}={v}" for k, v in preset.items() if getattr(cfg, k) == v)
+    taken = ", ".join(f"{flag(k)}={v}" for k, v in preset.items() if getattr(cfg, k) == v and v != ())
     return f"preset {name}: {taken}"
 
 
@@ -268,15 +281,18 @@ def describe_preset(name: str, preset: dict, cfg) -> str:
 def new_run_folder(logdir: str | Path, env: str, algo: str, seed: int) -> Path:
     """Make `{logdir}/{env}__{algo}__{seed}__{unix_time}` exclusively; a taken name gets `_2`, `_3`, ..."""
     logdir = Path(logdir)
-    logdir.mkdir(parents=True, exist_ok=True)
     base = f"{env.replace('/', '_')}__{algo}__{seed}__{int(time.time())}"
-    for n in range(1, 10_000):
-        folder = logdir / (base if n == 1 else f"{base}_{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            folder = logdir / (base if n == 1 else f"{base}_{n}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as e:
+        fail(f"--logdir {logdir}: cannot make a run folder there ({e.strerror or e})")
     fail(f"cannot make a new run folder in {logdir}")
 
 
@@ -290,8 +306,7 @@ def write_config(folder: Path, cfg) -> dict:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
-        changed = {k: [old.get(k), v] for k, v in new.items()
-                   if k not in PER_INVOCATION and old.get(k) != v}
+        changed = {k: [old.get(k), v] for k, v in new.items() if k not in PER_INVOCATION and old.get(k) != v}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(new, indent=2))
     os.replace(tmp, path)
@@ -339,8 +354,8 @@ class BestCheckpoint:
     """Evaluation during training, as SB3's EvalCallback: log each evaluation's mean and standard
     deviation and keep `best.pt`, the checkpoint of the best mean so far, beside `checkpoint.pt`."""
 
-    def __init__(self, run, folder: Path, best: float = -math.inf):
-        self.run, self.folder, self.best = run, folder, best
+    def __init__(self, run, best: float = -math.inf):
+        self.run, self.best = run, best
 
     def record(self, scores: list[float], step: int, save: Callable[[str], Path]) -> bool:
         import numpy as np

@@ -90,6 +90,9 @@ def resolve(name: str) -> EnvSpec:
     -> the Atari game with this toolkit's DeepMind preprocessing; `CartPole-v1`, `HalfCheetah-v5` pass
     through; a name without a version (`HalfCheetah`) takes the newest registered one."""
     games = _atari_games()
+    # A registered id that is not an ALE one is itself (gymnasium's Blackjack-v1 is not ALE's Blackjack).
+    if name in gym.registry and "ale_py" not in str(gym.registry[name].entry_point):
+        return EnvSpec(name)
     short = re.fullmatch(r"(?:ALE/)?(\w+?)(?:NoFrameskip)?(?:-v\d+)?", name)
     if short and short.group(1) in games:
         game = short.group(1)
@@ -194,7 +197,7 @@ def make(
         _check_dependencies(spec.id)
         try:
             env = gym.make_vec(spec.id, num_envs, vectorization_mode=vector_mode, render_mode=render_mode)
-        except gym.error.DependencyNotInstalled as err:
+        except (gym.error.DependencyNotInstalled, ImportError) as err:
             raise _dependency_error(spec.id, gym.registry[spec.id].entry_point, err) from err
         env = _EpisodeEnd(gym.wrappers.vector.RecordEpisodeStatistics(env))
         if needs_float32(env.single_observation_space):

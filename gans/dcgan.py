@@ -111,16 +111,18 @@ DEFAULT_D_ALPHA = 0.9
 
 # Fields that fix the networks' shapes and the optimizers' state layout: a resumed run keeps them.
 FIXED_ON_RESUME = ("dataset", "image_size", "z_dim", "g_width", "d_width", "mlp_layers", "g_optimizer",
-                   "d_optimizer", "seed")
+                   "d_optimizer")
 
 
-def _accepts(optimizer: str, hparam: str) -> bool:
+def _accepts(flag: str, optimizer: str, hparam: str) -> bool:
     import optim  # torch only; imported here so that gans.sample never loads the optimizer registry
 
     try:
         optim.check_drivable(optimizer)
     except ValueError as e:
-        fail(str(e))
+        fail(f"--{flag}: {e}")
+    if hparam == "alpha":  # RMSprop's smoothing constant; Lookahead's alpha means something else
+        return optimizer.lower() in optim.RMSPROPS
     return optim.accepts(optimizer, hparam)
 
 
@@ -130,26 +132,17 @@ def resolve(cfg: Config) -> Config:
     # optim's policy: betas and alpha typed for an optimizer that takes none are an error; the defaults
     # go only to optimizers that take them (and are recorded only there)
     if cfg.g_betas is None:
-        cfg.g_betas = DEFAULT_G_BETAS if _accepts(cfg.g_optimizer, "betas") else None
-    elif not _accepts(cfg.g_optimizer, "betas"):
+        cfg.g_betas = DEFAULT_G_BETAS if _accepts("g-optimizer", cfg.g_optimizer, "betas") else None
+    elif not _accepts("g-optimizer", cfg.g_optimizer, "betas"):
         fail(f"--g-betas: optimizer {cfg.g_optimizer!r} takes no betas")
     if cfg.d_alpha is None:
-        cfg.d_alpha = DEFAULT_D_ALPHA if _accepts(cfg.d_optimizer, "alpha") else None
-    elif not _accepts(cfg.d_optimizer, "alpha"):
-        fail(f"--d-alpha: optimizer {cfg.d_optimizer!r} takes no alpha")
+        cfg.d_alpha = DEFAULT_D_ALPHA if _accepts("d-optimizer", cfg.d_optimizer, "alpha") else None
+    elif not _accepts("d-optimizer", cfg.d_optimizer, "alpha"):
+        fail(f"--d-alpha: optimizer {cfg.d_optimizer!r} takes no RMSprop alpha (rmsprop and rmsproptf do)")
     cfg.g_betas = tuple(float(b) for b in cfg.g_betas) if cfg.g_betas is not None else None
-    for name in ("steps", "batch_size", "z_dim", "g_width", "d_width", "mlp_layers", "d_steps", "log_every",
-                 "sample_every", "save_every", "fidelity_samples"):
-        if getattr(cfg, name) < 1:
-            fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("g_lr", "d_lr"):
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and value > 0):
-            fail(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    if cfg.fidelity_every < 0:
-        fail(f"--fidelity-every must be 0 (off) or positive, got {cfg.fidelity_every}")
-    if cfg.workers < 0:
-        fail(f"--workers must be 0 or more, got {cfg.workers}")
+    lifecycle.positive(cfg, "steps", "batch_size", "z_dim", "g_width", "d_width", "mlp_layers", "d_steps",
+                       "log_every", "sample_every", "save_every", "fidelity_samples", "g_lr", "d_lr")
+    lifecycle.non_negative(cfg, "fidelity_every", "workers")
     if cfg.g_betas is not None and not all(0.0 <= b < 1.0 for b in cfg.g_betas):
         fail(f"--g-betas must be in [0, 1) (got {' '.join(map(str, cfg.g_betas))})")
     if cfg.d_alpha is not None and not 0.0 <= cfg.d_alpha < 1.0:
@@ -158,19 +151,10 @@ def resolve(cfg: Config) -> Config:
     lifecycle.at_most(cfg, "workers", 256, "each is a process")
     lifecycle.at_most(cfg, "fidelity_samples", 1_000_000, "they are generated and held at once")
     lifecycle.at_most(cfg, "mlp_layers", 1024, "one network's depth")
-    for name, build in (("generator", build_generator), ("discriminator", build_discriminator)):
-        # weights, gradients, and two optimizer states
-        lifecycle.fits_in_memory(lambda: build(cfg), copies=4, what=f"the {name} (--g-width/--d-width, --z-dim)")
+    # weights, gradients, and two optimizer states
+    lifecycle.fits_in_memory(lambda: build_generator(cfg), copies=4, what="the generator (--g-width, --z-dim)")
+    lifecycle.fits_in_memory(lambda: build_discriminator(cfg), copies=4, what="the discriminator (--d-width)")
     lifecycle.at_most(cfg, "d_steps", 1 << 16, "each is a full discriminator step")
-    return cfg
-
-
-def config_from_dict(values: dict) -> Config:
-    """A Config from a checkpoint's dict, ignoring fields this version does not know."""
-    names = {f.name for f in dataclasses.fields(Config)}
-    cfg = Config(**{k: v for k, v in values.items() if k in names})
-    if cfg.g_betas is not None:
-        cfg.g_betas = tuple(cfg.g_betas)
     return cfg
 
 
@@ -380,9 +364,12 @@ def build_models(cfg: Config, device: torch.device) -> Models:
         d_hp["alpha"] = cfg.d_alpha
     try:
         g_opt = optim.build(cfg.g_optimizer, G.parameters(), **g_hp)
+    except ValueError as e:
+        fail(f"--g-optimizer: {e}")
+    try:
         d_opt = optim.build(cfg.d_optimizer, D.parameters(), **d_hp)
     except ValueError as e:
-        fail(str(e))
+        fail(f"--d-optimizer: {e}")
     amp_dtype = None
     if device.type == "cuda" and cfg.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -649,10 +636,16 @@ def evaluate(cfg: Config, ckpt: dict) -> dict:
 
     source = make_source(cfg.dataset, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.image_size,
                          cfg.download, cfg.workers, False)
-    evaluator = Evaluator(cfg, _NoRun(), source, device)
+    from gans import metrics
+
+    missing = metrics.fidelity_missing()
+    if missing:
+        fail(f"--eval of an image GAN scores FID/IS/KID, which cannot run here: {missing}")
+    # scored whatever --fidelity-every the run trained with
+    evaluator = Evaluator(dataclasses.replace(cfg, fidelity_every=1), _NoRun(), source, device)
     scores = evaluator.fidelity(G, int(ckpt["step"]))
     if not scores:
-        fail("--eval of an image GAN needs FID/IS/KID: pip install -e '.[metrics]' (and Inception weights)")
+        fail("FID/IS/KID could not be computed (the reason is the line above)")
     print(f"{cfg.dataset}: {cfg.fidelity_samples} samples, FID {scores['fid']:.2f}, IS {scores['is']:.2f}, "
           f"KID {scores['kid']:.4f}")
     return scores
@@ -669,6 +662,7 @@ TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dcgan", prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
     prepare=resolve, train=train, evaluate=evaluate, fixed_on_resume=FIXED_ON_RESUME,
     budget="steps", progress=lambda ckpt: int(ckpt["step"]),
+    canonical=lambda name, value: value.lower() if name.endswith("_optimizer") else value,
 )
 
 

@@ -20,7 +20,8 @@ import tyro
 from common.checkpoint import load
 from common.cli import parse
 from common.errors import exits_cleanly, fail
-from gans.dcgan import MIXTURES, build_generator, config_from_dict, generate
+from common.lifecycle import config_from_checkpoint
+from gans.dcgan import MIXTURES, Config, build_generator, generate
 
 
 @dataclass
@@ -44,7 +45,7 @@ class SampleConfig:
 def load_generator(path: str, device: torch.device):
     """The generator of checkpoint `path`, in eval mode, and the config it was trained with."""
     ckpt = load(path, "dcgan")
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_checkpoint(Config, ckpt, path)
     G = build_generator(cfg)
     try:
         G.load_state_dict(ckpt["G"])

@@ -46,6 +46,10 @@ NOT_DRIVABLE = {
 }
 
 
+# Optimizers whose `alpha` is the squared-gradient decay (Lookahead's `alpha` is its interpolation).
+RMSPROPS = ("rmsprop", "rmsproptf")
+
+
 def names() -> list[str]:
     return sorted(REGISTRY)
 
@@ -70,20 +74,19 @@ def drivable_names() -> list[str]:
     return [n for n in names() if n not in NOT_DRIVABLE]
 
 
-def build(name: str, params, *, if_accepted: dict | None = None, **hparams) -> torch.optim.Optimizer:
+def build(name: str, params, **hparams) -> torch.optim.Optimizer:
     """Make optimizer `name` (case-insensitive) over `params`.
 
-    One policy for hyper-parameters: those in `hparams` (what the user asked for) must be taken by the
-    optimizer, or it is a ValueError naming them; those in `if_accepted` (a trainer's defaults, such as
-    betas for whichever optimizer takes betas) are passed only to optimizers that take them. An unknown
-    name, one in NOT_DRIVABLE, or a rejected value raises ValueError with a one-line message.
+    One policy for hyper-parameters, which trainers follow before calling this: what a user typed must
+    be taken by the optimizer (or it is a ValueError naming it); a trainer's defaults go only to the
+    optimizers that `accepts` them. An unknown name, one in NOT_DRIVABLE, or a rejected value raises
+    ValueError with a one-line message.
     """
     check_drivable(name)
     key = name.lower()
     unknown = [k for k in hparams if not accepts(key, k)]
     if unknown:
         raise ValueError(f"optimizer {name!r} takes no {', '.join(unknown)}")
-    hparams = {**{k: v for k, v in (if_accepted or {}).items() if accepts(key, k)}, **hparams}
     try:
         return REGISTRY[key](params, **hparams)
     except (ValueError, TypeError) as e:
@@ -91,4 +94,4 @@ def build(name: str, params, *, if_accepted: dict | None = None, **hparams) -> t
 
 
 __all__ = ["AdaBelief", "KFAC", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
-           "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE"]
+           "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS"]

@@ -53,7 +53,9 @@ class Config:
 IGNORED_FIELDS = (
     "seed", "env", "logdir", "resume", "eval", "eval_episodes", "device", "capture_video",
     "checkpoint_interval", "save_every", "log_interval", "data_dir", "download", "workers",
-    "inception_weights",
+    "inception_weights", "eval_interval", "vector_mode", "sample_every", "fidelity_every", "fidelity_samples",
+    # a budget, not a setting: a run resumed with a larger --total-timesteps stays with its seeds
+    "total_timesteps",
 )
 
 

@@ -53,6 +53,25 @@ def test_resume_and_eval_refusals(tmp_path):
         lifecycle.load_config(dqn.TRAINER, ["--resume", str(path), "--total-timesteps", "900", "--hidden-sizes", "8"])
     with pytest.raises(UserError, match="is a 'dqn' checkpoint, not 'dcgan'"):
         lifecycle.load_config(dcgan.TRAINER, ["--resume", str(path)])
+    with pytest.raises(UserError, match="--logdir cannot change"):
+        lifecycle.load_config(dqn.TRAINER, ["--resume", str(path), "--total-timesteps", "900", "--logdir", "elsewhere"])
+    with pytest.raises(UserError, match="--seed cannot change"):
+        lifecycle.load_config(dqn.TRAINER, ["--resume", str(path), "--total-timesteps", "900", "--seed", "7"])
+    # the same env and optimizer, spelled otherwise, are not a change; another seed may evaluate
+    cfg, _ = lifecycle.load_config(dqn.TRAINER, ["--resume", str(path), "--total-timesteps", "900",
+                                                 "--env", "CartPole", "--optimizer", "Adam"])
+    assert cfg.total_timesteps == 900
+    assert lifecycle.load_config(dqn.TRAINER, ["--eval", str(path), "--seed", "7"])[0].seed == 7
+    with pytest.raises(UserError, match="--rmsprop-eps is for rmsproptf and rmsprop"):
+        lifecycle.load_config(dqn.TRAINER, ["--env", "CartPole-v1", "--optimizer", "adam", "--rmsprop-eps", "1e-5"])
+    # a checkpoint of the earlier, mean-loss DQN plays but does not resume
+    saved = torch.load(path, weights_only=True)
+    del saved["loss"]
+    old = checkpoint.save(tmp_path / "old" / "checkpoint.pt",
+                          {k: v for k, v in saved.items() if k not in ("format", "kind")}, "dqn")
+    cfg, loaded = lifecycle.load_config(dqn.TRAINER, ["--resume", str(old), "--total-timesteps", "900"])
+    with pytest.raises(UserError, match="mean loss by an earlier version"):
+        dqn.train(cfg, loaded)
 
 
 def test_dcgan_eval_prints_its_score(tmp_path, capsys):
