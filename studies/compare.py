@@ -166,19 +166,30 @@ def group_runs(runs: list[RunData]) -> list[Group]:
     names: list[str] = []  # every field, in the order the configs list them
     for g in groups.values():
         names += [k for k in g.config if k not in names]
-    varying: list[str] = []
-    for env, algo in {(g.env, g.algo) for g in groups.values()}:
-        alike = [g for g in groups.values() if (g.env, g.algo) == (env, algo)]
-        for k in names:  # None: the field is missing there, unlike the JSON null "null"
-            if len({_value_key(g.config[k]) if k in g.config else None for g in alike}) > 1 and k not in varying:
-                varying.append(k)
-    varying = [k for k in names if k in varying]
+    def varying(count_null: bool) -> list[str]:
+        """Fields whose values differ between groups of one env and algo. A JSON null is a
+        hyper-parameter that does not apply (rmsprop_eps under adam): not a difference of its own
+        unless `count_null`."""
+        out: set[str] = set()
+        for env, algo in {(g.env, g.algo) for g in groups.values()}:
+            alike = [g for g in groups.values() if (g.env, g.algo) == (env, algo)]
+            for k in names:  # _MISSING: the field is missing there, unlike the JSON null
+                values = {_value_key(g.config[k]) if k in g.config else _MISSING for g in alike
+                          if count_null or g.config.get(k, _MISSING) is not None}
+                if len(values) > 1:
+                    out.add(k)
+        return [k for k in names if k in out]
 
-    for g in groups.values():
-        shown = [f"{k}={_shown(g.config[k])}" for k in varying if k in g.config]
-        g.label = f"{g.algo} / {', '.join(shown)}" if shown else g.algo
+    for count_null in (False, True):  # nulls are named only when nothing else tells groups apart
+        shown_fields = varying(count_null)
+        for g in groups.values():
+            shown = [f"{k}={_shown(g.config[k])}" for k in shown_fields
+                     if k in g.config and (count_null or g.config[k] is not None)]
+            g.label = f"{g.algo} / {', '.join(shown)}" if shown else g.algo
+        if len({(g.env, g.label) for g in groups.values()}) == len(groups):
+            break
     return sorted(groups.values(), key=lambda g: (g.env, g.algo, [_sort_key(g.config.get(k, _MISSING))
-                                                                  for k in varying], g.label))
+                                                                  for k in shown_fields], g.label))
 
 
 def final_value(curve: Curve, last: int) -> float:
