@@ -30,13 +30,13 @@ class NatureCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """Fully connected ReLU layers for vector observations."""
+    """Fully connected layers for vector observations (ReLU, or `activation`, e.g. nn.Tanh for PPO)."""
 
-    def __init__(self, in_features: int, hidden: tuple[int, ...] = (120, 84)):
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (120, 84), activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         layers, width = [], in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), activation()]
             width = h
         self.net = nn.Sequential(*layers)
         self.out_features = width
@@ -52,3 +52,16 @@ def torso_for(obs_shape: tuple[int, ...], hidden: tuple[int, ...] = (120, 84)) -
     if len(obs_shape) == 1:
         return MLP(obs_shape[0], hidden)
     raise ValueError(f"no standard network for observations of shape {obs_shape}")
+
+
+def orthogonal_init(module: nn.Module, gain: float = 2 ** 0.5, bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights with `gain` and constant biases for every Linear and Conv2d in `module`: the
+    initialisation of OpenAI Baselines' policies that PPO's results depend on (Huang et al. 2022, detail 2)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and not m.weight.is_meta:  # meta: sized, never filled
+            # into a contiguous copy first: orthogonal_ cannot view a channels-last weight
+            weight = torch.empty(m.weight.shape, dtype=m.weight.dtype, device=m.weight.device)
+            with torch.no_grad():
+                m.weight.copy_(nn.init.orthogonal_(weight, gain))
+                m.bias.fill_(bias)
+    return module

@@ -1,0 +1,560 @@
+"""Proximal Policy Optimization (Schulman et al. 2017), with one Adam over the whole actor-critic.
+
+    python -m agents.ppo --env Breakout                  # preset atari: Nature CNN shared by both heads
+    python -m agents.ppo --env HalfCheetah               # preset mujoco: separate tanh MLPs, normalization
+    python -m agents.ppo --env CartPole-v1               # preset classic
+    torchrun --standalone --nproc_per_node=2 -m agents.ppo --env Breakout --num-envs 16
+    python -m agents.ppo --eval runs/ALE_Breakout-v5__ppo__1__1700000000/final.pt
+
+With the implementation details Huang et al. (2022, "The 37 implementation details of PPO") catalogue
+from OpenAI Baselines: orthogonal initialisation, Adam eps 1e-5 with a linearly annealed learning
+rate, GAE, minibatch advantage normalisation, clipped surrogate and clipped value loss, entropy
+bonus, global gradient clipping at 0.5. Fields left unset take the preset of the env's family,
+printed at start: `atari` (Baselines' Atari PPO, as CleanRL's ppo_atari.py), `mujoco` (Baselines'
+MuJoCo PPO, as CleanRL's ppo_continuous_action.py), `classic` (RL Zoo's tuned CartPole-v1 PPO).
+
+Across processes (torchrun), the envs are split over the ranks, each rank seeds its own, every loss
+is divided by the number of valid samples of the *global* minibatch and the gradients are summed over
+ranks, so each update is the one a single process would make over all ranks' samples together.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+import envs
+import optim
+from agents.networks import MLP, NatureCNN, orthogonal_init
+from agents.rollout import RolloutStorage, gae
+from common import checkpoint, device as devices, distributed, lifecycle
+from common.errors import fail
+from common.lifecycle import PresetFloat, PresetInt, PresetInts, RunConfig
+from common.run import Progress
+from common.seeding import rng_state, seed_everything, set_rng_state
+
+
+@dataclass
+class Config(RunConfig):
+    """PPO. Fields that say "preset" take the value of the env's preset unless typed: atari = Baselines'
+    Atari PPO (Schulman et al. 2017; CleanRL ppo_atari.py); mujoco = Baselines' MuJoCo PPO (CleanRL
+    ppo_continuous_action.py); classic = RL Zoo's tuned CartPole-v1 PPO (hyperparams/ppo.yml)."""
+
+    env: str = "Breakout"
+    """Atari game, MuJoCo env (`HalfCheetah`, `Hopper`, ...) or any gymnasium id with discrete or Box actions."""
+    total_timesteps: PresetInt = None
+    """Environment steps over all envs and ranks. Preset atari 10,000,000; mujoco 1,000,000; classic 100,000."""
+    num_envs: PresetInt = None
+    """Parallel environments over all ranks (split evenly between torchrun's processes). Preset atari 8;
+    mujoco 1; classic 8."""
+    num_steps: PresetInt = None
+    """Steps per env in each rollout. Preset atari 128; mujoco 2,048; classic 32."""
+    optimizer: str = "adam"
+    """One optimizer over actor and critic, by name from optim's registry (adam, adamw, lamb, ...)."""
+    learning_rate: PresetFloat = None
+    """Learning rate, annealed linearly to 0 with --anneal-lr. Preset atari 2.5e-4; mujoco 3e-4; classic 1e-3."""
+    adam_eps: float = 1e-5
+    """Adam's epsilon (Baselines' 1e-5 rather than torch's 1e-8), for optimizers that take eps."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
+    gamma: PresetFloat = None
+    """Discount factor. Preset atari 0.99; mujoco 0.99; classic 0.98."""
+    gae_lambda: PresetFloat = None
+    """GAE's lambda. Preset atari 0.95; mujoco 0.95; classic 0.8."""
+    num_minibatches: PresetInt = None
+    """Minibatches per epoch of the global batch (num_envs x num_steps). Preset atari 4; mujoco 32; classic 1."""
+    update_epochs: PresetInt = None
+    """Epochs over each rollout. Preset atari 4; mujoco 10; classic 20."""
+    clip_coef: PresetFloat = None
+    """Surrogate clipping epsilon. Preset atari 0.1; mujoco 0.2; classic 0.2."""
+    anneal_clip: bool | None = None
+    """Anneal clip_coef linearly to 0 as the learning rate (RL Zoo's lin_0.2). Preset classic only."""
+    clip_vloss: bool | None = None
+    """Clip the value loss around the rollout's values, as Baselines. Preset atari and mujoco on;
+    classic off (SB3's default)."""
+    ent_coef: PresetFloat = None
+    """Entropy bonus coefficient. Preset atari 0.01; mujoco 0; classic 0."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clipping (optim.clip)."""
+    target_kl: float = 0.0
+    """Stop an update's epochs early once the approximate KL exceeds this; 0: never."""
+    hidden_sizes: PresetInts = None
+    """Hidden layers of the policy and value MLPs for vector observations (tanh). Preset mujoco and
+    classic 64 64 (Atari uses the Nature CNN)."""
+    normalize_obs: bool | None = None
+    """Normalize observations by running statistics (saved in checkpoints, frozen at evaluation).
+    Preset mujoco on."""
+    normalize_reward: bool | None = None
+    """Scale rewards by the running std of the discounted return. Preset mujoco on."""
+    sticky_actions: float = 0.25
+    """Atari: probability of repeating the previous action (Machado et al. 2018)."""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """Gymnasium envs (not Atari): step the envs in this process (sync) or one subprocess each (async)."""
+    checkpoint_interval: PresetInt = None
+    """Environment steps between checkpoints; 0: only at the end. Preset atari 500,000; mujoco 100,000;
+    classic 10,000."""
+    eval_interval: PresetInt = None
+    """Environment steps between evaluations during training (deterministic policy, separate envs);
+    0: none. Preset atari 500,000; mujoco 100,000; classic 25,000."""
+    eval_episodes: int = 10
+    """Episodes (full games) per evaluation, during training and with --eval."""
+    capture_video: bool = False
+    """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
+
+
+ATARI = dict(total_timesteps=10_000_000, num_envs=8, num_steps=128, learning_rate=2.5e-4, gamma=0.99,
+             gae_lambda=0.95, num_minibatches=4, update_epochs=4, clip_coef=0.1, anneal_clip=False,
+             clip_vloss=True, ent_coef=0.01, hidden_sizes=(), normalize_obs=False, normalize_reward=False,
+             checkpoint_interval=500_000, eval_interval=500_000)
+MUJOCO = dict(total_timesteps=1_000_000, num_envs=1, num_steps=2048, learning_rate=3e-4, gamma=0.99,
+              gae_lambda=0.95, num_minibatches=32, update_epochs=10, clip_coef=0.2, anneal_clip=False,
+              clip_vloss=True, ent_coef=0.0, hidden_sizes=(64, 64), normalize_obs=True, normalize_reward=True,
+              checkpoint_interval=100_000, eval_interval=100_000)
+# rl-baselines3-zoo hyperparams/ppo.yml, CartPole-v1: 8 envs x 32 steps, batch 256, 20 epochs, gae 0.8,
+# gamma 0.98, lr and clip linear from 1e-3 and 0.2, no entropy bonus, SB3's unclipped value loss.
+CLASSIC = dict(total_timesteps=100_000, num_envs=8, num_steps=32, learning_rate=1e-3, gamma=0.98,
+               gae_lambda=0.8, num_minibatches=1, update_epochs=20, clip_coef=0.2, anneal_clip=True,
+               clip_vloss=False, ent_coef=0.0, hidden_sizes=(64, 64), normalize_obs=False, normalize_reward=False,
+               checkpoint_interval=10_000, eval_interval=25_000)
+PRESETS = {"atari": ATARI, "mujoco": MUJOCO, "classic": CLASSIC}
+
+# What the checkpoint's networks and optimizer state were made for.
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs")
+
+
+def preset_name(cfg: Config) -> str:
+    spec = envs.resolve(cfg.env)
+    if spec.is_atari:
+        return "atari"
+    entry = str(gym.registry[spec.id].entry_point)
+    return "mujoco" if "mujoco" in entry else "classic"
+
+
+def prepare(cfg: Config) -> Config:
+    """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
+    try:
+        name = preset_name(cfg)
+    except envs.UnknownEnvError as e:
+        fail(str(e))
+    cfg = lifecycle.fill_preset(cfg, PRESETS[name])
+    cfg.hidden_sizes = tuple(cfg.hidden_sizes)
+    lifecycle.positive(cfg, "total_timesteps", "num_envs", "num_steps", "learning_rate", "num_minibatches",
+                       "update_epochs", "clip_coef", "eval_episodes")
+    lifecycle.non_negative(cfg, "adam_eps", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
+                           "checkpoint_interval", "eval_interval")
+    lifecycle.in_unit_interval(cfg, "gamma", "gae_lambda", "sticky_actions")
+    lifecycle.at_most(cfg, "num_envs", 4096, "one process steps its share of them")
+    lifecycle.at_most(cfg, "num_steps", 1 << 20, "a rollout lives in memory")
+    lifecycle.at_most(cfg, "update_epochs", 10_000, "each is a pass over the rollout")
+    lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
+    if any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
+        fail(f"--hidden-sizes must be between 1 and 65,536 units per layer (got {cfg.hidden_sizes})")
+    world = distributed.World(*_world_env())
+    if cfg.num_envs % world.size:
+        fail(f"--num-envs {cfg.num_envs} does not split evenly over {world.size} torchrun processes")
+    local_batch = cfg.num_envs // world.size * cfg.num_steps
+    if local_batch % cfg.num_minibatches:
+        fail(f"--num-minibatches {cfg.num_minibatches} does not divide each process's batch of {local_batch} "
+             f"(num_envs / processes x num_steps)")
+    try:
+        optim.check_drivable(cfg.optimizer)
+    except ValueError as e:
+        fail(f"--optimizer: {e}")
+    return cfg
+
+
+def _world_env() -> tuple[int, int, int]:
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Networks
+# ------------------------------------------------------------------------------------------------
+
+
+class Agent(nn.Module):
+    """Actor and critic. Atari: one Nature CNN trunk, a policy head (gain 0.01) and a value head
+    (gain 1). Vector observations: separate tanh MLPs for policy and value (Baselines' MuJoCo
+    policy). Box actions: a Gaussian with a state-independent log-std, sampled unclipped (the env
+    clips to [-1, 1] and rescales)."""
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: gym.Space, hidden: tuple[int, ...]):
+        super().__init__()
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        out = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
+        if len(obs_shape) == 3:
+            self.trunk = orthogonal_init(NatureCNN(obs_shape[0]))
+            self.actor = orthogonal_init(nn.Linear(512, out), gain=0.01)
+            self.critic = orthogonal_init(nn.Linear(512, 1), gain=1.0)
+        else:
+            self.trunk = nn.Identity()
+            width = hidden[-1] if hidden else obs_shape[0]
+            self.actor = nn.Sequential(orthogonal_init(MLP(obs_shape[0], hidden, nn.Tanh)),
+                                       orthogonal_init(nn.Linear(width, out), gain=0.01))
+            self.critic = nn.Sequential(orthogonal_init(MLP(obs_shape[0], hidden, nn.Tanh)),
+                                        orthogonal_init(nn.Linear(width, 1), gain=1.0))
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.zeros(out))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.trunk(obs)).squeeze(-1)
+
+    def dist(self, features: torch.Tensor):
+        logits = self.actor(features)
+        if self.continuous:
+            return Normal(logits, self.log_std.exp().expand_as(logits))
+        return Categorical(logits=logits)
+
+    def act_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
+        """(action, its log-probability, the policy's entropy, V(obs)); samples when `action` is None."""
+        features = self.trunk(obs)
+        dist = self.dist(features)
+        if action is None:
+            action = dist.sample()
+        logprob, entropy = dist.log_prob(action), dist.entropy()
+        if self.continuous:
+            logprob, entropy = logprob.sum(-1), entropy.sum(-1)
+        return action, logprob, entropy, self.critic(features).squeeze(-1)
+
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The evaluation policy: the Gaussian's mean, or the most probable action."""
+        dist = self.dist(self.trunk(obs))
+        return dist.mean if self.continuous else dist.probs.argmax(-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The update
+# ------------------------------------------------------------------------------------------------
+
+
+def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: Config, world: distributed.World):
+    """The clipped surrogate, value and entropy terms over a minibatch's valid samples, each a sum
+    divided by the valid count of the global minibatch (all ranks), so that summing the ranks'
+    gradients gives the gradient of the global minibatch's mean. Returns the loss and its parts."""
+    mask = mb["valid"].float()
+    n = world.sum_(mask.sum().detach().clone()).clamp(min=1.0)
+    adv = mb["advantages"]
+    # Advantages normalized over the global minibatch (per-rank statistics would change the update)
+    stats = world.sum_(torch.stack([(adv * mask).sum(), (adv * adv * mask).sum()]).detach())
+    mean = stats[0] / n
+    std = (stats[1] / n - mean * mean).clamp(min=0).mul(n / (n - 1).clamp(min=1)).sqrt()
+    adv = (adv - mean) / (std + 1e-8)
+
+    _, newlogprob, entropy, newvalue = agent.act_and_value(mb["obs"], mb["actions"])
+    logratio = newlogprob - mb["logprobs"]
+    ratio = logratio.exp()
+    pg_loss = (torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)) * mask).sum() / n
+    if cfg.clip_vloss:
+        clipped = mb["values"] + (newvalue - mb["values"]).clamp(-clip_coef, clip_coef)
+        v_loss = 0.5 * (torch.max((newvalue - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2) * mask).sum() / n
+    else:
+        v_loss = 0.5 * (((newvalue - mb["returns"]) ** 2) * mask).sum() / n
+    entropy_loss = (entropy * mask).sum() / n
+    loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+    with torch.no_grad():
+        approx_kl = (((ratio - 1) - logratio) * mask).sum() / n
+        clipfrac = (((ratio - 1.0).abs() > clip_coef).float() * mask).sum() / n
+    return loss, {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy_loss.detach(),
+                  "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def update(agent: Agent, optimizer, batch: dict[str, torch.Tensor], clip_coef: float, cfg: Config,
+           world: distributed.World, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """`update_epochs` passes over this rank's batch in `num_minibatches` shuffled minibatches; the
+    gradients are summed over ranks, clipped, then stepped. Stats stay tensors (no host sync)."""
+    size = batch["valid"].shape[0]
+    mb_size = size // cfg.num_minibatches
+    stats = {}
+    for _ in range(cfg.update_epochs):
+        order = torch.randperm(size, generator=generator).to(batch["valid"].device)
+        for start in range(0, size, mb_size):
+            idx = order[start:start + mb_size]
+            loss, stats = ppo_loss(agent, {k: v[idx] for k, v in batch.items()}, clip_coef, cfg, world)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            world.sum_grads_(agent.parameters())
+            stats["grad_norm"] = optim.clip.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm) \
+                if cfg.max_grad_norm > 0 else optim.clip.grad_norm(agent.parameters())
+            optimizer.step()
+        if cfg.target_kl and float(world.sum_(stats["approx_kl"].clone()) / world.size) > cfg.target_kl:
+            break
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+
+def make_env(cfg: Config, num_envs: int, render: bool = False, training: bool = True):
+    atari = envs.resolve(cfg.env).is_atari
+    try:
+        env = envs.make(cfg.env, num_envs, sticky_actions=cfg.sticky_actions,
+                        render_mode="rgb_array" if render and not atari else None,
+                        vector_mode="sync" if atari or render else cfg.vector_mode,
+                        normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward and training,
+                        gamma=cfg.gamma)
+    except envs.UnknownEnvError as e:
+        fail(str(e))
+    except (ImportError, TypeError, ValueError, gym.error.Error) as e:
+        fail(f"cannot make {cfg.env}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}")
+    space = env.single_action_space
+    if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
+        env.close()
+        fail(f"PPO takes discrete or Box actions; {cfg.env} has {space}")
+    shape = env.single_observation_space.shape
+    if not (atari or (shape is not None and len(shape) == 1)):
+        env.close()
+        fail(f"PPO takes Atari frames or flat vector observations; {cfg.env} gives {env.single_observation_space}")
+    return env
+
+
+def make_agent(cfg: Config, env, device: torch.device) -> Agent:
+    def build():
+        return Agent(env.single_observation_space.shape, env.single_action_space, cfg.hidden_sizes)
+
+    lifecycle.fits_in_memory(build, copies=4, what=f"the actor-critic (--hidden-sizes {cfg.hidden_sizes})")
+    return build().to(device)
+
+
+def make_optimizer(cfg: Config, params):
+    hparams = {"lr": cfg.learning_rate}
+    if optim.accepts(cfg.optimizer, "eps") and cfg.optimizer.lower() not in optim.RMSPROPS + ("lookahead",):
+        hparams["eps"] = cfg.adam_eps
+    try:
+        return optim.build(cfg.optimizer, params, **hparams)
+    except ValueError as e:
+        fail(f"--optimizer: {e}")
+
+
+def train(cfg: Config, saved: dict | None = None) -> Path:
+    """Train, log (rank 0), evaluate and checkpoint; returns the final checkpoint's path."""
+    world = distributed.World(*_world_env())
+    device = devices.pick(cfg.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+    world = distributed.init(device.type)
+    # Identical initial weights on every rank (the seed), then rank-specific draws for envs and sampling.
+    seed_everything(cfg.seed)
+    local_envs = cfg.num_envs // world.size
+    env = make_env(cfg, local_envs)
+    agent = make_agent(cfg, env, device)
+    optimizer = make_optimizer(cfg, agent.parameters())
+    rng = seed_everything(lifecycle.derived_seed(cfg.seed, 10_007 * world.rank))
+    generator = torch.Generator().manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank))
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    storage = RolloutStorage(cfg.num_steps, local_envs, obs_space.shape, obs_space.dtype, act_space.shape,
+                             torch.float32 if agent.continuous else torch.int64, device)
+    batch_size = cfg.num_envs * cfg.num_steps  # global, over ranks
+    num_updates = max(cfg.total_timesteps // batch_size, 1)
+
+    update_i, global_step, best = 0, 0, -math.inf
+    if saved:
+        try:
+            agent.load_state_dict(saved["agent"])
+            optimizer.load_state_dict(saved["optimizer"])
+            update_i, global_step = int(saved["update"]), int(saved["global_step"])
+            best = saved.get("best_eval", -math.inf)
+            envs.load_normalization_state(env, saved["normalization"], freeze=False)
+            if world.is_main:
+                set_rng_state(saved["rng"], rng)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+    if world.is_main:
+        if not saved:
+            print(lifecycle.describe_preset(preset_name(cfg), PRESETS[preset_name(cfg)], cfg), file=sys.stderr)
+        folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "ppo", global_step if saved else None)
+        evaluations = lifecycle.BestCheckpoint(run, best)
+        progress = Progress(cfg.total_timesteps, initial=global_step)
+
+    def save(name: str) -> Path:
+        return checkpoint.save(folder / name, {
+            "config": dataclasses.asdict(cfg), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "update": update_i, "global_step": global_step, "best_eval": evaluations.best,
+            "normalization": envs.normalization_state(env), "rng": rng_state(rng),
+        }, kind="ppo")
+
+    next_obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step + local_envs * world.rank))
+    next_obs = storage.to_device(next_obs)
+    next_valid = torch.ones(local_envs, dtype=torch.bool, device=device)
+    next_ckpt = global_step + cfg.checkpoint_interval if cfg.checkpoint_interval else math.inf
+    next_eval = global_step + cfg.eval_interval if cfg.eval_interval else math.inf
+    t_start, step_start = time.time(), global_step
+    stats: dict[str, torch.Tensor] = {}
+    with checkpoint.StopSignal() as stop:
+        while update_i < num_updates and not stop:
+            frac = 1.0 - update_i / num_updates
+            lr = cfg.learning_rate * (frac if cfg.anneal_lr else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            clip_coef = cfg.clip_coef * (frac if cfg.anneal_clip else 1.0)
+
+            for t in range(cfg.num_steps):
+                storage.obs[t], storage.valid[t] = next_obs, next_valid
+                with torch.no_grad():
+                    action, logprob, _, value = agent.act_and_value(next_obs)
+                storage.actions[t], storage.logprobs[t], storage.values[t] = action, logprob, value
+                obs, reward, terminated, _, info = env.step(action.cpu().numpy())
+                storage.rewards[t] = storage.to_device(reward.astype(np.float32))
+                storage.terminated[t] = storage.to_device(terminated)
+                episode_end = storage.to_device(info["episode_end"])
+                storage.episode_end[t] = episode_end
+                next_obs, next_valid = storage.to_device(obs), ~episode_end
+                global_step += cfg.num_envs
+                if world.is_main:
+                    for ret, length in envs.finished_episodes(info):
+                        run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, global_step)
+                        progress.episode(ret)
+
+            with torch.no_grad():
+                next_value = agent.value(next_obs)
+            advantages, returns = gae(storage.rewards, storage.values, next_value, storage.terminated,
+                                      storage.episode_end, storage.valid, cfg.gamma, cfg.gae_lambda)
+            batch = {"obs": storage.obs, "actions": storage.actions, "logprobs": storage.logprobs,
+                     "values": storage.values, "advantages": advantages, "returns": returns, "valid": storage.valid}
+            batch = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+            stats = update(agent, optimizer, batch, clip_coef, cfg, world, generator)
+            update_i += 1
+            if world.distributed and not world.same_everywhere(agent.parameters()):
+                fail(f"ranks' parameters differ after update {update_i}: the all-reduce is broken", code=3)
+
+            if not world.is_main:
+                continue
+            values = {f"losses/{k}": v.item() for k, v in stats.items()}
+            valid = batch["valid"]
+            y, v = batch["returns"][valid], batch["values"][valid]
+            values["losses/explained_variance"] = float(1 - (y - v).var() / y.var()) if y.numel() > 1 and y.var() > 0 else math.nan
+            if not all(math.isfinite(x) for k, x in values.items() if k != "losses/explained_variance"):
+                progress.close()
+                run.close()
+                fail(f"training diverged at step {global_step} (loss {values['losses/value_loss']}); the last good "
+                     f"checkpoint is kept", code=3)
+            sps = (global_step - step_start) / max(time.time() - t_start, 1e-9)
+            run.scalars({**values, "charts/SPS": sps, "charts/learning_rate": lr, "charts/clip_coef": clip_coef},
+                        global_step)
+            progress.update(global_step, sps)
+            if global_step >= next_eval:
+                next_eval += cfg.eval_interval
+                scores = evaluate(cfg, agent, env, device, cfg.eval_episodes, stop=stop)
+                if not stop:
+                    evaluations.record(scores, global_step, save)
+            if global_step >= next_ckpt:
+                next_ckpt += cfg.checkpoint_interval
+                save("checkpoint.pt")
+
+    env.close()
+    if not world.is_main:
+        world.close()
+        if stop:
+            sys.exit(128 + stop.received)
+        return Path()
+    progress.close()
+    path = save("checkpoint.pt")
+    if stop:
+        run.close()
+        world.close()
+        lifecycle.stopped(stop.received, global_step, path)
+    path = save("final.pt")
+    print(f"steps/s: {(global_step - step_start) / max(time.time() - t_start, 1e-9):.1f}"
+          + (f" over {world.size} ranks, parameters identical after every update" if world.distributed else ""),
+          file=sys.stderr)
+    if cfg.capture_video:
+        scores = evaluate(cfg, agent, env, device, 1, video=folder / "videos" / f"step{global_step}.mp4")
+        run.scalar("eval/video_episodic_return", scores[0], global_step)
+    run.close()
+    world.close()
+    print(f"run folder: {folder}", file=sys.stderr)
+    return path
+
+
+def evaluate(cfg: Config, agent: Agent, train_env, device: torch.device, episodes: int,
+             video: Path | None = None, stop=None) -> list[float]:
+    """Raw full-episode returns of the deterministic policy on envs of their own (the same seeds each
+    time), with the training env's observation statistics, frozen; records env 0's first episode."""
+    from envs.video import VideoRecorder
+
+    num_envs = min(episodes, 8)
+    env = make_env(cfg, num_envs, render=video is not None, training=False)
+    if train_env is not None and cfg.normalize_obs:
+        envs.load_normalization_state(env, envs.normalization_state(train_env), freeze=True)
+    quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
+    scores: list[list[float]] = [[] for _ in range(num_envs)]
+    recorder = VideoRecorder(video) if video is not None else None
+    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, 1_000_003))
+    atari = envs.resolve(cfg.env).is_atari
+    agent.eval()
+    while any(len(s) < q for s, q in zip(scores, quota)) and not stop:
+        if recorder is not None:
+            recorder.add(obs[0, -1] if atari else env.render()[0])
+        with torch.no_grad():
+            action = agent.greedy(torch.as_tensor(obs, device=device)).cpu().numpy()
+        obs, _, _, _, info = env.step(action)
+        for i in np.flatnonzero(info.get("_episode", ())):
+            if len(scores[i]) < quota[i]:
+                scores[i].append(float(info["episode"]["r"][i]))
+                if recorder is not None and i == 0:
+                    try:
+                        recorder.close()
+                    except RuntimeError as e:
+                        fail(f"--capture-video: {e}")
+                    recorder = None
+    env.close()
+    agent.train()
+    return [s for per_env in scores for s in per_env]
+
+
+def run_eval(cfg: Config, saved: dict) -> list[float]:
+    """--eval: play `cfg.eval_episodes` episodes with the checkpoint's policy and print the score line."""
+    device = devices.pick(cfg.device)
+    env = make_env(cfg, 1, training=False)
+    agent = Agent(env.single_observation_space.shape, env.single_action_space, cfg.hidden_sizes)
+    try:
+        agent.load_state_dict(saved["agent"])
+        envs.load_normalization_state(env, saved["normalization"], freeze=True)
+    except (RuntimeError, KeyError, ValueError) as e:
+        fail(f"{cfg.eval}: the checkpoint's policy does not fit {cfg.env} ({str(e).splitlines()[0]})")
+    agent.to(device)
+    video = Path(cfg.eval).parent / "videos" / f"eval_{Path(cfg.eval).stem}.mp4" if cfg.capture_video else None
+    scores = evaluate(cfg, agent, env, device, cfg.eval_episodes, video)
+    env.close()
+    print(lifecycle.score_line(cfg.env, scores))
+    if video is not None:
+        print(f"video: {video}")
+    return scores
+
+
+def canonical(name: str, value):
+    if name == "env":
+        try:
+            return envs.resolve(value).id
+        except envs.UnknownEnvError:
+            return value
+    return value.lower() if name == "optimizer" else value
+
+
+TRAINER = lifecycle.Trainer(
+    config_cls=Config, kind="ppo", prog="python -m agents.ppo", description=__doc__.split("\n")[0],
+    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=canonical,
+)
+
+
+def main(args: list[str] | None = None):
+    return lifecycle.main(TRAINER, args)
+
+
+if __name__ == "__main__":
+    main()

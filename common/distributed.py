@@ -1,0 +1,75 @@
+"""torch.distributed for a trainer started by torchrun: which rank this process is, and the sums that
+keep every rank's parameters identical.
+
+    torchrun --standalone --nproc_per_node=2 -m agents.ppo --env CartPole-v1
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them the process is the only rank and nothing
+here communicates. The process group's rank is RANK (not LOCAL_RANK, which only picks the GPU), so
+the same command works across nodes (`--nnodes N --rdzv-endpoint HOST:PORT`). Backend: NCCL for
+CUDA, gloo for CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, evaluates and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """In-place sum over ranks (identity on one rank)."""
+        if self.distributed:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def sum_grads_(self, params) -> None:
+        """Sum every parameter's gradient over ranks in one flat all-reduce (one message, not one per
+        tensor). Trainers scale their losses by the global sample count, so the sum is the gradient
+        of the global batch."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def same_everywhere(self, params) -> bool:
+        """Whether every rank holds the same parameters (compared by a checksum per rank)."""
+        if not self.distributed:
+            return True
+        with torch.no_grad():
+            checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).cpu()
+        gathered = [torch.zeros_like(checksum) for _ in range(self.size)]
+        torch.distributed.all_gather(gathered, checksum)
+        return all(torch.equal(g, checksum) for g in gathered)
+
+    def close(self) -> None:
+        if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def init(device_type: str = "cpu") -> World:
+    """The World of this process, with the process group started when torchrun launched several."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    world = World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if world.distributed and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return world
