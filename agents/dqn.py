@@ -30,9 +30,9 @@ import gymnasium as gym
 
 import envs
 import optim
+from agents import env_setup
 from agents.networks import torso_for
 from agents.replay import ReplayMemory
-from envs.video import VideoRecorder
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
 from common.lifecycle import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
@@ -142,27 +142,14 @@ FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer")
 LOSS = "huber-sum"
 
 
-def canonical(name: str, value):
-    """Fixed fields compared as what they mean: `Breakout` is `ALE/Breakout-v5`, `Adam` is `adam`."""
-    if name == "env":
-        try:
-            return envs.resolve(value).id
-        except envs.UnknownEnvError:
-            return value
-    return value.lower() if name == "optimizer" else value
-
-
 def preset_name(cfg: Config) -> str:
-    return "atari" if envs.resolve(cfg.env).is_atari else "classic"
+    """Atari games take the Nature preset; every other env (vector observations) the classic one."""
+    return "atari" if env_setup.family(cfg.env) == "atari" else "classic"
 
 
 def prepare(cfg: Config) -> Config:
     """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
-    try:
-        name = preset_name(cfg)
-    except envs.UnknownEnvError as e:
-        fail(str(e))
-    cfg = lifecycle.fill_preset(cfg, PRESETS[name])
+    cfg = lifecycle.fill_preset(cfg, PRESETS[preset_name(cfg)])
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
     lifecycle.positive(cfg, "total_timesteps", "num_envs", "buffer_size", "train_frequency", "gradient_steps",
                        "batch_size", "target_network_frequency", "exploration_steps", "log_interval",
@@ -257,23 +244,8 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    atari = envs.resolve(cfg.env).is_atari
-    try:
-        env = envs.make(cfg.env, num_envs, sticky_actions=cfg.sticky_actions,
-                        render_mode="rgb_array" if render and not atari else None,
-                        vector_mode="sync" if atari or render else cfg.vector_mode)
-    except envs.UnknownEnvError as e:
-        fail(str(e))
-    except (ImportError, TypeError, ValueError, gym.error.Error) as e:  # an env that cannot be made here
-        fail(f"cannot make {cfg.env}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}")
-    if not hasattr(env.single_action_space, "n"):
-        env.close()
-        fail(f"DQN needs discrete actions; {cfg.env} has {env.single_action_space}")
-    shape = env.single_observation_space.shape
-    if not (envs.resolve(cfg.env).is_atari or (shape is not None and len(shape) == 1)):
-        env.close()
-        fail(f"DQN takes Atari frames or flat vector observations; {cfg.env} gives {env.single_observation_space}")
-    return env
+    return env_setup.make_env("DQN", cfg.env, num_envs, actions=(gym.spaces.Discrete,), render=render,
+                              vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions)
 
 
 def make_memory(cfg: Config, env, device: torch.device) -> ReplayMemory:
@@ -455,36 +427,18 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 
 def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
              video: Path | None = None, stop=None) -> list[float]:
-    """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon, on envs of their own (the
-    same seeds every time, with or without `video`, which records env 0's first episode). Returns
-    early, with what it has, once `stop` (a StopSignal) is set."""
-    num_envs = min(episodes, 8)
-    env = make_env(cfg, num_envs, render=video is not None)
+    """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon on envs of their own (the same
+    seeds every time, with or without `video`)."""
+    env = make_env(cfg, min(episodes, 8), render=video is not None)
     rng = np.random.default_rng(lifecycle.derived_seed(cfg.seed, 1_000_003))
-    # Each env plays a fixed quota, so short episodes are not over-represented in the mean.
-    quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
-    scores: list[list[float]] = [[] for _ in range(num_envs)]
-    recorder = VideoRecorder(video) if video is not None else None
-    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, 1_000_003))
-    atari = envs.resolve(cfg.env).is_atari
+    num_actions = int(env.single_action_space.n)
     q_net.eval()
-    while any(len(s) < q for s, q in zip(scores, quota)) and not stop:
-        if recorder is not None:
-            recorder.add(obs[0, -1] if atari else env.render()[0])
-        actions = act(q_net, obs, cfg.eval_epsilon, rng, int(env.single_action_space.n), device)
-        obs, _, _, _, info = env.step(actions)
-        for i in np.flatnonzero(info.get("_episode", ())):
-            if len(scores[i]) < quota[i]:
-                scores[i].append(float(info["episode"]["r"][i]))
-                if recorder is not None and i == 0:
-                    try:
-                        recorder.close()
-                    except RuntimeError as e:
-                        fail(f"--capture-video: {e}")
-                    recorder = None
-    env.close()
-    q_net.train()
-    return [s for per_env in scores for s in per_env]
+    try:
+        return env_setup.play_episodes(env, lambda obs: act(q_net, obs, cfg.eval_epsilon, rng, num_actions, device),
+                                       episodes, cfg.seed, envs.resolve(cfg.env).is_atari, video, stop)
+    finally:
+        env.close()
+        q_net.train()
 
 
 def run_eval(cfg: Config, saved: dict) -> list[float]:
@@ -508,7 +462,7 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dqn", prog="python -m agents.dqn", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=canonical,
+    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
 
 

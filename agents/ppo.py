@@ -35,6 +35,7 @@ from torch.distributions import Categorical, Normal
 
 import envs
 import optim
+from agents import env_setup
 from agents.networks import MLP, NatureCNN, orthogonal_init
 from agents.rollout import RolloutStorage, gae
 from common import checkpoint, device as devices, distributed, lifecycle
@@ -135,20 +136,12 @@ FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs")
 
 
 def preset_name(cfg: Config) -> str:
-    spec = envs.resolve(cfg.env)
-    if spec.is_atari:
-        return "atari"
-    entry = str(gym.registry[spec.id].entry_point)
-    return "mujoco" if "mujoco" in entry else "classic"
+    return env_setup.family(cfg.env)
 
 
 def prepare(cfg: Config) -> Config:
     """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
-    try:
-        name = preset_name(cfg)
-    except envs.UnknownEnvError as e:
-        fail(str(e))
-    cfg = lifecycle.fill_preset(cfg, PRESETS[name])
+    cfg = lifecycle.fill_preset(cfg, PRESETS[preset_name(cfg)])
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
     lifecycle.positive(cfg, "total_timesteps", "num_envs", "num_steps", "learning_rate", "num_minibatches",
                        "update_epochs", "clip_coef", "eval_episodes")
@@ -300,27 +293,51 @@ def update(agent: Agent, optimizer, batch: dict[str, torch.Tensor], clip_coef: f
 # ------------------------------------------------------------------------------------------------
 
 
+def collect(agent: Agent, env, storage: RolloutStorage, next_obs: torch.Tensor, next_valid: torch.Tensor,
+            on_episode=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill `storage` with one rollout from `next_obs`; returns the observation and validity the next
+    rollout starts from. `on_episode(t, return, length)` hears of every episode that ends."""
+    for t in range(storage.obs.shape[0]):
+        storage.obs[t], storage.valid[t] = next_obs, next_valid
+        with torch.no_grad():
+            action, logprob, _, value = agent.act_and_value(next_obs)
+        storage.actions[t], storage.logprobs[t], storage.values[t] = action, logprob, value
+        obs, reward, terminated, _, info = env.step(action.cpu().numpy())
+        storage.rewards[t] = storage.to_device(reward.astype(np.float32))
+        storage.terminated[t] = storage.to_device(terminated)
+        episode_end = storage.to_device(info["episode_end"])
+        storage.episode_end[t] = episode_end
+        next_obs, next_valid = storage.to_device(obs), ~episode_end
+        if on_episode is not None:
+            for ret, length in envs.finished_episodes(info):
+                on_episode(t, ret, length)
+    return next_obs, next_valid
+
+
+def training_batch(agent: Agent, storage: RolloutStorage, next_obs: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
+    """The rollout with its advantages and returns, flattened over steps and envs."""
+    with torch.no_grad():
+        next_value = agent.value(next_obs)
+    advantages, returns = gae(storage.rewards, storage.values, next_value, storage.terminated,
+                              storage.episode_end, storage.valid, cfg.gamma, cfg.gae_lambda)
+    batch = {"obs": storage.obs, "actions": storage.actions, "logprobs": storage.logprobs,
+             "values": storage.values, "advantages": advantages, "returns": returns, "valid": storage.valid}
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+
+
+def explained_variance(batch: dict[str, torch.Tensor]) -> float:
+    """1 - Var(returns - values) / Var(returns) over the valid samples: how much the critic explains."""
+    valid = batch["valid"]
+    y, v = batch["returns"][valid], batch["values"][valid]
+    return float(1 - (y - v).var() / y.var()) if y.numel() > 1 and y.var() > 0 else math.nan
+
+
 def make_env(cfg: Config, num_envs: int, render: bool = False, training: bool = True):
-    atari = envs.resolve(cfg.env).is_atari
-    try:
-        env = envs.make(cfg.env, num_envs, sticky_actions=cfg.sticky_actions,
-                        render_mode="rgb_array" if render and not atari else None,
-                        vector_mode="sync" if atari or render else cfg.vector_mode,
-                        normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward and training,
-                        gamma=cfg.gamma)
-    except envs.UnknownEnvError as e:
-        fail(str(e))
-    except (ImportError, TypeError, ValueError, gym.error.Error) as e:
-        fail(f"cannot make {cfg.env}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}")
-    space = env.single_action_space
-    if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
-        env.close()
-        fail(f"PPO takes discrete or Box actions; {cfg.env} has {space}")
-    shape = env.single_observation_space.shape
-    if not (atari or (shape is not None and len(shape) == 1)):
-        env.close()
-        fail(f"PPO takes Atari frames or flat vector observations; {cfg.env} gives {env.single_observation_space}")
-    return env
+    """Training envs normalize rewards (with the mujoco preset); evaluation envs report raw returns only."""
+    return env_setup.make_env("PPO", cfg.env, num_envs, actions=(gym.spaces.Discrete, gym.spaces.Box), render=render,
+                              vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions,
+                              normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward and training,
+                              gamma=cfg.gamma)
 
 
 def make_agent(cfg: Config, env, device: torch.device) -> Agent:
@@ -403,30 +420,15 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 group["lr"] = lr
             clip_coef = cfg.clip_coef * (frac if cfg.anneal_clip else 1.0)
 
-            for t in range(cfg.num_steps):
-                storage.obs[t], storage.valid[t] = next_obs, next_valid
-                with torch.no_grad():
-                    action, logprob, _, value = agent.act_and_value(next_obs)
-                storage.actions[t], storage.logprobs[t], storage.values[t] = action, logprob, value
-                obs, reward, terminated, _, info = env.step(action.cpu().numpy())
-                storage.rewards[t] = storage.to_device(reward.astype(np.float32))
-                storage.terminated[t] = storage.to_device(terminated)
-                episode_end = storage.to_device(info["episode_end"])
-                storage.episode_end[t] = episode_end
-                next_obs, next_valid = storage.to_device(obs), ~episode_end
-                global_step += cfg.num_envs
+            def episode(t: int, ret: float, length: int) -> None:
                 if world.is_main:
-                    for ret, length in envs.finished_episodes(info):
-                        run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, global_step)
-                        progress.episode(ret)
+                    step = global_step + (t + 1) * cfg.num_envs
+                    run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, step)
+                    progress.episode(ret)
 
-            with torch.no_grad():
-                next_value = agent.value(next_obs)
-            advantages, returns = gae(storage.rewards, storage.values, next_value, storage.terminated,
-                                      storage.episode_end, storage.valid, cfg.gamma, cfg.gae_lambda)
-            batch = {"obs": storage.obs, "actions": storage.actions, "logprobs": storage.logprobs,
-                     "values": storage.values, "advantages": advantages, "returns": returns, "valid": storage.valid}
-            batch = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+            next_obs, next_valid = collect(agent, env, storage, next_obs, next_valid, episode)
+            global_step += cfg.num_steps * cfg.num_envs
+            batch = training_batch(agent, storage, next_obs, cfg)
             stats = update(agent, optimizer, batch, clip_coef, cfg, world, generator)
             update_i += 1
             if world.distributed and not world.same_everywhere(agent.parameters()):
@@ -435,9 +437,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             if not world.is_main:
                 continue
             values = {f"losses/{k}": v.item() for k, v in stats.items()}
-            valid = batch["valid"]
-            y, v = batch["returns"][valid], batch["values"][valid]
-            values["losses/explained_variance"] = float(1 - (y - v).var() / y.var()) if y.numel() > 1 and y.var() > 0 else math.nan
+            values["losses/explained_variance"] = explained_variance(batch)
             if not all(math.isfinite(x) for k, x in values.items() if k != "losses/explained_variance"):
                 progress.close()
                 run.close()
@@ -484,37 +484,21 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 def evaluate(cfg: Config, agent: Agent, train_env, device: torch.device, episodes: int,
              video: Path | None = None, stop=None) -> list[float]:
     """Raw full-episode returns of the deterministic policy on envs of their own (the same seeds each
-    time), with the training env's observation statistics, frozen; records env 0's first episode."""
-    from envs.video import VideoRecorder
-
-    num_envs = min(episodes, 8)
-    env = make_env(cfg, num_envs, render=video is not None, training=False)
-    if train_env is not None and cfg.normalize_obs:
+    time), with `train_env`'s observation statistics, frozen."""
+    env = make_env(cfg, min(episodes, 8), render=video is not None, training=False)
+    if cfg.normalize_obs:
         envs.load_normalization_state(env, envs.normalization_state(train_env), freeze=True)
-    quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
-    scores: list[list[float]] = [[] for _ in range(num_envs)]
-    recorder = VideoRecorder(video) if video is not None else None
-    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, 1_000_003))
-    atari = envs.resolve(cfg.env).is_atari
-    agent.eval()
-    while any(len(s) < q for s, q in zip(scores, quota)) and not stop:
-        if recorder is not None:
-            recorder.add(obs[0, -1] if atari else env.render()[0])
+
+    def act(obs):
         with torch.no_grad():
-            action = agent.greedy(torch.as_tensor(obs, device=device)).cpu().numpy()
-        obs, _, _, _, info = env.step(action)
-        for i in np.flatnonzero(info.get("_episode", ())):
-            if len(scores[i]) < quota[i]:
-                scores[i].append(float(info["episode"]["r"][i]))
-                if recorder is not None and i == 0:
-                    try:
-                        recorder.close()
-                    except RuntimeError as e:
-                        fail(f"--capture-video: {e}")
-                    recorder = None
-    env.close()
-    agent.train()
-    return [s for per_env in scores for s in per_env]
+            return agent.greedy(torch.as_tensor(obs, device=device)).cpu().numpy()
+
+    agent.eval()
+    try:
+        return env_setup.play_episodes(env, act, episodes, cfg.seed, envs.resolve(cfg.env).is_atari, video, stop)
+    finally:
+        env.close()
+        agent.train()
 
 
 def run_eval(cfg: Config, saved: dict) -> list[float]:
@@ -537,18 +521,9 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
     return scores
 
 
-def canonical(name: str, value):
-    if name == "env":
-        try:
-            return envs.resolve(value).id
-        except envs.UnknownEnvError:
-            return value
-    return value.lower() if name == "optimizer" else value
-
-
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="ppo", prog="python -m agents.ppo", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=canonical,
+    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
 
 

@@ -16,7 +16,6 @@ Last line: `ppo_sps ours8=.. ours32=.. env8=.. env32=.. cleanrl8=.. ratio8=..` (
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import ale_py
@@ -28,7 +27,7 @@ from torch.distributions import Categorical
 
 import envs
 from agents import ppo
-from agents.rollout import RolloutStorage, gae
+from agents.rollout import RolloutStorage
 from common import device as devices, distributed
 from common.seeding import seed_everything
 
@@ -78,32 +77,12 @@ def run_ours(num_envs: int, args, device: torch.device) -> float:
         frac = 1.0 - update_i / cycles
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate * frac
-        next_obs, next_valid = state["obs"], state["valid"]
-        for t in range(cfg.num_steps):
-            storage.obs[t], storage.valid[t] = next_obs, next_valid
-            with torch.no_grad():
-                action, logprob, _, value = agent.act_and_value(next_obs)
-            storage.actions[t], storage.logprobs[t], storage.values[t] = action, logprob, value
-            obs, reward, terminated, _, info = env.step(action.cpu().numpy())
-            storage.rewards[t] = storage.to_device(reward.astype(np.float32))
-            storage.terminated[t] = storage.to_device(terminated)
-            episode_end = storage.to_device(info["episode_end"])
-            storage.episode_end[t] = episode_end
-            next_obs, next_valid = storage.to_device(obs), ~episode_end
-            envs.finished_episodes(info)
-        state["obs"], state["valid"] = next_obs, next_valid
-        with torch.no_grad():
-            next_value = agent.value(next_obs)
-        advantages, returns = gae(storage.rewards, storage.values, next_value, storage.terminated,
-                                  storage.episode_end, storage.valid, cfg.gamma, cfg.gae_lambda)
-        batch = {"obs": storage.obs, "actions": storage.actions, "logprobs": storage.logprobs,
-                 "values": storage.values, "advantages": advantages, "returns": returns, "valid": storage.valid}
-        batch = {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+        state["obs"], state["valid"] = ppo.collect(agent, env, storage, state["obs"], state["valid"],
+                                                   lambda t, ret, length: None)
+        batch = ppo.training_batch(agent, storage, state["obs"], cfg)
         stats = ppo.update(agent, optimizer, batch, cfg.clip_coef, cfg, world, generator)
         # what train() reads back for its log line each update
-        values = {k: v.item() for k, v in stats.items()}
-        y, v = batch["returns"][batch["valid"]], batch["values"][batch["valid"]]
-        values["explained_variance"] = float(1 - (y - v).var() / y.var()) if y.numel() > 1 and y.var() > 0 else math.nan
+        {k: v.item() for k, v in stats.items()}, ppo.explained_variance(batch)
 
     seconds = timed(cycle, args.updates, device)
     env.close()

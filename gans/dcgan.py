@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from common import lifecycle
 from common.errors import fail
-from common.lifecycle import PresetFloat, PresetInt, PresetStr, RunConfig
+from common.lifecycle import PresetFloat, PresetInt, RunConfig
 from gans.data import MIXTURES
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import dqn
+from agents import dqn, ppo
 from common import lifecycle
 from common.errors import UserError
 from gans import dcgan
@@ -49,6 +49,14 @@ def build_dqn(cfg):
         env.close()
 
 
+def build_ppo(cfg):
+    env = ppo.make_env(cfg, cfg.num_envs)
+    try:
+        ppo.make_optimizer(cfg, ppo.make_agent(cfg, env, torch.device("cpu")).parameters())
+    finally:
+        env.close()
+
+
 def build_dcgan(cfg):
     from gans.data import make_source
 
@@ -59,6 +67,7 @@ def build_dcgan(cfg):
 
 TRAINERS = {
     "dqn": (dqn.TRAINER, ["--env", "CartPole-v1"], build_dqn),
+    "ppo": (ppo.TRAINER, ["--env", "CartPole-v1"], build_ppo),
     "dcgan": (dcgan.TRAINER, ["--dataset", "ring8"], build_dcgan),
 }
 
@@ -101,7 +110,7 @@ def test_every_flag_with_bad_values(name, tmp_path, capsys):
     # counts, files where folders or checkpoints belong.
     for case, args, label, field in cases:
         kind = dict((f, k) for f, k, _ in numeric_fields(trainer.config_cls)).get(field)
-        if label == "nan" or (label == "negative" and field != "gamma"):
+        if label == "nan" or label == "negative":
             assert results[case].startswith("refused"), (case, results[case])
         if label in ("file", "missing") and field in ("resume", "eval", "data_dir"):
             assert results[case].startswith("refused"), (case, results[case])
