@@ -148,6 +148,10 @@ run_step dqn_breakout_cuda 150 "steps/s after learning starts" 1 \
     "$PY" -m agents.dqn --env Breakout --device cuda --total-timesteps 30000 --learning-starts 5000 \
     --buffer-size 100000 --batch-size 32 --checkpoint-interval 0 --eval-interval 0 --logdir "$WORK/dqn"
 
+run_step ppo_breakout_cuda 90 "^steps/s" 1 \
+    "$PY" -m agents.ppo --env Breakout --device cuda --total-timesteps 16384 --eval-interval 0 \
+    --checkpoint-interval 0 --logdir "$WORK/ppo"
+
 run_step dcgan_ring8_cuda 60 "^done:" 1 \
     "$PY" -m gans.dcgan --dataset ring8 --device cuda --steps 2000 --log-every 100 --sample-every 1000 \
     --save-every 100000 --logdir "$WORK/ring8"
@@ -199,6 +203,8 @@ done
 # ---- speed benchmarks ------------------------------------------------------------------------
 run_step bench_dqn_speed_cuda 120 "^train_sps " 1 \
     "$PY" bench/dqn_speed.py --device cuda --steps 4000 --fill 2000 --capacity 100000
+run_step bench_ppo_speed_cuda 120 "^ppo_sps " 1 \
+    "$PY" bench/ppo_speed.py --device cuda --updates 2
 run_step bench_dcgan_throughput_cuda 90 "^\{" 1 \
     "$PY" bench/dcgan_throughput.py --devices cuda --rounds 10
 run_step bench_optim_step_cuda 90 "^ratio_vs_adam " 1 \

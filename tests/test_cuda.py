@@ -220,6 +220,23 @@ def test_dqn_trains_on_cuda_and_resumes_on_cpu(tmp_path, capfd):
     assert later > first
 
 
+@pytest.mark.cuda
+@needs_cuda
+def test_ppo_rollouts_live_on_cuda_and_the_checkpoint_resumes_on_cpu(tmp_path):
+    from agents import ppo
+
+    args = ["--env", "Breakout", "--num-envs", "4", "--num-steps", "32", "--eval-interval", "0",
+            "--checkpoint-interval", "0", "--logdir", str(tmp_path)]
+    ppo.main([*args, "--device", "cuda", "--total-timesteps", "256"])
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 256 and all(torch.isfinite(v).all() for v in saved["agent"].values())
+    ppo.main(["--resume", str(run / "checkpoint.pt"), "--device", "cpu", "--total-timesteps", "384"])
+    resumed = torch.load(run / "final.pt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 384
+    assert not torch.equal(resumed["agent"]["actor.weight"], saved["agent"]["actor.weight"])
+
+
 # ---------------------------------------------------------------------------------------------
 # (d) optimizers: fused CUDA paths against the CPU reference loop
 # ---------------------------------------------------------------------------------------------
