@@ -132,7 +132,7 @@ CLASSIC = dict(total_timesteps=100_000, num_envs=8, num_steps=32, learning_rate=
 PRESETS = {"atari": ATARI, "mujoco": MUJOCO, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward")
 
 
 def preset_name(cfg: Config) -> str:
@@ -242,10 +242,10 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: C
     n = world.sum_(mask.sum().detach().clone()).clamp(min=1.0)
     adv = mb["advantages"]
     # Advantages normalized over the global minibatch (per-rank statistics would change the update)
-    stats = world.sum_(torch.stack([(adv * mask).sum(), (adv * adv * mask).sum()]).detach())
+    stats = world.sum_(torch.stack([(adv * mask).double().sum(), (adv * adv * mask).double().sum()]).detach())
     mean = stats[0] / n
-    std = (stats[1] / n - mean * mean).clamp(min=0).mul(n / (n - 1).clamp(min=1)).sqrt()
-    adv = (adv - mean) / (std + 1e-8)
+    std = (stats[1] / n - mean * mean).clamp(min=0).mul(n / (n - 1).clamp(min=1)).sqrt()  # float64 sums
+    adv = ((adv - mean) / (std + 1e-8)).float()
 
     _, newlogprob, entropy, newvalue = agent.act_and_value(mb["obs"], mb["actions"])
     logratio = newlogprob - mb["logprobs"]
@@ -283,9 +283,12 @@ def update(agent: Agent, optimizer, batch: dict[str, torch.Tensor], clip_coef: f
             stats["grad_norm"] = optim.clip.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm) \
                 if cfg.max_grad_norm > 0 else optim.clip.grad_norm(agent.parameters())
             optimizer.step()
-        if cfg.target_kl and float(world.sum_(stats["approx_kl"].clone()) / world.size) > cfg.target_kl:
+        if cfg.target_kl and float(world.sum_(stats["approx_kl"].clone())) > cfg.target_kl:  # global mean
             break
-    return stats
+    # each rank's parts are its share of the global mean: their sum is what one process would log
+    names = list(stats)
+    summed = world.sum_(torch.stack([stats[k] for k in names if k != "grad_norm"]))
+    return {**dict(zip([k for k in names if k != "grad_norm"], summed)), "grad_norm": stats["grad_norm"]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,6 +392,10 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             envs.load_normalization_state(env, saved["normalization"], freeze=False)
             if world.is_main:
                 set_rng_state(saved["rng"], rng)
+                generator.set_state(saved["shuffle"])
+            else:  # rank 0's state is the one saved: the others draw anew, not their first run's draws again
+                rng = seed_everything(lifecycle.derived_seed(cfg.seed, 10_007 * world.rank + global_step))
+                generator.manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank + global_step))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
     if world.is_main:
@@ -403,6 +410,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             "config": dataclasses.asdict(cfg), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
             "update": update_i, "global_step": global_step, "best_eval": evaluations.best,
             "normalization": envs.normalization_state(env), "rng": rng_state(rng),
+            "shuffle": generator.get_state(),
         }, kind="ppo")
 
     next_obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step + local_envs * world.rank))
@@ -412,8 +420,13 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     next_eval = global_step + cfg.eval_interval if cfg.eval_interval else math.inf
     t_start, step_start = time.time(), global_step
     stats: dict[str, torch.Tensor] = {}
+    diverged = None  # rank 0's message once the losses are not finite
     with checkpoint.StopSignal() as stop:
-        while update_i < num_updates and not stop:
+        while update_i < num_updates:
+            # Every rank stops at the same update (a signal may reach one rank first, and rank 0 alone
+            # checks for divergence): a rank that left early would leave the others in an all-reduce.
+            if world.any_(bool(stop) or diverged is not None, device):
+                break
             frac = 1.0 - update_i / num_updates
             lr = cfg.learning_rate * (frac if cfg.anneal_lr else 1.0)
             for group in optimizer.param_groups:
@@ -439,10 +452,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             values = {f"losses/{k}": v.item() for k, v in stats.items()}
             values["losses/explained_variance"] = explained_variance(batch)
             if not all(math.isfinite(x) for k, x in values.items() if k != "losses/explained_variance"):
-                progress.close()
-                run.close()
-                fail(f"training diverged at step {global_step} (loss {values['losses/value_loss']}); the last good "
-                     f"checkpoint is kept", code=3)
+                diverged = f"training diverged at step {global_step} (loss {values['losses/value_loss']})"
+                continue
             sps = (global_step - step_start) / max(time.time() - t_start, 1e-9)
             run.scalars({**values, "charts/SPS": sps, "charts/learning_rate": lr, "charts/clip_coef": clip_coef},
                         global_step)
@@ -463,6 +474,12 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             sys.exit(128 + stop.received)
         return Path()
     progress.close()
+    if diverged:
+        run.close()
+        world.close()
+        kept = folder / "checkpoint.pt"
+        fail(f"{diverged}; " + (f"the last good checkpoint {kept} is kept" if kept.exists() else
+                                "no checkpoint had been written yet"), code=3)
     path = save("checkpoint.pt")
     if stop:
         run.close()

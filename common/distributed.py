@@ -10,6 +10,7 @@ CUDA, gloo for CPU.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -37,6 +38,12 @@ class World:
             torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
         return tensor
 
+    def any_(self, flag: bool, device: torch.device) -> bool:
+        """Whether `flag` is set on any rank (one small all-reduce; `flag` itself on one rank)."""
+        if not self.distributed:
+            return flag
+        return bool(self.sum_(torch.tensor([float(flag)], device=device)).item() > 0)
+
     def sum_grads_(self, params) -> None:
         """Sum every parameter's gradient over ranks in one flat all-reduce (one message, not one per
         tensor). Trainers scale their losses by the global sample count, so the sum is the gradient
@@ -55,8 +62,8 @@ class World:
         """Whether every rank holds the same parameters (compared by a checksum per rank)."""
         if not self.distributed:
             return True
-        with torch.no_grad():
-            checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).cpu()
+        with torch.no_grad():  # on the parameters' device: NCCL moves no CPU tensors
+            checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).nan_to_num()
         gathered = [torch.zeros_like(checksum) for _ in range(self.size)]
         torch.distributed.all_gather(gathered, checksum)
         return all(torch.equal(g, checksum) for g in gathered)
@@ -71,5 +78,10 @@ def init(device_type: str = "cpu") -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     world = World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
     if world.distributed and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        if device_type == "cuda":
+            torch.cuda.set_device(world.local_rank)
+        # Ranks wait for rank 0 while it evaluates or checkpoints: a long Atari evaluation must not
+        # run into the default 30-minute collective timeout.
+        torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo",
+                                             timeout=datetime.timedelta(hours=4))
     return world
