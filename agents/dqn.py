@@ -164,10 +164,8 @@ def prepare(cfg: Config) -> Config:
     # defaults go only to the optimizers they belong to.
     rmsprop = cfg.optimizer.lower() in optim.RMSPROPS
     for name, default in (("rmsprop_alpha", 0.95), ("rmsprop_eps", 0.01)):
-        if getattr(cfg, name) is None:
-            setattr(cfg, name, default if rmsprop else None)
-        elif not rmsprop:
-            fail(f"--{name.replace('_', '-')} is for rmsproptf and rmsprop; optimizer {cfg.optimizer!r} takes no such value")
+        lifecycle.family_default(cfg, name, default, cfg.optimizer, rmsprop, "RMSprop " + name.split("_")[1],
+                                 "rmsproptf and rmsprop")
     if rmsprop:
         lifecycle.positive(cfg, "rmsprop_eps")  # centred: v - m^2 can be 0
         if not 0.0 <= cfg.rmsprop_alpha < 1.0:
@@ -452,12 +450,8 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
     except (RuntimeError, KeyError) as e:
         fail(f"{cfg.eval}: the checkpoint's network does not fit {cfg.env} ({str(e).splitlines()[0]})")
     q_net.to(device)
-    video = Path(cfg.eval).parent / "videos" / f"eval_{Path(cfg.eval).stem}.mp4" if cfg.capture_video else None
-    scores = evaluate(cfg, q_net, device, cfg.eval_episodes, video)
-    print(lifecycle.score_line(cfg.env, scores))
-    if video is not None:
-        print(f"video: {video}")
-    return scores
+    video = env_setup.eval_video(cfg.eval, cfg.capture_video)
+    return env_setup.report(cfg.env, evaluate(cfg, q_net, device, cfg.eval_episodes, video), video)
 
 
 TRAINER = lifecycle.Trainer(

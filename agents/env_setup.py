@@ -84,3 +84,16 @@ def play_episodes(env, act: Callable[[np.ndarray], np.ndarray], episodes: int, s
                         fail(f"--capture-video: {e}")
                     recorder = None
     return [s for per_env in scores for s in per_env]
+
+
+def eval_video(checkpoint: str, capture: bool) -> Path | None:
+    """Where `--eval CHECKPOINT --capture-video` writes its mp4: the run folder's videos/."""
+    return Path(checkpoint).parent / "videos" / f"eval_{Path(checkpoint).stem}.mp4" if capture else None
+
+
+def report(env: str, scores: list[float], video: Path | None) -> list[float]:
+    """What every agent's --eval prints: the score line, and the video's path."""
+    print(lifecycle.score_line(env, scores))
+    if video is not None:
+        print(f"video: {video}")
+    return scores

@@ -25,11 +25,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+import tyro
 from torch import nn
 from torch.distributions import Categorical, Normal
 
@@ -64,8 +65,10 @@ class Config(RunConfig):
     """One optimizer over actor and critic, by name from optim's registry (adam, adamw, lamb, ...)."""
     learning_rate: PresetFloat = None
     """Learning rate, annealed linearly to 0 with --anneal-lr. Preset atari 2.5e-4; mujoco 3e-4; classic 1e-3."""
-    adam_eps: float = 1e-5
-    """Adam's epsilon (Baselines' 1e-5 rather than torch's 1e-8), for optimizers that take eps."""
+    adam_eps: Annotated[Optional[float], tyro.conf.arg(metavar="FLOAT",
+                                                       help_behavior_hint="(default: 1e-5 with Adam-family optimizers)")] = None
+    """Epsilon of Adam-family optimizers (optim.ADAMS; refused with others): 1e-5, Baselines', rather
+    than torch's 1e-8."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over the run."""
     gamma: PresetFloat = None
@@ -145,7 +148,11 @@ def prepare(cfg: Config) -> Config:
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
     lifecycle.positive(cfg, "total_timesteps", "num_envs", "num_steps", "learning_rate", "num_minibatches",
                        "update_epochs", "clip_coef", "eval_episodes")
-    lifecycle.non_negative(cfg, "adam_eps", "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
+    lifecycle.family_default(cfg, "adam_eps", 1e-5, cfg.optimizer, cfg.optimizer.lower() in optim.ADAMS,
+                             "Adam epsilon", "Adam-family optimizers (optim.ADAMS)")
+    if cfg.adam_eps is not None:
+        lifecycle.non_negative(cfg, "adam_eps")
+    lifecycle.non_negative(cfg, "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
                            "checkpoint_interval", "eval_interval")
     lifecycle.in_unit_interval(cfg, "gamma", "gae_lambda", "sticky_actions")
     lifecycle.at_most(cfg, "num_envs", 4096, "one process steps its share of them")
@@ -154,7 +161,7 @@ def prepare(cfg: Config) -> Config:
     lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
     if any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
         fail(f"--hidden-sizes must be between 1 and 65,536 units per layer (got {cfg.hidden_sizes})")
-    world = distributed.World(*_world_env())
+    world = distributed.from_env()
     if cfg.num_envs % world.size:
         fail(f"--num-envs {cfg.num_envs} does not split evenly over {world.size} torchrun processes")
     local_batch = cfg.num_envs // world.size * cfg.num_steps
@@ -166,12 +173,6 @@ def prepare(cfg: Config) -> Config:
     except ValueError as e:
         fail(f"--optimizer: {e}")
     return cfg
-
-
-def _world_env() -> tuple[int, int, int]:
-    import os
-
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,11 +329,25 @@ def training_batch(agent: Agent, storage: RolloutStorage, next_obs: torch.Tensor
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
 
 
-def explained_variance(batch: dict[str, torch.Tensor]) -> float:
-    """1 - Var(returns - values) / Var(returns) over the valid samples: how much the critic explains."""
-    valid = batch["valid"]
-    y, v = batch["returns"][valid], batch["values"][valid]
-    return float(1 - (y - v).var() / y.var()) if y.numel() > 1 and y.var() > 0 else math.nan
+def explained_variance(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """1 - Var(returns - values) / Var(returns) over the valid samples, how much the critic explains;
+    nan where the returns do not vary. A tensor: computed with masks on the device, no host sync."""
+    mask = batch["valid"].float()
+    n = mask.sum()
+
+    def var(x):
+        mean = (x * mask).sum() / n.clamp(min=1)
+        return (((x - mean) ** 2) * mask).sum() / (n - 1).clamp(min=1)
+
+    var_y = var(batch["returns"])
+    return torch.where(var_y > 0, 1 - var(batch["returns"] - batch["values"]) / var_y, torch.full_like(var_y, math.nan))
+
+
+def log_values(stats: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """An update's `losses/` figures, read back from the device in one transfer."""
+    names = [*stats, "explained_variance"]
+    numbers = torch.stack([*(v.float() for v in stats.values()), explained_variance(batch)]).tolist()
+    return {f"losses/{k}": x for k, x in zip(names, numbers)}
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False, training: bool = True):
@@ -353,7 +368,7 @@ def make_agent(cfg: Config, env, device: torch.device) -> Agent:
 
 def make_optimizer(cfg: Config, params):
     hparams = {"lr": cfg.learning_rate}
-    if optim.accepts(cfg.optimizer, "eps") and cfg.optimizer.lower() not in optim.RMSPROPS + ("lookahead",):
+    if cfg.adam_eps is not None:
         hparams["eps"] = cfg.adam_eps
     try:
         return optim.build(cfg.optimizer, params, **hparams)
@@ -363,7 +378,7 @@ def make_optimizer(cfg: Config, params):
 
 def train(cfg: Config, saved: dict | None = None) -> Path:
     """Train, log (rank 0), evaluate and checkpoint; returns the final checkpoint's path."""
-    world = distributed.World(*_world_env())
+    world = distributed.from_env()
     device = devices.pick(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
@@ -449,8 +464,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 
             if not world.is_main:
                 continue
-            values = {f"losses/{k}": v.item() for k, v in stats.items()}
-            values["losses/explained_variance"] = explained_variance(batch)
+            values = log_values(stats, batch)
             if not all(math.isfinite(x) for k, x in values.items() if k != "losses/explained_variance"):
                 diverged = f"training diverged at step {global_step} (loss {values['losses/value_loss']})"
                 continue
@@ -529,13 +543,10 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
     except (RuntimeError, KeyError, ValueError) as e:
         fail(f"{cfg.eval}: the checkpoint's policy does not fit {cfg.env} ({str(e).splitlines()[0]})")
     agent.to(device)
-    video = Path(cfg.eval).parent / "videos" / f"eval_{Path(cfg.eval).stem}.mp4" if cfg.capture_video else None
+    video = env_setup.eval_video(cfg.eval, cfg.capture_video)
     scores = evaluate(cfg, agent, env, device, cfg.eval_episodes, video)
     env.close()
-    print(lifecycle.score_line(cfg.env, scores))
-    if video is not None:
-        print(f"video: {video}")
-    return scores
+    return env_setup.report(cfg.env, scores, video)
 
 
 TRAINER = lifecycle.Trainer(

@@ -82,7 +82,7 @@ def run_ours(num_envs: int, args, device: torch.device) -> float:
         batch = ppo.training_batch(agent, storage, state["obs"], cfg)
         stats = ppo.update(agent, optimizer, batch, cfg.clip_coef, cfg, world, generator)
         # what train() reads back for its log line each update
-        {k: v.item() for k, v in stats.items()}, ppo.explained_variance(batch)
+        ppo.log_values(stats, batch)
 
     seconds = timed(cycle, args.updates, device)
     env.close()

@@ -73,10 +73,15 @@ class World:
             torch.distributed.destroy_process_group()
 
 
+def from_env() -> World:
+    """This process's place, from torchrun's variables (one rank without them); starts nothing."""
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                 int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def init(device_type: str = "cpu") -> World:
     """The World of this process, with the process group started when torchrun launched several."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    world = World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = from_env()
     if world.distributed and not torch.distributed.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(world.local_rank)

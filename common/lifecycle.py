@@ -261,6 +261,16 @@ def fits_in_memory(build: Callable[[], Any], copies: int, what: str) -> None:
              f"state: more than this machine's {physical_memory() / 2**30:,.1f} GiB")
 
 
+def family_default(cfg, name: str, default, optimizer: str, applies: bool, what: str, who: str) -> None:
+    """optim's policy for a hyper-parameter (`what`) that only some optimizers (`who`) take: left unset
+    it takes `default` where it `applies` and None elsewhere (so config.json records only what was
+    used); typed for an optimizer it does not apply to, it is refused with one line."""
+    if getattr(cfg, name) is None:
+        setattr(cfg, name, default if applies else None)
+    elif not applies:
+        fail(f"--{flag(name)}: optimizer {optimizer!r} takes no {what}; --{flag(name)} is for {who}")
+
+
 def fill_preset(cfg, preset: dict):
     """`cfg` with its None fields taken from `preset`."""
     return dataclasses.replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})

@@ -114,31 +114,26 @@ FIXED_ON_RESUME = ("dataset", "image_size", "z_dim", "g_width", "d_width", "mlp_
                    "d_optimizer")
 
 
-def _accepts(flag: str, optimizer: str, hparam: str) -> bool:
+def _drivable(flag: str, optimizer: str) -> None:
     import optim  # torch only; imported here so that gans.sample never loads the optimizer registry
 
     try:
         optim.check_drivable(optimizer)
     except ValueError as e:
         fail(f"--{flag}: {e}")
-    if hparam == "alpha":  # RMSprop's smoothing constant; Lookahead's alpha means something else
-        return optimizer.lower() in optim.RMSPROPS
-    return optim.accepts(optimizer, hparam)
 
 
 def resolve(cfg: Config) -> Config:
     """Fill the None fields from the dataset's preset and check every value; a bad one is a UserError."""
     cfg = lifecycle.fill_preset(cfg, PRESETS[cfg.dataset])
-    # optim's policy: betas and alpha typed for an optimizer that takes none are an error; the defaults
-    # go only to optimizers that take them (and are recorded only there)
-    if cfg.g_betas is None:
-        cfg.g_betas = DEFAULT_G_BETAS if _accepts("g-optimizer", cfg.g_optimizer, "betas") else None
-    elif not _accepts("g-optimizer", cfg.g_optimizer, "betas"):
-        fail(f"--g-betas: optimizer {cfg.g_optimizer!r} takes no betas")
-    if cfg.d_alpha is None:
-        cfg.d_alpha = DEFAULT_D_ALPHA if _accepts("d-optimizer", cfg.d_optimizer, "alpha") else None
-    elif not _accepts("d-optimizer", cfg.d_optimizer, "alpha"):
-        fail(f"--d-alpha: optimizer {cfg.d_optimizer!r} takes no RMSprop alpha (rmsprop and rmsproptf do)")
+    import optim
+
+    _drivable("g-optimizer", cfg.g_optimizer)
+    _drivable("d-optimizer", cfg.d_optimizer)
+    lifecycle.family_default(cfg, "g_betas", DEFAULT_G_BETAS, cfg.g_optimizer, optim.accepts(cfg.g_optimizer, "betas"),
+                             "betas", "optimizers that take them (adam, ...)")
+    lifecycle.family_default(cfg, "d_alpha", DEFAULT_D_ALPHA, cfg.d_optimizer, cfg.d_optimizer.lower() in optim.RMSPROPS,
+                             "RMSprop alpha", "rmsprop and rmsproptf")
     cfg.g_betas = tuple(float(b) for b in cfg.g_betas) if cfg.g_betas is not None else None
     lifecycle.positive(cfg, "steps", "batch_size", "z_dim", "g_width", "d_width", "mlp_layers", "d_steps",
                        "log_every", "sample_every", "save_every", "fidelity_samples", "g_lr", "d_lr")

@@ -46,8 +46,11 @@ NOT_DRIVABLE = {
 }
 
 
-# Optimizers whose `alpha` is the squared-gradient decay (Lookahead's `alpha` is its interpolation).
+# Families whose like-named hyper-parameters mean the same thing, for trainers' defaults: RMSprop's
+# `alpha` is the squared-gradient decay (Lookahead's `alpha` is its interpolation), Adam's `eps` is
+# added outside the root of the second moment (RMSpropTF's is inside it).
 RMSPROPS = ("rmsprop", "rmsproptf")
+ADAMS = ("adam", "adamw", "adamax", "nadam", "radam", "sharedadam", "lamb", "adabelief")
 
 
 def names() -> list[str]:
@@ -94,4 +97,4 @@ def build(name: str, params, **hparams) -> torch.optim.Optimizer:
 
 
 __all__ = ["AdaBelief", "KFAC", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
-           "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS"]
+           "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS", "ADAMS"]
