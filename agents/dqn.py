@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,7 +31,7 @@ import envs
 import optim
 from agents import env_setup
 from agents.networks import torso_for
-from agents.replay import ReplayMemory
+from agents import replay
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
 from common.lifecycle import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
@@ -246,21 +245,6 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions)
 
 
-def make_memory(cfg: Config, env, device: torch.device) -> ReplayMemory:
-    """The replay memory, refused with one line if it could not fit in this machine's memory when full."""
-    obs_shape = env.single_observation_space.shape
-    stacked = len(obs_shape) == 3
-    per_obs = int(np.prod(obs_shape[1:] if stacked else obs_shape)) * np.dtype(env.single_observation_space.dtype).itemsize
-    need = cfg.buffer_size * (per_obs + 16)
-    if need > lifecycle.physical_memory():
-        fail(f"--buffer-size {cfg.buffer_size:,}: the replay memory would take {need / 2**30:,.1f} GiB when full, "
-             f"more than this machine's {lifecycle.physical_memory() / 2**30:,.1f} GiB")
-    num_actions = int(env.single_action_space.n)
-    return ReplayMemory(cfg.buffer_size, cfg.num_envs, obs_shape, env.single_observation_space.dtype,
-                        frame_stack=obs_shape[0] if stacked else 1,
-                        action_dtype=np.uint8 if num_actions < 256 else np.int64, device=device)
-
-
 def make_q_network(cfg: Config, env, device: torch.device) -> QNetwork:
     def build():
         return QNetwork(env.single_observation_space.shape, int(env.single_action_space.n), cfg.hidden_sizes)
@@ -284,7 +268,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     q_net = make_q_network(cfg, env, device)
     target_net = copy.deepcopy(q_net)
     optimizer = make_optimizer(cfg, q_net.parameters())
-    rb = make_memory(cfg, env, device)
+    rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device)
     if not saved:
         print(announce(cfg), file=sys.stderr)
 
@@ -324,23 +308,11 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             "rng": rng_state(rng),
         }, kind="dqn")
 
-    def finite() -> bool:
-        return all(torch.isfinite(p).all() for p in q_net.parameters())
-
-    def diverged(what: str):
-        progress.close()
-        run.close()
-        kept = (f"the last good checkpoint {folder / 'checkpoint.pt'} is kept" if (folder / "checkpoint.pt").exists()
-                else "no checkpoint had been written yet")
-        fail(f"training diverged at step {global_step} ({what}); {kept}", code=3)
-
     obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step))
     progress = Progress(cfg.total_timesteps, initial=global_step)
+    milestones = lifecycle.Milestones(global_step, cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval)
     loss = q_mean = grad_norm = None
-    log_t, log_step, train_t0, train_step0 = time.time(), global_step, None, None
-    next_log = global_step + cfg.log_interval
-    next_ckpt = global_step + cfg.checkpoint_interval if cfg.checkpoint_interval else math.inf
-    next_eval = global_step + cfg.eval_interval if cfg.eval_interval else math.inf
+    log_due = global_step + cfg.log_interval  # the next log, whose round of updates measures the gradient norm
     with checkpoint.StopSignal() as stop:
         while global_step < cfg.total_timesteps and not stop:
             epsilon = epsilon_at(global_step, cfg, exploration_origin)  # after --resume: the restored schedule
@@ -354,11 +326,11 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 progress.episode(ret)
 
             if global_step > learning_starts and rb.can_sample:
-                if train_t0 is None:
-                    train_t0, train_step0 = time.time(), global_step
+                milestones.updates_began(global_step)
                 update_debt += cfg.num_envs
                 while update_debt >= cfg.train_frequency:
                     update_debt -= cfg.train_frequency
+                    log_soon = global_step + cfg.train_frequency > log_due
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
                         loss, q_mean = td_loss(q_net, target_net, batch, cfg.gamma)
@@ -368,17 +340,16 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                         # only for the round of updates that precedes a log.
                         if cfg.max_grad_norm > 0:
                             grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                        elif global_step + cfg.train_frequency > next_log and i == cfg.gradient_steps - 1:
+                        elif log_soon and i == cfg.gradient_steps - 1:
                             grad_norm = optim.clip.grad_norm(q_net.parameters())
                         optimizer.step()
             # Copy whenever global_step crosses a multiple of the target period.
             if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:
                 target_net.load_state_dict(q_net.state_dict())
 
-            if global_step >= next_log:
-                next_log += cfg.log_interval
-                sps = (global_step - log_step) / max(time.time() - log_t, 1e-9)
-                log_t, log_step = time.time(), global_step
+            if milestones.due("log", global_step):
+                log_due = global_step + cfg.log_interval
+                sps = milestones.steps_per_second(global_step)
                 run.scalars({"charts/SPS": sps, "charts/epsilon": epsilon,
                              "charts/learning_rate": optimizer.param_groups[0]["lr"]}, global_step)
                 if loss is not None:
@@ -386,41 +357,22 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     if grad_norm is not None:
                         values["losses/grad_norm"] = grad_norm.item()
                     if not all(math.isfinite(v) for v in values.values()):
-                        diverged(f"td_loss={values['losses/td_loss']}")
+                        lifecycle.diverged(f"td_loss={values['losses/td_loss']}", global_step, folder, progress, run)
                     run.scalars(values, global_step)
                 progress.update(global_step, sps)
-            if global_step >= next_eval:
-                next_eval += cfg.eval_interval
-                t_eval = time.time()
-                scores = evaluate(cfg, q_net, device, cfg.eval_episodes, stop=stop)
+            if milestones.due("eval", global_step):
+                with milestones.paused():
+                    scores = evaluate(cfg, q_net, device, cfg.eval_episodes, stop=stop)
                 if not stop:  # a signal cut it short: no score to record
                     evaluations.record(scores, global_step, save)
-                log_t += time.time() - t_eval  # steps/s counts training, not evaluation
-            if global_step >= next_ckpt:
-                next_ckpt += cfg.checkpoint_interval
-                if not finite():
-                    diverged("non-finite weights")
+            if milestones.due("checkpoint", global_step):
+                if not lifecycle.finite(q_net.parameters()):
+                    lifecycle.diverged("non-finite weights", global_step, folder, progress, run)
                 save("checkpoint.pt")
 
-        if not finite():
-            diverged("non-finite weights")
-        progress.close()
-        path = save("checkpoint.pt")
-        if not stop:
-            path = save("final.pt")
-    env.close()
-    if stop:
-        run.close()
-        lifecycle.stopped(stop.received, global_step, path)
-    if train_t0 is not None:
-        train_sps = (global_step - train_step0) / max(time.time() - train_t0, 1e-9)
-        print(f"steps/s after learning starts: {train_sps:.1f}", file=sys.stderr)
-    if cfg.capture_video:
-        scores = evaluate(cfg, q_net, device, episodes=1, video=folder / "videos" / f"step{global_step}.mp4")
-        run.scalar("eval/video_episodic_return", scores[0], global_step)
-    run.close()
-    print(f"run folder: {folder}", file=sys.stderr)
-    return path
+        env.close()
+        video = (lambda path: evaluate(cfg, q_net, device, episodes=1, video=path)[0]) if cfg.capture_video else None
+        return lifecycle.finish(global_step, stop, save, q_net.parameters(), folder, progress, run, milestones, video)
 
 
 def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,

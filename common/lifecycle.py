@@ -20,6 +20,7 @@ agents to come:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -379,6 +380,94 @@ class BestCheckpoint:
             save("best.pt")
             return True
         return False
+
+
+class Milestones:
+    """The recurring events of a loop that counts environment steps: a log, an evaluation and a
+    checkpoint each fall due once per interval (0: never), and steps/s is measured between logs and
+    since the first update, with the time spent evaluating (`paused()`) left out."""
+
+    def __init__(self, step: int, log_interval: int, eval_interval: int, checkpoint_interval: int):
+        self._every = {"log": log_interval, "eval": eval_interval, "checkpoint": checkpoint_interval}
+        self._next = {name: step + every if every else math.inf for name, every in self._every.items()}
+        self._since, self._since_step = time.time(), step  # the last log
+        self._updates_began: tuple[float, int] | None = None
+
+    def due(self, name: str, step: int) -> bool:
+        """Whether `name` ("log", "eval", "checkpoint") falls due at `step`; then it waits an interval."""
+        if step < self._next[name]:
+            return False
+        self._next[name] += self._every[name]
+        return True
+
+    def steps_per_second(self, step: int) -> float:
+        """Since the previous call (or the start)."""
+        now = time.time()
+        sps = (step - self._since_step) / max(now - self._since, 1e-9)
+        self._since, self._since_step = now, step
+        return sps
+
+    def updates_began(self, step: int) -> None:
+        if self._updates_began is None:
+            self._updates_began = (time.time(), step)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """`with milestones.paused():` around an evaluation, which steps/s does not count."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            spent = time.time() - t0
+            self._since += spent
+            if self._updates_began is not None:
+                self._updates_began = (self._updates_began[0] + spent, self._updates_began[1])
+
+    def training_sps(self, step: int) -> float | None:
+        """Steps/s since the first update: what the benchmarks read."""
+        if self._updates_began is None:
+            return None
+        t0, step0 = self._updates_began
+        return (step - step0) / max(time.time() - t0, 1e-9)
+
+
+def finite(params) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def diverged(what: str, step: int, folder: Path, progress, run) -> NoReturn:
+    """Training produced non-finite numbers: one line naming the step and what is kept, exit 3."""
+    progress.close()
+    run.close()
+    kept = (f"the last good checkpoint {folder / 'checkpoint.pt'} is kept" if (folder / "checkpoint.pt").exists()
+            else "no checkpoint had been written yet")
+    fail(f"training diverged at step {step} ({what}); {kept}", code=3)
+
+
+def finish(step: int, stop, save: Callable[[str], Path], params, folder: Path, progress, run,
+           milestones: Milestones, video: Callable[[Path], float] | None = None) -> Path:
+    """The end of a step-counting run, inside its StopSignal block: refuse to save non-finite weights,
+    save checkpoint.pt and, unless a signal stopped the run (then `stopped()` exits), final.pt; print
+    steps/s since the first update; play one episode into the run's videos/ with `video` (which
+    returns its score); close the run. Returns final.pt."""
+    if not finite(params):
+        diverged("non-finite weights", step, folder, progress, run)
+    progress.close()
+    path = save("checkpoint.pt")
+    if stop:
+        run.close()
+        stopped(stop.received, step, path)
+    path = save("final.pt")
+    sps = milestones.training_sps(step)
+    if sps is not None:
+        print(f"steps/s after learning starts: {sps:.1f}", file=sys.stderr)
+    if video is not None:
+        run.scalar("eval/video_episodic_return", video(folder / "videos" / f"step{step}.mp4"), step)
+    run.close()
+    print(f"run folder: {folder}", file=sys.stderr)
+    return path
 
 
 def score_line(env: str, scores: list[float]) -> str:

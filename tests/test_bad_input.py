@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import dqn, ppo
+from agents import dqn, ppo, rainbow, replay
 from common import lifecycle
 from common.errors import UserError
 from gans import dcgan
@@ -22,6 +22,7 @@ from gans import dcgan
 ROOT = Path(__file__).parent.parent
 VALUES = {"zero": "0", "negative": "-1", "nan": "nan", "huge": None}  # huge: per type, below
 PATH_FIELDS = {"logdir", "resume", "eval", "data_dir", "inception_weights"}
+SIGNED = {"v_min", "v_max"}  # Rainbow's return support: negative values are meaningful
 
 
 def numeric_fields(config_cls):
@@ -44,7 +45,18 @@ def build_dqn(cfg):
     try:
         q = dqn.make_q_network(cfg, env, torch.device("cpu"))
         dqn.make_optimizer(cfg, q.parameters())
-        dqn.make_memory(cfg, env, torch.device("cpu"))
+        replay.for_env(env, cfg.buffer_size, cfg.num_envs, torch.device("cpu"))
+    finally:
+        env.close()
+
+
+def build_rainbow(cfg):
+    env = rainbow.make_env(cfg, cfg.num_envs)
+    try:
+        net = rainbow.make_network(cfg, env, torch.device("cpu"))
+        rainbow.make_optimizer(cfg, net.parameters())
+        replay.for_env(env, cfg.buffer_size, cfg.num_envs, torch.device("cpu"), n_step=cfg.n_step, gamma=cfg.gamma,
+                       prioritized=True, alpha=cfg.priority_alpha)
     finally:
         env.close()
 
@@ -67,6 +79,7 @@ def build_dcgan(cfg):
 
 TRAINERS = {
     "dqn": (dqn.TRAINER, ["--env", "CartPole-v1"], build_dqn),
+    "rainbow": (rainbow.TRAINER, ["--env", "CartPole-v1"], build_rainbow),
     "ppo": (ppo.TRAINER, ["--env", "CartPole-v1"], build_ppo),
     "dcgan": (dcgan.TRAINER, ["--dataset", "ring8"], build_dcgan),
 }
@@ -110,7 +123,7 @@ def test_every_flag_with_bad_values(name, tmp_path, capsys):
     # counts, files where folders or checkpoints belong.
     for case, args, label, field in cases:
         kind = dict((f, k) for f, k, _ in numeric_fields(trainer.config_cls)).get(field)
-        if label == "nan" or label == "negative":
+        if label == "nan" or (label == "negative" and field not in SIGNED):
             assert results[case].startswith("refused"), (case, results[case])
         if label in ("file", "missing") and field in ("resume", "eval", "data_dir"):
             assert results[case].startswith("refused"), (case, results[case])

@@ -53,9 +53,10 @@ def filled_memories(num_envs=2, capacity=160, steps=300, seed=0):
 @needs_cuda
 def test_replay_cuda_batches_equal_cpu_batches():
     cpu, gpu = filled_memories()
-    assert gpu.size == gpu.T and cpu.size == cpu.T  # the rings wrapped
+    assert gpu.storage.size == gpu.storage.T and cpu.storage.size == cpu.storage.T  # the rings wrapped
     # the data hold what makes stacks hard: episode starts inside windows and autoreset slots
-    assert cpu.first.sum() >= 5 and (~cpu.valid).sum() >= 5 and cpu.terminated.sum() >= 3
+    stored = cpu.storage
+    assert stored.first.sum() >= 5 and (~stored.valid).sum() >= 5 and stored.terminated.sum() >= 3
 
     batch_size, n = 64, 24
     rng_cpu, rng_gpu = np.random.default_rng(123), np.random.default_rng(123)
@@ -76,7 +77,7 @@ def test_replay_cuda_batches_equal_cpu_batches():
     torch.cuda.synchronize()
     zero_padded = 0
     for i, (c, g) in enumerate(zip(cpu_batches, gpu_batches)):
-        assert set(g) == set(c) == {"obs", "actions", "rewards", "next_obs", "terminated"}
+        assert set(g) == set(c) == {"obs", "actions", "rewards", "next_obs", "terminated", "discounts"}
         for k in c:
             assert g[k].device.type == "cuda", (i, k, g[k].device)
             assert g[k].dtype == c[k].dtype and g[k].shape == c[k].shape, (i, k)
@@ -218,6 +219,25 @@ def test_dqn_trains_on_cuda_and_resumes_on_cpu(tmp_path, capfd):
     first = next(iter(saved["optimizer"]["state"].values()))["step"]
     later = next(iter(resumed["optimizer"]["state"].values()))["step"]
     assert later > first
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_rainbow_trains_on_cuda_and_resumes_on_cpu(tmp_path, capfd):
+    from agents import rainbow
+
+    rainbow.main([*DQN_SMALL, "--device", "cuda", "--total-timesteps", "1500", "--logdir", str(tmp_path)])
+    assert "steps/s after learning starts" in capfd.readouterr().err
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 1500
+    for k, v in saved["net"].items():
+        assert v.device.type == "cpu" and torch.isfinite(v).all(), k
+    rainbow.main(["--resume", str(run / "checkpoint.pt"), "--device", "cpu", "--total-timesteps", "2500"])
+    resumed = torch.load(run / "final.pt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 2500
+    key = "advantage.2.weight_mu"
+    assert not torch.equal(resumed["net"][key], saved["net"][key])
 
 
 @pytest.mark.cuda

@@ -1,9 +1,11 @@
-"""The replay memory rebuilds exactly the observations the env gave, across episode ends and wrap-around."""
+"""The replay memory rebuilds exactly the observations the env gave, across episode ends and wrap-around;
+n-step transitions match a hand-computed episode; the sum tree draws in proportion to priorities."""
 import numpy as np
 import pytest
+import torch
 
 import envs
-from agents.replay import ReplayMemory
+from agents.replay import PrioritizedSampler, ReplayMemory, ReplayStorage, SumTree, n_step_transitions
 
 
 def collect(env, memory, steps, seed):
@@ -14,16 +16,17 @@ def collect(env, memory, steps, seed):
     for _ in range(steps):
         actions = rng.integers(0, env.single_action_space.n, size=env.num_envs)
         next_obs, rewards, terminated, truncated, info = env.step(actions)
-        written[memory.pos] = obs.copy()
+        written[memory.storage.pos] = obs.copy()
         memory.add(obs, actions, rewards, terminated, info["episode_end"])
         obs = next_obs
     return written
 
 
-def sampleable(memory):
-    ages = np.arange(memory.frame_stack - 1, memory.size - 1)
-    slots = memory._ages_to_slots(ages)
-    pairs = [(s, e) for s in slots for e in range(memory.num_envs) if memory.valid[s, e]]
+def sampleable(storage, n=1):
+    """(slots, envs) a sampler may draw: valid, n-step window written, stack history intact."""
+    ages = np.arange(storage.frame_stack - 1, storage.size - n)
+    slots = storage.ages_to_slots(ages)
+    pairs = [(s, e) for s in slots for e in range(storage.num_envs) if storage.valid[s, e]]
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
@@ -32,44 +35,194 @@ def test_atari_stacks_equal_env_across_episodes_and_wraparound():
     env = envs.make("Breakout", num_envs=2, max_frames=400, sticky_actions=0.0)
     memory = ReplayMemory(600, 2, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8)
     written = collect(env, memory, 700, seed=3)  # 700 steps into 300 slots per env: wrapped twice
-    assert memory.size == memory.T == 300
-    slots, env_ids = sampleable(memory)
+    storage = memory.storage
+    assert storage.size == storage.T == 300
+    slots, env_ids = sampleable(storage)
     assert len(slots) > 500
-    obs, next_obs = memory.stacks(slots, env_ids)
+    obs, next_obs = storage.stack(slots, env_ids), storage.stack((slots + 1) % storage.T, env_ids)
     expected = np.stack([written[s][e] for s, e in zip(slots, env_ids)])
-    expected_next = np.stack([written[(s + 1) % memory.T][e] for s, e in zip(slots, env_ids)])
+    expected_next = np.stack([written[(s + 1) % storage.T][e] for s, e in zip(slots, env_ids)])
     np.testing.assert_array_equal(obs, expected)
     np.testing.assert_array_equal(next_obs, expected_next)
     # The checks above cover episode starts: some stacks are zero-padded, some next obs are final obs.
     assert (obs[:, 0].reshape(len(slots), -1).max(1) == 0).any()
-    assert memory.first[slots, env_ids].any()
-    assert (~memory.valid[: memory.size]).any(), "no autoreset step was seen; the test lost its point"
+    assert storage.first[slots, env_ids].any()
+    assert (~storage.valid[: storage.size]).any(), "no autoreset step was seen; the test lost its point"
+
+
+def test_n_step_next_stacks_equal_env_with_prioritized_sampling():
+    """Rainbow's memory: 3-step bootstrap stacks are the env's own observations, and the sum tree
+    holds exactly the sampleable slots after wrap-around."""
+    env = envs.make("Breakout", num_envs=2, max_frames=400, sticky_actions=0.0)
+    memory = ReplayMemory(600, 2, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8, n_step=3,
+                          gamma=0.9, prioritized=True)
+    written = collect(env, memory, 700, seed=4)
+    storage, tree = memory.storage, memory.sampler.tree
+    slots, env_ids = sampleable(storage, n=3)
+    in_tree = set(np.flatnonzero(tree.get(np.arange(storage.T * 2)) > 0))
+    assert in_tree == set(slots * 2 + env_ids)
+    _, _, _, next_slots = n_step_transitions(storage, slots, env_ids, 3, 0.9)
+    np.testing.assert_array_equal(storage.stack(next_slots, env_ids),
+                                  np.stack([written[s][e] for s, e in zip(next_slots, env_ids)]))
+    assert ((next_slots - slots) % storage.T < 3).any()  # some windows were cut by an episode's end
+    batch = memory.sample(32, np.random.default_rng(0), beta=0.4)
+    assert batch["obs"].shape == (32, 4, 84, 84) and batch["weights"].max() == 1.0
+    assert set(batch["index"].tolist()) <= in_tree
 
 
 def test_autoreset_steps_are_never_sampled():
     env = envs.make("CartPole-v1", num_envs=3)
     memory = ReplayMemory(3000, 3, (4,), np.float32)
     written = collect(env, memory, 1200, seed=0)
+    storage = memory.storage
     rng = np.random.default_rng(0)
-    slots, env_ids = memory.sample_index(5000, rng)
-    assert memory.valid[slots, env_ids].all()
+    slots, env_ids, _ = memory.sampler.sample(5000, rng)
+    assert storage.valid[slots, env_ids].all()
     batch = memory.sample(256, rng)
     assert batch["obs"].shape == (256, 4) and batch["next_obs"].shape == (256, 4)
+    assert torch.all(batch["discounts"] == np.float32(0.99))
     # Every sampled pair is a real transition: next obs is the slot after, never a reset obs.
-    obs, next_obs = memory.stacks(slots, env_ids)
+    obs, next_obs = storage.stack(slots, env_ids), storage.stack((slots + 1) % storage.T, env_ids)
     np.testing.assert_array_equal(obs, np.stack([written[s][e] for s, e in zip(slots, env_ids)]))
-    np.testing.assert_array_equal(next_obs, np.stack([written[(s + 1) % memory.T][e] for s, e in zip(slots, env_ids)]))
+    np.testing.assert_array_equal(next_obs, np.stack([written[(s + 1) % storage.T][e] for s, e in zip(slots, env_ids)]))
     # A terminated CartPole transition is followed by the episode's final obs, not the reset obs.
-    term = memory.terminated[slots, env_ids]
+    term = storage.terminated[slots, env_ids]
     assert term.any()
     assert (np.abs(next_obs[term]).max(axis=1) > 0.2).all()  # final states are out of bounds
 
 
+# One env, observation = an id: a truncated episode, a terminated one, and one still running.
+#        obs  reward terminated episode_end
+STEPS = [(10, 1.0, False, False),
+         (11, 2.0, False, False),
+         (12, 3.0, False, True),   # truncated: the next step is the autoreset step
+         (13, 0.0, False, False),  # autoreset slot: holds episode A's final obs, no transition
+         (20, 1.0, False, False),  # reset obs
+         (21, 1.0, True, True),    # terminated
+         (22, 0.0, False, False),  # autoreset slot
+         (30, 5.0, False, False),
+         (31, 6.0, False, False),
+         (32, 7.0, False, False),
+         (33, 8.0, False, False)]
+
+
+def hand_memory(prioritized):
+    memory = ReplayMemory(64, 1, (1,), np.float32, n_step=3, gamma=0.5, prioritized=prioritized)
+    for obs, reward, terminated, end in STEPS:
+        memory.add(np.array([[obs]], np.float32), np.array([0]), np.array([reward]), np.array([terminated]),
+                   np.array([end]))
+    return memory
+
+
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "prioritized"])
+def test_n_step_returns_by_hand(prioritized):
+    memory = hand_memory(prioritized)
+    # slot: (return, cut by termination, gamma^k, obs bootstrapped from), gamma = 0.5, n = 3
+    expected = {0: (1 + 0.5 * 2 + 0.25 * 3, False, 0.125, 13),  # truncation at slot 2: final obs 13
+                1: (2 + 0.5 * 3, False, 0.25, 13),
+                2: (3.0, False, 0.5, 13),
+                4: (1 + 0.5 * 1, True, 0.25, 22),  # termination at slot 5: no bootstrap
+                5: (1.0, True, 0.5, 22),
+                7: (5 + 0.5 * 6 + 0.25 * 7, False, 0.125, 33)}
+    # slot 3 and 6 are autoreset steps; slots 8-10 lack their 3-step window
+    slots, env_ids = sampleable(memory.storage, n=3)
+    assert sorted(slots) == sorted(expected)
+    returns, cut, discounts, next_slots = n_step_transitions(memory.storage, slots, env_ids, 3, 0.5)
+    next_obs = memory.storage.stack(next_slots, env_ids)[:, 0]
+    for i, s in enumerate(slots):
+        assert (returns[i], cut[i], discounts[i], next_obs[i]) == pytest.approx(expected[s]), s
+    # the samplers draw exactly these slots
+    drawn = set(memory.sample(500, np.random.default_rng(0), beta=0.5)["obs"][:, 0].tolist())
+    assert drawn == {STEPS[s][0] for s in expected}
+
+
+def upper_chi2(df: int, z: float = 3.09) -> float:
+    """Wilson-Hilferty's approximation of the chi-square quantile (z = 3.09: p = 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * (2 / (9 * df)) ** 0.5) ** 3
+
+
+def test_sum_tree_draws_in_proportion_and_never_zero():
+    rng = np.random.default_rng(0)
+    tree = SumTree(1000)
+    priorities = rng.exponential(size=1000)
+    priorities[rng.random(1000) < 0.2] = 0.0  # invalid indices
+    tree.set(np.arange(1000), priorities)
+    assert tree.total == pytest.approx(priorities.sum())
+    draws = 400_000
+    leaves = tree.find(rng.random(draws) * tree.total)
+    counts = np.bincount(leaves, minlength=1000)
+    assert counts[priorities == 0].sum() == 0
+    live = priorities > 0
+    expected = draws * priorities[live] / priorities.sum()
+    chi2 = ((counts[live] - expected) ** 2 / expected).sum()
+    assert chi2 < upper_chi2(live.sum() - 1), chi2
+    # mass at the very edges lands on positive leaves
+    edges = tree.find(np.array([0.0, np.nextafter(tree.total, 0)]))
+    assert (priorities[edges] > 0).all()
+
+
+def test_sum_tree_batch_updates_keep_every_sum():
+    rng = np.random.default_rng(1)
+    tree = SumTree(777)
+    values = np.zeros(777)
+    for _ in range(50):
+        index = rng.choice(777, size=40, replace=False)
+        values[index] = rng.random(40) * (rng.random(40) < 0.8)
+        tree.set(index, values[index])
+    np.testing.assert_allclose(tree.get(np.arange(777)), values)
+    internal = np.arange(1, tree.leaves)
+    np.testing.assert_allclose(tree.nodes[internal], tree.nodes[2 * internal] + tree.nodes[2 * internal + 1])
+    assert tree.total == pytest.approx(values.sum())
+
+
+def test_prioritized_sampler_follows_updated_priorities():
+    """After updates, a batch's draws follow p^alpha, its weights are (p_min / p)^beta, and the
+    largest priority seen goes to new transitions."""
+    storage = ReplayStorage(2000, 1, (1,), np.float32, min_slots=8)
+    sampler = PrioritizedSampler(storage, n=1, alpha=0.5)
+    for i in range(1001):
+        sampler.added(storage.add(np.array([[i]], np.float32), [0], [0.0], [False], [False]))
+    index = np.arange(1000)  # slots 0..999 are sampleable
+    priorities = np.where(index < 500, 1.0, 9.0)  # p^0.5: 1 and 3
+    sampler.update(index, priorities)
+    rng = np.random.default_rng(2)
+    counts = np.zeros(2)
+    for _ in range(200):
+        slots, _, weights = sampler.sample(64, rng, beta=1.0)
+        counts += np.bincount(slots >= 500, minlength=2)
+        np.testing.assert_allclose(weights, np.where(slots >= 500, 1 / 3, 1.0) if (slots < 500).any()
+                                   else 1.0, rtol=1e-6)
+    assert counts[1] / counts.sum() == pytest.approx(0.75, abs=0.01)
+    assert sampler.max_priority == 9.0
+    for i in (1001, 1002):
+        sampler.added(storage.add(np.array([[i]], np.float32), [0], [0.0], [False], [False]))
+    # slot 1000 was added at the old maximum (1), slot 1001 after the update at 9^alpha
+    np.testing.assert_allclose(sampler.tree.get(np.array([1000, 1001])), [1.0, 3.0])
+
+
 def test_bytes_per_atari_transition():
-    memory = ReplayMemory(1_000_000, 1, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8)
-    assert memory.nbytes / 1_000_000 <= 7200
+    for prioritized in (False, True):
+        memory = ReplayMemory(1_000_000, 1, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8,
+                              n_step=3, prioritized=prioritized)
+        assert memory.nbytes / 1_000_000 <= 7200, (prioritized, memory.nbytes / 1_000_000)
+
+
+def test_storage_state_dict_round_trip():
+    env = envs.make("CartPole-v1", num_envs=2)
+    memory = ReplayMemory(500, 2, (4,), np.float32)
+    collect(env, memory, 400, seed=5)
+    state = memory.storage.state_dict()
+    copy = ReplayStorage(500, 2, (4,), np.float32)
+    copy.load_state_dict(state)
+    for name in ReplayStorage.ARRAYS:
+        np.testing.assert_array_equal(getattr(copy, name), getattr(memory.storage, name))
+    assert (copy.pos, copy.size) == (memory.storage.pos, memory.storage.size)
+    with pytest.raises(ValueError):
+        ReplayStorage(500, 2, (5,), np.float32).load_state_dict(state)
 
 
 def test_too_small_capacity_is_an_error():
     with pytest.raises(ValueError):
         ReplayMemory(4, 1, (4, 84, 84), np.uint8, frame_stack=4)
+    with pytest.raises(ValueError):
+        ReplayMemory(20, 1, (4, 84, 84), np.uint8, frame_stack=4, n_step=20)

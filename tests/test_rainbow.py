@@ -1,0 +1,148 @@
+"""Rainbow: the C51 projection against the paper's loop, noisy layers, learning CartPole, and a Breakout
+run that logs, checkpoints and resumes."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents import rainbow
+from common.events import read_scalars, scalar_tags
+from common.errors import UserError
+
+
+def only_run(logdir: Path) -> Path:
+    runs = [p for p in logdir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def projection_loop(probs, returns, discounts, v_min, v_max, num_atoms):
+    """Bellemare et al. (2017), Algorithm 1, atom by atom in float64; an atom landing exactly on
+    the support (l == u) keeps its whole mass."""
+    delta = (v_max - v_min) / (num_atoms - 1)
+    m = np.zeros((len(returns), num_atoms))
+    for b in range(len(returns)):
+        for i in range(num_atoms):
+            tz = min(max(returns[b] + discounts[b] * (v_min + i * delta), v_min), v_max)
+            pos = (tz - v_min) / delta
+            lo, hi = math.floor(pos), math.ceil(pos)
+            if lo == hi:
+                m[b, lo] += probs[b, i]
+            else:
+                m[b, lo] += probs[b, i] * (hi - pos)
+                m[b, hi] += probs[b, i] * (pos - lo)
+    return m
+
+
+def test_projection_matches_the_papers_loop():
+    torch.manual_seed(0)
+    num_atoms, v_min, v_max = 11, -10.0, 10.0
+    support = torch.linspace(v_min, v_max, num_atoms, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(6, num_atoms, dtype=torch.float64), dim=1)
+    # inside the support; pushed past v_max and below v_min (clipped); landing exactly on atoms
+    # (discount 1, return 2 = one atom's width); a terminal (discount 0: all mass at the return)
+    returns = torch.tensor([0.7, 9.5, -14.0, 2.0, 3.3, -0.25], dtype=torch.float64)
+    discounts = torch.tensor([0.97, 0.99, 0.9, 1.0, 0.0, 0.5], dtype=torch.float64)
+    ours = rainbow.project(probs, returns, discounts, support)
+    expected = projection_loop(probs.numpy(), returns.numpy(), discounts.numpy(), v_min, v_max, num_atoms)
+    np.testing.assert_allclose(ours.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(ours.sum(1).numpy(), 1.0, atol=1e-12)  # no mass lost
+    assert ours[1, -1] > probs[1, -3:].sum() - 1e-9  # what fell past v_max sits on the last atom
+    assert ours[4].nonzero().flatten().tolist() == [6, 7]  # 3.3 = 65% at atom 6 (2.0), 35% at 7 (4.0)
+
+
+def test_noisy_layers_explore_in_training_and_are_their_mean_in_eval():
+    cfg = rainbow.prepare(rainbow.Config(env="CartPole-v1"))
+    net = rainbow.RainbowNetwork((4,), 2, cfg)
+    obs = torch.randn(3, 4)
+    first = net(obs)
+    net.reset_noise()
+    assert not torch.allclose(first, net(obs))  # new noise, new outputs
+    net.eval()
+    mean = net(obs)
+    net.reset_noise()
+    assert torch.equal(mean, net(obs))  # noise off
+    assert torch.allclose(mean.exp().sum(-1), torch.ones(3, 2))
+    net.train()
+
+
+def test_loss_is_weighted_kl_and_double_q():
+    """The per-sample priorities are KL(target || p(s, a)) >= 0 and the loss their weighted mean."""
+    torch.manual_seed(1)
+    cfg = rainbow.prepare(rainbow.Config(env="CartPole-v1"))
+    net, target = rainbow.RainbowNetwork((4,), 2, cfg), rainbow.RainbowNetwork((4,), 2, cfg)
+    support = rainbow.make_support(cfg, "cpu")
+    batch = {"obs": torch.randn(8, 4), "next_obs": torch.randn(8, 4), "actions": torch.randint(0, 2, (8,)),
+             "rewards": torch.randn(8), "terminated": torch.rand(8) < 0.3, "discounts": torch.full((8,), 0.99 ** 3),
+             "weights": torch.rand(8)}
+    loss, kl, _ = rainbow.categorical_loss(net, target, batch, support)
+    assert (kl >= -1e-6).all()
+    assert loss.item() == pytest.approx((batch["weights"] * kl).mean().item(), rel=1e-6)
+
+
+def test_presets(capsys):
+    atari = rainbow.prepare(rainbow.Config(env="Breakout"))
+    assert (atari.learning_rate, atari.adam_eps, atari.n_step, atari.learning_starts, atari.target_network_frequency,
+            atari.v_min, atari.v_max, atari.noisy_sigma) == (6.25e-5, 1.5e-4, 3, 20_000, 8_000, -10.0, 10.0, 0.5)
+    assert atari.rmsprop_alpha is None
+    der = rainbow.prepare(rainbow.Config(env="Breakout", preset="atari100k"))
+    assert (der.total_timesteps, der.n_step, der.train_frequency, der.target_network_frequency,
+            der.learning_starts, der.learning_rate, der.torso) == (100_000, 20, 1, 2_000, 1_600, 1e-4, "data-efficient")
+    rms = rainbow.prepare(rainbow.Config(env="Breakout", optimizer="rmsproptf"))
+    assert (rms.rmsprop_alpha, rms.rmsprop_eps, rms.adam_eps) == (0.95, 1e-5, None)
+    with pytest.raises(UserError, match="--preset"):
+        rainbow.prepare(rainbow.Config(env="CartPole-v1", preset="atari100k"))
+    with pytest.raises(UserError, match="--adam-eps"):
+        rainbow.prepare(rainbow.Config(env="Breakout", optimizer="rmsproptf", adam_eps=1e-3))
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["seed1", "seed2"])
+def cartpole_run(request, tmp_path_factory):
+    """CartPole-v1 with the classic preset and nothing else typed but the seed."""
+    logdir = tmp_path_factory.mktemp(f"rainbow_cartpole{request.param}")
+    rainbow.main(["--env", "CartPole-v1", "--seed", str(request.param), "--logdir", str(logdir)])
+    return only_run(logdir)
+
+
+def test_rainbow_learns_cartpole(cartpole_run):
+    """What a user would check: the final checkpoint, evaluated with the noise off for 10 episodes."""
+    saved = torch.load(cartpole_run / "final.pt", weights_only=True)
+    assert saved["global_step"] <= 30_000
+    scores = rainbow.main(["--eval", str(cartpole_run / "final.pt"), "--eval-episodes", "10"])
+    assert len(scores) == 10
+    # CartPole-v0's "solved" threshold, far above random play's ~22
+    assert np.mean(scores) >= 195, f"final checkpoint evaluates at {np.mean(scores):.1f} < 195: {scores}"
+    assert len(read_scalars(cartpole_run, "eval/episodic_return")) == 3
+    assert (cartpole_run / "best.pt").is_file()
+
+
+BREAKOUT = ["--env", "Breakout", "--buffer-size", "1000", "--learning-starts", "500", "--batch-size", "8",
+            "--checkpoint-interval", "1000", "--log-interval", "250", "--target-network-frequency", "500"]
+TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/beta", "charts/learning_rate",
+        "losses/loss", "losses/q_values", "losses/grad_norm"]
+
+
+def test_breakout_logs_checkpoints_and_resumes(tmp_path):
+    rainbow.main([*BREAKOUT, "--total-timesteps", "2000", "--logdir", str(tmp_path)])
+    run = only_run(tmp_path)
+    assert run.name.startswith("ALE_Breakout-v5__rainbow__1__")
+    assert set(TAGS) <= set(scalar_tags(run))
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["global_step"] == 2000
+    betas = [v for _, _, v in read_scalars(run, "charts/beta")]
+    # annealed from 0.4 at learning_starts to 1 at the run's budget
+    assert betas[0] == pytest.approx(0.4) and betas[-1] == pytest.approx(1.0) and betas == sorted(betas)
+
+    rainbow.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "3000"])
+    assert only_run(tmp_path) == run
+    steps = [s for _, s, _ in read_scalars(run, "losses/loss")]
+    assert steps[-1] == 3000 and len(steps) == len(set(steps))  # continued, not restarted at 0
+    resumed = torch.load(run / "final.pt", weights_only=True)
+    assert resumed["global_step"] == 3000 and resumed["beta_origin"] == 500
+    key = "advantage.2.weight_mu"
+    assert not torch.equal(resumed["net"][key], saved["net"][key])
+    first_state = next(iter(saved["optimizer"]["state"].values()))["step"]
+    later_state = next(iter(resumed["optimizer"]["state"].values()))["step"]
+    assert later_state > first_state
