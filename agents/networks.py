@@ -54,8 +54,9 @@ class MLP(nn.Module):
 
 
 class DataEfficientCNN(nn.Module):
-    """The smaller torso of data-efficient Rainbow (van Hasselt et al. 2019, Appendix F): two 5x5
-    convolutions of stride 5 (32 and 64 channels) over 4 stacked 84x84 frames, 576 features."""
+    """The smaller torso of data-efficient Rainbow (van Hasselt et al. 2019, their hyper-parameter
+    table): two 5x5 convolutions of stride 5 (32 and 64 channels) over 4 stacked 84x84 frames, 576
+    features."""
 
     def __init__(self, in_channels: int = 4):
         super().__init__()

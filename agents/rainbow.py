@@ -48,7 +48,7 @@ class Config(RunConfig):
     """Rainbow. Fields that say "preset" take the value of the preset unless typed: atari = Hessel et al.
     (2018), Table 1, with frames counted as agent steps (4 frames each); atari100k = data-efficient
     Rainbow (van Hasselt et al. 2019, "When to use parametric models in reinforcement learning?",
-    Appendix F, Table 1); classic = tuned here on CartPole-v1."""
+    their table of hyper-parameters); classic = tuned here on CartPole-v1."""
 
     env: str = "Breakout"
     """Atari game (`Breakout`, `Pong`, ...) or a gymnasium id with discrete actions (`CartPole-v1`)."""
@@ -141,7 +141,7 @@ ATARI = dict(total_timesteps=10_000_000, buffer_size=1_000_000, learning_starts=
              batch_size=32, n_step=3, target_network_frequency=8_000, v_min=-10.0, v_max=10.0, noisy_sigma=0.5,
              learning_rate=6.25e-5, torso="nature", hidden_sizes=(), noisy_hidden=512, checkpoint_interval=250_000,
              eval_interval=250_000, eval_epsilon=0.001)
-# van Hasselt et al. (2019), Table 1 (data-efficient Rainbow): an update every step, 20-step returns, a
+# van Hasselt et al. (2019), their hyper-parameter table (data-efficient Rainbow): an update every step, 20-step returns, a
 # target update every 2,000 updates, learning from 1,600 steps, lr 1e-4, sigma0 0.1, a smaller CNN.
 ATARI100K = dict(total_timesteps=100_000, buffer_size=100_000, learning_starts=1_600, train_frequency=1,
                  batch_size=32, n_step=20, target_network_frequency=2_000, v_min=-10.0, v_max=10.0,
@@ -316,8 +316,12 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
         hparams["eps"] = cfg.adam_eps
     if cfg.rmsprop_alpha is not None:
         hparams.update(alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
-    if optim.accepts(cfg.optimizer, "foreach"):
-        hparams["foreach"] = True  # torch's default on CUDA only; on the CPU a quarter faster for these small tensors
+    # torch's fused kernels (Adam, AdamW, SGD, Adagrad) run on the CPU too: Adam's step over the Atari
+    # network's 6.8M parameters takes 5.6 ms fused, 26 ms foreach and 34 ms per tensor (2 cores).
+    if optim.accepts(cfg.optimizer, "fused") and cfg.optimizer.lower() != "sharedadam":
+        hparams["fused"] = True
+    elif optim.accepts(cfg.optimizer, "foreach"):
+        hparams["foreach"] = True
     try:
         return optim.build(cfg.optimizer, params, **hparams)
     except ValueError as e:

@@ -6,8 +6,10 @@ time to draw a prioritized batch of 32 out of 1M entries.
 Each agent is its real trainer (`python -m agents.rainbow` / `agents.dqn`, atari presets, a 100k
 replay so the memory's pages stay few) run in a subprocess one after the other; the figure is the
 trainer's own "steps/s after learning starts" line: acting, env steps, replay and every update
-(Rainbow: one every 4 steps with its 3 forward passes, noise draws and priority updates; DQN: one
-every 4 steps). The sum tree is timed alone: stratified draws of 32 over 1M positive leaves, their
+(Rainbow: its network acts at every step, and an update every 4 steps makes 3 forward passes, noise
+draws and priority updates; DQN: an update every 4 steps, and its network acts at epsilon 0.1 from
+the first update on, its level for most of a run, rather than at the nearly 1.0 of the first steps
+of its 1M-step anneal, when it hardly runs the network to act). The sum tree is timed alone: stratified draws of 32 over 1M positive leaves, their
 probabilities and importance weights, and the batch priority update that follows.
 Last line: `rainbow_sps=... dqn_sps=... ratio=... sumtree_sample_us=... sumtree_update_us=...`.
 """
@@ -29,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from agents.replay import SumTree  # noqa: E402
 
 
-def trainer_sps(module: str, args: argparse.Namespace) -> float:
+def trainer_sps(module: str, args: argparse.Namespace, *extra: str) -> float:
     with tempfile.TemporaryDirectory() as logdir:
-        cmd = [sys.executable, "-m", module, "--env", "Breakout", "--total-timesteps",
+        cmd = [sys.executable, "-m", module, *extra, "--env", "Breakout", "--total-timesteps",
                str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
                "--buffer-size", "100000", "--eval-interval", "0", "--checkpoint-interval", "0",
                "--device", args.device, "--logdir", logdir, "--seed", "1"]
@@ -73,7 +75,7 @@ def main() -> None:
     print(f"sum tree, 1M leaves: draw 32 (stratified, with weights) {sample_us:.1f} us, update 32 {update_us:.1f} us")
     rainbow = trainer_sps("agents.rainbow", args)
     print(f"Rainbow (atari preset): {rainbow:.1f} steps/s after learning starts")
-    dqn = trainer_sps("agents.dqn", args)
+    dqn = trainer_sps("agents.dqn", args, "--exploration-steps", "1")
     print(f"DQN (atari preset):     {dqn:.1f} steps/s after learning starts")
     print(f"rainbow_sps={rainbow:.1f} dqn_sps={dqn:.1f} ratio={rainbow / dqn:.2f} "
           f"sumtree_sample_us={sample_us:.1f} sumtree_update_us={update_us:.1f}")

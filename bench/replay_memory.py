@@ -59,15 +59,18 @@ def main() -> None:
         prioritized.add(obs, action, reward, terminated, info["episode_end"])
         t_add_prioritized += time.perf_counter() - t0
         obs = next_obs
-    t0 = time.perf_counter()
-    for _ in range(200):
+    # interleaved, so that neither memory is timed in a warmer or colder stretch than the other
+    t_sample = t_prioritized = 0.0
+    for i in range(500):
+        t0 = time.perf_counter()
         memory.sample(32, rng)
-    t_sample = (time.perf_counter() - t0) / 200
-    t0 = time.perf_counter()
-    for _ in range(200):
+        t1 = time.perf_counter()
         batch = prioritized.sample(32, rng, beta=0.4)
         prioritized.update_priorities(batch["index"], batch["rewards"].abs() + 0.1)
-    t_prioritized = (time.perf_counter() - t0) / 200
+        t2 = time.perf_counter()
+        if i >= 100:  # warm-up left out
+            t_sample += (t1 - t0) / 400
+            t_prioritized += (t2 - t1) / 400
     print(f"uniform:     add {t_add / args.fill * 1e6:.1f} us/step   sample(32) {t_sample * 1e3:.2f} ms/batch")
     print(f"prioritized: add {t_add_prioritized / args.fill * 1e6:.1f} us/step   sample(32) 3-step + priority update "
           f"{t_prioritized * 1e3:.2f} ms/batch")

@@ -160,6 +160,8 @@ END_TO_END = [
     ("agents.dqn", ["--env", "CartPole-v1", "--hidden-sizes", "60000", "60000"], "parameters"),
     ("agents.dqn", ["--env", "LunarLander-v3"], "pip install"),
     ("agents.dqn", ["--env", "CartPole-v1", "--optimizer", "lbfgs"], "closure"),
+    ("agents.rainbow", ["--env", "CartPole-v1", "--v-min", "5", "--v-max", "1"], "--v-min"),
+    ("agents.rainbow", ["--env", "CartPole-v1", "--preset", "atari100k"], "--preset"),
     ("gans.dcgan", ["--dataset", "ring8", "--g-lr", "nan"], "--g-lr"),
     ("gans.dcgan", ["--dataset", "ring8", "--g-width", "1000000"], "parameters"),
 ]
