@@ -312,7 +312,6 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     progress = Progress(cfg.total_timesteps, initial=global_step)
     milestones = lifecycle.Milestones(global_step, cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval)
     loss = q_mean = grad_norm = None
-    log_due = global_step + cfg.log_interval  # the next log, whose round of updates measures the gradient norm
     with checkpoint.StopSignal() as stop:
         while global_step < cfg.total_timesteps and not stop:
             epsilon = epsilon_at(global_step, cfg, exploration_origin)  # after --resume: the restored schedule
@@ -330,7 +329,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 update_debt += cfg.num_envs
                 while update_debt >= cfg.train_frequency:
                     update_debt -= cfg.train_frequency
-                    log_soon = global_step + cfg.train_frequency > log_due
+                    log_soon = global_step + cfg.train_frequency > milestones.next_due("log")  # measure the norm
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
                         loss, q_mean = td_loss(q_net, target_net, batch, cfg.gamma)
@@ -348,7 +347,6 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 target_net.load_state_dict(q_net.state_dict())
 
             if milestones.due("log", global_step):
-                log_due = global_step + cfg.log_interval
                 sps = milestones.steps_per_second(global_step)
                 run.scalars({"charts/SPS": sps, "charts/epsilon": epsilon,
                              "charts/learning_rate": optimizer.param_groups[0]["lr"]}, global_step)
@@ -371,7 +369,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 save("checkpoint.pt")
 
         env.close()
-        video = (lambda path: evaluate(cfg, q_net, device, episodes=1, video=path)[0]) if cfg.capture_video else None
+        video = (lambda path, stop: evaluate(cfg, q_net, device, 1, path, stop)) if cfg.capture_video else None
         return lifecycle.finish(global_step, stop, save, q_net.parameters(), folder, progress, run, milestones, video)
 
 

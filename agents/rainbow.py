@@ -90,7 +90,8 @@ class Config(RunConfig):
     """sigma0 of the noisy layers' factorised noise (initial sigma = sigma0 / sqrt(inputs)). Preset atari
     0.5 (Fortunato et al. 2018, Hessel et al. 2018); atari100k 0.1; classic 0.5."""
     priority_alpha: float = 0.5
-    """Prioritization exponent: transitions drawn with probability p^alpha / sum p^alpha."""
+    """Prioritization exponent in [0, 1]: transitions drawn with probability p^alpha / sum p^alpha. After
+    --resume the refilled memory's priorities start afresh (at 1, then the largest loss seen)."""
     priority_beta: float = 0.4
     """Importance-sampling exponent at learning_starts, annealed linearly to 1 at total_timesteps."""
     optimizer: str = "adam"
@@ -155,8 +156,8 @@ PRESETS = {"atari": ATARI, "atari100k": ATARI100K, "classic": CLASSIC}
 TORSOS = ("nature", "data-efficient")
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "preset", "hidden_sizes", "noisy_hidden", "torso", "num_atoms", "v_min", "v_max",
-                   "optimizer")
+FIXED_ON_RESUME = ("env", "preset", "hidden_sizes", "noisy_hidden", "noisy_sigma", "torso", "num_atoms", "v_min",
+                   "v_max", "optimizer")
 
 
 def preset_name(cfg: Config) -> str:
@@ -177,12 +178,15 @@ def prepare(cfg: Config) -> Config:
                        "batch_size", "n_step", "target_network_frequency", "noisy_hidden", "log_interval",
                        "eval_episodes", "learning_rate")
     lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "max_grad_norm",
-                           "noisy_sigma", "priority_alpha")
-    lifecycle.in_unit_interval(cfg, "gamma", "priority_beta", "eval_epsilon", "sticky_actions")
+                           "noisy_sigma")
+    lifecycle.in_unit_interval(cfg, "gamma", "priority_alpha", "priority_beta", "eval_epsilon", "sticky_actions")
     if cfg.torso not in TORSOS:
         fail(f"--torso must be one of {', '.join(TORSOS)} (got {cfg.torso!r})")
     if not 2 <= cfg.num_atoms <= 1024:
         fail(f"--num-atoms must be between 2 and 1,024 (got {cfg.num_atoms})")
+    if cfg.batch_size * cfg.num_atoms ** 2 > 1 << 28:  # the projection's (batch, atoms, atoms) shares
+        fail(f"--batch-size {cfg.batch_size} with --num-atoms {cfg.num_atoms}: the C51 projection would take "
+             f"{cfg.batch_size * cfg.num_atoms ** 2 * 4 / 2**30:.1f} GiB (at most 1 GiB: batch x atoms^2 <= 2^28)")
     if not cfg.v_min < cfg.v_max:
         fail(f"--v-min {cfg.v_min} must be below --v-max {cfg.v_max}")
     try:
@@ -459,7 +463,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 save("checkpoint.pt")
 
         env.close()
-        video = (lambda path: evaluate(cfg, net, support, device, episodes=1, video=path)[0]) if cfg.capture_video else None
+        video = (lambda path, stop: evaluate(cfg, net, support, device, 1, path, stop)) if cfg.capture_video else None
         return lifecycle.finish(global_step, stop, save, net.parameters(), folder, progress, run, milestones, video)
 
 

@@ -166,6 +166,9 @@ class UniformSampler:
     def added(self, slot: int) -> None:
         pass
 
+    def rebuild(self) -> None:
+        pass
+
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float | None = None):
         """(slots, envs, None): no importance weights."""
         lo, hi = self._range()
@@ -270,6 +273,15 @@ class PrioritizedSampler:
             values.append(self.pending[ready] * s.valid[ready])
         self.tree.set(np.concatenate(index), np.concatenate(values))
 
+    def rebuild(self) -> None:
+        """After the storage was loaded from a state dict: every sampleable slot in the tree at the
+        largest priority seen (1 if none), as new transitions enter."""
+        s, E = self.storage, self.storage.num_envs
+        self.pending[:] = self.max_priority ** self.alpha
+        slots = s.ages_to_slots(np.arange(s.frame_stack - 1, s.size - self.n))
+        self.tree.nodes[:] = 0
+        self.tree.set((slots[:, None] * E + np.arange(E)).ravel(), (self.pending[slots] * s.valid[slots]).ravel())
+
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float):
         """(slots, envs, importance weights)."""
         total = self.tree.total
@@ -303,15 +315,20 @@ def for_env(env, capacity: int, num_envs: int, device: torch.device, **options) 
     space = env.single_observation_space
     stacked = len(space.shape) == 3
     per_obs = int(np.prod(space.shape[1:] if stacked else space.shape)) * np.dtype(space.dtype).itemsize
-    per_transition = per_obs + 16 + (20 if options.get("prioritized") else 0)  # + actions, rewards, flags, tree
+    per_action = 8 if hasattr(env.single_action_space, "n") else 4 * int(np.prod(env.single_action_space.shape))
+    per_transition = per_obs + per_action + 8 + (20 if options.get("prioritized") else 0)  # + reward, flags, tree
     need = capacity * per_transition
     if need > lifecycle.physical_memory():
         fail(f"--buffer-size {capacity:,}: the replay memory would take {need / 2**30:,.1f} GiB when full, "
              f"more than this machine's {lifecycle.physical_memory() / 2**30:,.1f} GiB")
-    num_actions = int(env.single_action_space.n)
+    actions = env.single_action_space
+    if hasattr(actions, "n"):  # discrete: one index, a byte where it fits
+        action_shape, action_dtype = (), np.uint8 if int(actions.n) < 256 else np.int64
+    else:  # Box: float32 vectors
+        action_shape, action_dtype = actions.shape, np.float32
     try:
         return ReplayMemory(capacity, num_envs, space.shape, space.dtype, frame_stack=space.shape[0] if stacked else 1,
-                            action_dtype=np.uint8 if num_actions < 256 else np.int64, device=device, **options)
+                            action_shape=action_shape, action_dtype=action_dtype, device=device, **options)
     except ValueError as e:
         fail(f"--buffer-size {capacity:,}: {e}")
 
@@ -363,6 +380,15 @@ class ReplayMemory:
 
     def add(self, obs, action, reward, terminated, episode_end) -> None:
         self.sampler.added(self.storage.add(obs, action, reward, terminated, episode_end))
+
+    def state_dict(self) -> dict:
+        """The storage's contents (priorities are not kept: `load_state_dict` gives every transition
+        the largest priority, as new ones get)."""
+        return self.storage.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.storage.load_state_dict(state)
+        self.sampler.rebuild()
 
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 1.0) -> dict[str, torch.Tensor]:
         slots, envs, weights = self.sampler.sample(batch_size, rng, beta)

@@ -400,6 +400,10 @@ class Milestones:
         self._next[name] += self._every[name]
         return True
 
+    def next_due(self, name: str) -> float:
+        """The step at which `name` next falls due (inf: never)."""
+        return self._next[name]
+
     def steps_per_second(self, step: int) -> float:
         """Since the previous call (or the start)."""
         now = time.time()
@@ -447,25 +451,30 @@ def diverged(what: str, step: int, folder: Path, progress, run) -> NoReturn:
 
 
 def finish(step: int, stop, save: Callable[[str], Path], params, folder: Path, progress, run,
-           milestones: Milestones, video: Callable[[Path], float] | None = None) -> Path:
+           milestones: Milestones, video: Callable[[Path, Any], list[float]] | None = None) -> Path:
     """The end of a step-counting run, inside its StopSignal block: refuse to save non-finite weights,
-    save checkpoint.pt and, unless a signal stopped the run (then `stopped()` exits), final.pt; print
-    steps/s since the first update; play one episode into the run's videos/ with `video` (which
-    returns its score); close the run. Returns final.pt."""
+    save checkpoint.pt and final.pt, print steps/s since the first update (evaluations left out), play
+    one episode into the run's videos/ with `video(path, stop)` (which returns its score, or nothing
+    if a signal cut it short), close the
+    run and return final.pt. A signal before final.pt is written, or during the video, ends it there
+    with `stopped()`."""
     if not finite(params):
         diverged("non-finite weights", step, folder, progress, run)
     progress.close()
     path = save("checkpoint.pt")
-    if stop:
-        run.close()
-        stopped(stop.received, step, path)
-    path = save("final.pt")
-    sps = milestones.training_sps(step)
-    if sps is not None:
-        print(f"steps/s after learning starts: {sps:.1f}", file=sys.stderr)
-    if video is not None:
-        run.scalar("eval/video_episodic_return", video(folder / "videos" / f"step{step}.mp4"), step)
+    if not stop:
+        path = save("final.pt")
+    if not stop:
+        sps = milestones.training_sps(step)
+        if sps is not None:
+            print(f"steps/s after learning starts: {sps:.1f}", file=sys.stderr)
+    if video is not None and not stop:
+        scores = video(folder / "videos" / f"step{step}.mp4", stop)
+        if scores and not stop:
+            run.scalar("eval/video_episodic_return", scores[0], step)
     run.close()
+    if stop:
+        stopped(stop.received, step, path)
     print(f"run folder: {folder}", file=sys.stderr)
     return path
 

@@ -219,6 +219,13 @@ def test_storage_state_dict_round_trip():
     assert (copy.pos, copy.size) == (memory.storage.pos, memory.storage.size)
     with pytest.raises(ValueError):
         ReplayStorage(500, 2, (5,), np.float32).load_state_dict(state)
+    # a prioritized memory loaded from it samples exactly the sampleable slots
+    prioritized = ReplayMemory(500, 2, (4,), np.float32, n_step=3, prioritized=True)
+    prioritized.load_state_dict(state)
+    slots, env_ids = sampleable(prioritized.storage, n=3)
+    tree = prioritized.sampler.tree
+    assert set(np.flatnonzero(tree.get(np.arange(500)) > 0)) == set(slots * 2 + env_ids)
+    assert tree.total == pytest.approx(len(slots))
 
 
 def test_too_small_capacity_is_an_error():
