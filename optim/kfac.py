@@ -334,6 +334,12 @@ class KFAC:
         self._by_module = {layer.helper.module: layer for layer in self.layers.values()}
         self._capturing = False
 
+    @property
+    def factors_due(self) -> bool:
+        """Whether the next `step()` updates the factors: only then does a capture record anything, so
+        a trainer can skip the extra Fisher backward on the other steps."""
+        return self.steps % self.factor_update_freq == 0
+
     # ---- capture ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -352,7 +358,7 @@ class KFAC:
             yield self
             return
         handles = []
-        if self.steps % self.factor_update_freq == 0:
+        if self.factors_due:
             forward_hook = self._forward_hook()
             for module in self._by_module:
                 handles.append(module.register_forward_hook(forward_hook))

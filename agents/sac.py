@@ -1,0 +1,508 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications") with a K-FAC
+preconditioner.
+
+    python -m agents.sac --env HalfCheetah                    # K-FAC over Adam (the default)
+    python -m agents.sac --env HalfCheetah --optimizer adam   # plain SAC: the baseline
+    python -m agents.sac --env Pendulum-v1                    # preset classic: 15k steps
+    python -m agents.sac --eval runs/HalfCheetah-v5__sac__1__1700000000/final.pt
+
+Twin Q critics with Polyak-averaged targets, a tanh-squashed Gaussian actor, and the entropy
+temperature alpha tuned towards a target entropy of -|A|; one update of each per env step. With
+`--optimizer kfac` (the default) optim.KFAC preconditions the critics' and the actor's gradients
+before a base optimizer (Adam, lr 3e-4) steps: the critics' factors come from a Gaussian read of their
+outputs (targets sampled from N(Q, 1), ACKTR's critic Fisher), the actor's from the log-likelihood
+of actions sampled from its own pre-tanh Gaussian, both recorded only inside their own capture, so
+the actor's loss, which flows through the critics, never feeds the critics' factors. Factors are
+updated every `--kfac-factor-interval` updates and their decompositions every
+`--kfac-inverse-interval`: the extra Fisher backward and the eigendecompositions are amortized.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Independent, Normal
+
+import gymnasium as gym
+
+import envs
+import optim
+from agents import env_setup, replay
+from agents.networks import MLP
+from common import checkpoint, device as devices, lifecycle
+from common.errors import fail
+from common.lifecycle import PresetInt, RunConfig
+from common.run import Progress
+from common.seeding import rng_state, seed_everything, set_rng_state
+from optim.kfac import KFAC, gaussian_fisher_loss, policy_fisher_loss
+
+
+@dataclass
+class Config(RunConfig):
+    """SAC. Fields that say "preset" take the value of the env family's preset unless typed: mujoco =
+    Haarnoja et al. (2018) and CleanRL's sac_continuous_action.py; classic = the same agent on a
+    15k-step budget for Pendulum-v1 and other small Box-action envs."""
+
+    env: str = "HalfCheetah"
+    """A gymnasium env with Box actions: `HalfCheetah`, `Hopper`, `Walker2d`, `Ant`, `Humanoid` (v5),
+    `Pendulum-v1`, ..."""
+    total_timesteps: PresetInt = None
+    """Environment steps. Preset mujoco 1,000,000; classic 15,000."""
+    num_envs: int = 1
+    """Parallel environments (one update per env step each)."""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """Step the envs in this process (sync) or one subprocess each (async)."""
+    buffer_size: int = 1_000_000
+    """Replay memory capacity in transitions (observations stored once, as float32)."""
+    learning_starts: PresetInt = None
+    """Steps of uniformly random actions before the first update (after --resume without a saved replay:
+    steps of the restored policy that refill it). Preset mujoco 5,000; classic 1,000."""
+    batch_size: int = 256
+    """Transitions per update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak averaging of the target critics per update."""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layers of the actor and of each critic."""
+    optimizer: str = "kfac"
+    """kfac (K-FAC preconditioning over --base-optimizer) or any name of optim's registry (adam, ...)."""
+    base_optimizer: str = "adam"
+    """With --optimizer kfac: the optimizer that steps on the preconditioned gradients."""
+    policy_lr: float = 3e-4
+    """Learning rate of the actor (Haarnoja et al.: 3e-4)."""
+    q_lr: float = 3e-4
+    """Learning rate of the critics and of alpha (Haarnoja et al.: 3e-4; CleanRL uses 1e-3)."""
+    autotune: bool = True
+    """Tune the entropy temperature alpha towards a target entropy of -|A|."""
+    alpha: float = 0.2
+    """The temperature when --no-autotune (its starting value is 1 with autotune, as CleanRL)."""
+    kfac_damping: float = 1e-3
+    """K-FAC's Tikhonov damping (added to the Kronecker-factored curvature)."""
+    kfac_factor_interval: int = 10
+    """Updates between refreshes of the K-FAC factors (each costs one extra Fisher backward)."""
+    kfac_inverse_interval: int = 100
+    """Updates between eigendecompositions of the factors."""
+    kfac_mode: Literal["eigen", "inverse"] = "inverse"
+    """eigen: the exact inverse of the damped Kronecker product; inverse: factored damping, cheaper."""
+    kfac_kl_clip: float = 0.0
+    """ACKTR's KL clip on the preconditioned step (0: off; with Adam as the base its per-coordinate
+    scaling bounds the step already)."""
+    checkpoint_interval: PresetInt = None
+    """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only at the end.
+    Preset mujoco 50,000; classic 5,000."""
+    save_replay: bool = False
+    """Put the replay memory in checkpoints too (up to 1M transitions of float32 observations), so that
+    --resume continues without refilling it."""
+    log_interval: int = 1_000
+    """Environment steps between logged losses (each log costs one host-device sync)."""
+    eval_interval: PresetInt = None
+    """Environment steps between evaluations during training (--eval-episodes with the deterministic
+    policy, logged as eval/episodic_return; best.pt keeps the best); 0: none. Preset mujoco 50,000;
+    classic 5,000."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, during training and with --eval."""
+    capture_video: bool = False
+    """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
+
+
+MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
+CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
+PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "base_optimizer", "kfac_mode", "autotune")
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
+
+
+def preset_name(cfg: Config) -> str:
+    return "mujoco" if env_setup.family(cfg.env) == "mujoco" else "classic"
+
+
+def prepare(cfg: Config) -> Config:
+    """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
+    cfg = lifecycle.fill_preset(cfg, PRESETS[preset_name(cfg)])
+    cfg.hidden_sizes = tuple(cfg.hidden_sizes)
+    lifecycle.positive(cfg, "total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_lr", "q_lr",
+                       "kfac_factor_interval", "kfac_inverse_interval", "log_interval", "eval_episodes")
+    lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "alpha", "kfac_damping",
+                           "kfac_kl_clip")
+    lifecycle.in_unit_interval(cfg, "gamma", "tau")
+    for field in ("optimizer", "base_optimizer"):
+        name = getattr(cfg, field)
+        if field == "optimizer" and name.lower() == "kfac":
+            continue
+        try:
+            optim.check_drivable(name)
+        except ValueError as e:
+            fail(f"--{lifecycle.flag(field)}: {e}")
+    lifecycle.at_most(cfg, "num_envs", 1024, "one process steps them all")
+    lifecycle.at_most(cfg, "batch_size", 1 << 20, "a batch lives in memory at once")
+    lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
+    if not cfg.hidden_sizes or any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
+        fail(f"--hidden-sizes must be one or more layers of 1 to 65,536 units (got {cfg.hidden_sizes})")
+    if cfg.buffer_size < cfg.batch_size:
+        fail(f"--buffer-size {cfg.buffer_size} is smaller than --batch-size {cfg.batch_size}")
+    if cfg.buffer_size < 3 * cfg.num_envs:
+        fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} (at least {3 * cfg.num_envs})")
+    return cfg
+
+
+def announce(cfg: Config) -> str:
+    name = preset_name(cfg)
+    return lifecycle.describe_preset(name, PRESETS[name], cfg)
+
+
+class SoftQNetwork(nn.Module):
+    """Q(s, a): an MLP over the observation and the action, one output."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        self.body = MLP(obs_dim + act_dim, hidden)
+        self.head = nn.Linear(self.body.out_features, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(torch.cat([obs, action], dim=1))).squeeze(1)
+
+
+class Actor(nn.Module):
+    """A Gaussian over pre-tanh actions, squashed by tanh into the env's [-1, 1] Box (envs rescales)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        self.body = MLP(obs_dim, hidden)
+        self.mean = nn.Linear(self.body.out_features, act_dim)
+        self.log_std = nn.Linear(self.body.out_features, act_dim)
+
+    def distribution(self, obs: torch.Tensor) -> Independent:
+        h = self.body(obs)
+        # squashed into [LOG_STD_MIN, LOG_STD_MAX] smoothly (as CleanRL and Spinning Up's SAC)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(self.log_std(h)) + 1)
+        return Independent(Normal(self.mean(h), log_std.exp()), 1)
+
+    def sample(self, obs: torch.Tensor, dist: Independent | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action and its log-probability under the squashed Gaussian: log N(u) -
+        sum log(1 - tanh(u)^2) (Haarnoja et al. 2018, appendix C), in the stable form
+        2 (log 2 - u - softplus(-2u))."""
+        dist = self.distribution(obs) if dist is None else dist
+        u = dist.rsample()
+        log_prob = dist.log_prob(u) - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(dim=1)
+        return torch.tanh(u), log_prob
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mean(self.body(obs)))
+
+
+class Critics(nn.Module):
+    """The twin critics, one module so that one K-FAC and one optimizer cover both."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        self.qf1 = SoftQNetwork(obs_dim, act_dim, hidden)
+        self.qf2 = SoftQNetwork(obs_dim, act_dim, hidden)
+
+    def forward(self, obs, action):
+        return self.qf1(obs, action), self.qf2(obs, action)
+
+
+def make_optimizer(cfg: Config, params, lr: float, what: str) -> torch.optim.Optimizer:
+    name = cfg.base_optimizer if cfg.optimizer.lower() == "kfac" else cfg.optimizer
+    hparams = {"lr": lr}
+    # torch's fused kernels run on the CPU too, a few times faster than per-tensor steps
+    if optim.accepts(name, "fused") and name.lower() != "sharedadam":
+        hparams["fused"] = True
+    try:
+        return optim.build(name, params, **hparams)
+    except ValueError as e:
+        fail(f"--optimizer ({what}): {e}")
+
+
+class Preconditioners:
+    """K-FAC over the critics and over the actor (or, with a plain optimizer, nothing: every method
+    is then a no-op), with the Fisher losses that feed their factors."""
+
+    def __init__(self, cfg: Config, critics: Critics, actor: Actor):
+        self.enabled = cfg.optimizer.lower() == "kfac"
+        if not self.enabled:
+            return
+        options = dict(damping=cfg.kfac_damping, factor_update_freq=cfg.kfac_factor_interval,
+                       inv_update_freq=cfg.kfac_inverse_interval, mode=cfg.kfac_mode,
+                       kl_clip=cfg.kfac_kl_clip or None)
+        self.critics = KFAC(critics, lr=cfg.q_lr, **options)
+        self.actor = KFAC(actor, lr=cfg.policy_lr, **options)
+
+    def critic_fisher(self, critics: Critics, obs, actions):
+        """Both critics' Q(s, a), and when the critics' factors are due, their Gaussian Fisher
+        backward inside the critics' capture (its gradients are then cleared)."""
+        if not (self.enabled and self.critics.factors_due):
+            return critics(obs, actions)
+        with self.critics.capture():
+            q1, q2 = critics(obs, actions)
+            (gaussian_fisher_loss(q1) + gaussian_fisher_loss(q2)).backward(retain_graph=True)
+        critics.zero_grad(set_to_none=True)
+        return q1, q2
+
+    def actor_fisher(self, actor: Actor, obs):
+        """The actor's distribution at `obs`, and when its factors are due, the log-likelihood of its
+        own sampled (pre-tanh) actions backpropagated inside the actor's capture."""
+        if not (self.enabled and self.actor.factors_due):
+            return actor.distribution(obs)
+        with self.actor.capture():
+            dist = actor.distribution(obs)
+            policy_fisher_loss(dist).backward(retain_graph=True)
+        actor.zero_grad(set_to_none=True)
+        return dist
+
+    def step_critics(self):
+        if self.enabled:
+            self.critics.step()
+
+    def step_actor(self):
+        if self.enabled:
+            self.actor.step()
+
+    def state_dict(self) -> dict:
+        return {"critics": self.critics.state_dict(), "actor": self.actor.state_dict()} if self.enabled else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.enabled:
+            self.critics.load_state_dict(state["critics"])
+            self.actor.load_state_dict(state["actor"])
+
+
+def make_env(cfg: Config, num_envs: int, render: bool = False):
+    return env_setup.make_env("SAC", cfg.env, num_envs, actions=(gym.spaces.Box,), render=render,
+                              vector_mode=cfg.vector_mode)
+
+
+def make_networks(cfg: Config, env, device: torch.device) -> tuple[Actor, Critics]:
+    obs_dim = int(np.prod(env.single_observation_space.shape))
+    act_dim = int(np.prod(env.single_action_space.shape))
+    # actor, critics, target critics, gradients and two optimizer states
+    lifecycle.fits_in_memory(lambda: Critics(obs_dim, act_dim, cfg.hidden_sizes), copies=6,
+                             what=f"the critics (--hidden-sizes {cfg.hidden_sizes})")
+    try:
+        return Actor(obs_dim, act_dim, cfg.hidden_sizes).to(device), Critics(obs_dim, act_dim, cfg.hidden_sizes).to(device)
+    except (RuntimeError, MemoryError) as e:
+        fail(f"cannot build the networks {cfg.hidden_sizes}: {str(e).splitlines()[0][:160]}")
+
+
+def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Critics, kfac: Preconditioners,
+           q_opt, actor_opt, log_alpha: torch.Tensor, alpha_opt, target_entropy: float) -> dict:
+    """One SAC update of the critics, the actor, alpha and the target critics; returns the losses as
+    tensors (read back only when logged)."""
+    alpha = log_alpha.exp().detach() if cfg.autotune else torch.tensor(cfg.alpha)
+    with torch.no_grad():
+        next_action, next_log_prob = actor.sample(batch["next_obs"])
+        next_q = torch.min(*target(batch["next_obs"], next_action)) - alpha * next_log_prob
+        y = batch["rewards"] + batch["discounts"] * (~batch["terminated"]).float() * next_q
+
+    q1, q2 = kfac.critic_fisher(critics, batch["obs"], batch["actions"])
+    qf1_loss, qf2_loss = F.mse_loss(q1, y), F.mse_loss(q2, y)
+    q_opt.zero_grad(set_to_none=True)
+    (qf1_loss + qf2_loss).backward()
+    kfac.step_critics()
+    q_opt.step()
+
+    dist = kfac.actor_fisher(actor, batch["obs"])
+    action, log_prob = actor.sample(batch["obs"], dist)
+    # Through the critics (outside their capture: their factors see nothing of it), into the actor's
+    # parameters only: the critics' weight gradients are neither computed nor left behind.
+    actor_loss = (alpha * log_prob - torch.min(*critics(batch["obs"], action))).mean()
+    actor_opt.zero_grad(set_to_none=True)
+    actor_loss.backward(inputs=list(actor.parameters()))
+    kfac.step_actor()
+    actor_opt.step()
+
+    out = {"qf1_loss": qf1_loss.detach(), "qf2_loss": qf2_loss.detach(), "actor_loss": actor_loss.detach(),
+           "alpha": alpha, "q_values": q1.detach().mean()}
+    if cfg.autotune:
+        alpha_loss = (-log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
+        alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        alpha_opt.step()
+        out["alpha_loss"] = alpha_loss.detach()
+
+    with torch.no_grad():
+        params, targets = list(critics.parameters()), list(target.parameters())
+        torch._foreach_lerp_(targets, params, cfg.tau)
+    return out
+
+
+def act(actor: Actor, obs: np.ndarray, device: torch.device, deterministic: bool) -> np.ndarray:
+    with torch.no_grad():
+        obs = torch.as_tensor(obs, device=device, dtype=torch.float32)
+        action = actor.deterministic(obs) if deterministic else actor.sample(obs)[0]
+    return action.cpu().numpy()
+
+
+def train(cfg: Config, saved: dict | None = None) -> Path:
+    """Train, log to TensorBoard, evaluate and checkpoint; returns the final checkpoint's path.
+
+    `saved`: the checkpoint at `cfg.resume`, already loaded, to continue from."""
+    device = devices.pick(cfg.device)
+    rng = seed_everything(cfg.seed)
+    env = make_env(cfg, cfg.num_envs)
+    actor, critics = make_networks(cfg, env, device)
+    target = copy.deepcopy(critics)  # outside any capture: no K-FAC hooks come along
+    target.requires_grad_(False)
+    kfac = Preconditioners(cfg, critics, actor)
+    q_opt = make_optimizer(cfg, critics.parameters(), cfg.q_lr, "critics")
+    actor_opt = make_optimizer(cfg, actor.parameters(), cfg.policy_lr, "actor")
+    act_dim = int(np.prod(env.single_action_space.shape))
+    target_entropy = -float(act_dim)
+    log_alpha = torch.zeros(1, device=device, requires_grad=True)
+    alpha_opt = torch.optim.Adam([log_alpha], lr=cfg.q_lr)
+    rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device, gamma=cfg.gamma)
+    if not saved:
+        print(announce(cfg), file=sys.stderr)
+
+    global_step, learning_starts, best = 0, cfg.learning_starts, -math.inf
+    if saved:
+        try:
+            actor.load_state_dict(saved["actor"])
+            critics.load_state_dict(saved["critics"])
+            target.load_state_dict(saved["target"])
+            q_opt.load_state_dict(saved["q_optimizer"])
+            actor_opt.load_state_dict(saved["actor_optimizer"])
+            kfac.load_state_dict(saved["kfac"])
+            with torch.no_grad():
+                log_alpha.copy_(saved["log_alpha"])
+            alpha_opt.load_state_dict(saved["alpha_optimizer"])
+            global_step, best = saved["global_step"], saved.get("best_eval", -math.inf)
+            set_rng_state(saved["rng"], rng)
+            if "replay" in saved:
+                rb.load_state_dict(saved["replay"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+        if "replay" in saved:
+            learning_starts = 0
+            print(f"resuming {Path(cfg.resume).parent} at step {global_step} with its replay memory "
+                  f"({rb.storage.size * cfg.num_envs:,} transitions)", file=sys.stderr)
+        else:
+            learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
+            print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
+                  f"{cfg.learning_starts} steps", file=sys.stderr)
+    folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "sac", global_step if saved else None)
+    evaluations = lifecycle.BestCheckpoint(run, best)
+
+    def save(name: str) -> Path:
+        state = {
+            "config": dataclasses.asdict(cfg),
+            "actor": actor.state_dict(),
+            "critics": critics.state_dict(),
+            "target": target.state_dict(),
+            "q_optimizer": q_opt.state_dict(),
+            "actor_optimizer": actor_opt.state_dict(),
+            "kfac": kfac.state_dict(),
+            "log_alpha": log_alpha.detach(),
+            "alpha_optimizer": alpha_opt.state_dict(),
+            "global_step": global_step,
+            "best_eval": evaluations.best,
+            "rng": rng_state(rng),
+        }
+        if cfg.save_replay:
+            state["replay"] = rb.state_dict()
+        return checkpoint.save(folder / name, state, kind="sac")
+
+    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step))
+    env.action_space.seed(lifecycle.derived_seed(cfg.seed, global_step + 1))
+    progress = Progress(cfg.total_timesteps, initial=global_step)
+    milestones = lifecycle.Milestones(global_step, cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval)
+    losses = None
+    with checkpoint.StopSignal() as stop:
+        while global_step < cfg.total_timesteps and not stop:
+            if global_step < learning_starts and not saved:
+                actions = env.action_space.sample()  # uniform random warm-up (a resumed run refills with its policy)
+            else:
+                actions = act(actor, obs, device, deterministic=False)
+            next_obs, rewards, terminated, truncated, info = env.step(actions)
+            rb.add(obs, actions, rewards, terminated, info["episode_end"])
+            obs = next_obs
+            global_step += cfg.num_envs
+            for ret, length in envs.finished_episodes(info):
+                run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, global_step)
+                progress.episode(ret)
+
+            if global_step > learning_starts and rb.can_sample:
+                milestones.updates_began(global_step)
+                for _ in range(cfg.num_envs):  # one update per env step
+                    batch = rb.sample(cfg.batch_size, rng)
+                    losses = update(cfg, batch, actor, critics, target, kfac, q_opt, actor_opt, log_alpha,
+                                    alpha_opt, target_entropy)
+
+            if milestones.due("log", global_step):
+                sps = milestones.steps_per_second(global_step)
+                run.scalars({"charts/SPS": sps}, global_step)
+                if losses is not None:
+                    values = {f"losses/{k}": float(v) for k, v in losses.items()}
+                    if kfac.enabled:
+                        # the last update's preconditioned actor and critic steps, before the base optimizer
+                        values["losses/kfac_update_norm"] = float(optim.clip.grad_norm(
+                            [p for p in [*critics.parameters(), *actor.parameters()] if p.grad is not None]))
+                        values["losses/kfac_damping"] = cfg.kfac_damping
+                    if not all(math.isfinite(v) for v in values.values()):
+                        lifecycle.diverged(f"qf1_loss={values['losses/qf1_loss']}", global_step, folder, progress, run)
+                    run.scalars(values, global_step)
+                progress.update(global_step, sps)
+            if milestones.due("eval", global_step):
+                with milestones.paused():
+                    scores = evaluate(cfg, actor, device, cfg.eval_episodes, stop=stop)
+                if not stop:  # a signal cut it short: no score to record
+                    evaluations.record(scores, global_step, save)
+            if milestones.due("checkpoint", global_step):
+                if not lifecycle.finite([*actor.parameters(), *critics.parameters()]):
+                    lifecycle.diverged("non-finite weights", global_step, folder, progress, run)
+                save("checkpoint.pt")
+
+        env.close()
+        video = (lambda path, stop: evaluate(cfg, actor, device, 1, path, stop)) if cfg.capture_video else None
+        return lifecycle.finish(global_step, stop, save, [*actor.parameters(), *critics.parameters()], folder,
+                                progress, run, milestones, video)
+
+
+def evaluate(cfg: Config, actor: Actor, device: torch.device, episodes: int, video: Path | None = None,
+             stop=None) -> list[float]:
+    """Raw returns of `episodes` episodes of the deterministic policy tanh(mean) on envs of their own
+    (the same seeds every time)."""
+    env = make_env(cfg, min(episodes, 8), render=video is not None)
+    try:
+        return env_setup.play_episodes(env, lambda obs: act(actor, obs, device, deterministic=True), episodes,
+                                       cfg.seed, False, video, stop)
+    finally:
+        env.close()
+
+
+def run_eval(cfg: Config, saved: dict) -> list[float]:
+    """Play `cfg.eval_episodes` episodes with the policy in `saved` (the checkpoint at `cfg.eval`)."""
+    device = devices.pick(cfg.device)
+    env = make_env(cfg, 1)
+    actor, _ = make_networks(cfg, env, device)
+    env.close()
+    try:
+        actor.load_state_dict(saved["actor"])
+    except (RuntimeError, KeyError) as e:
+        fail(f"{cfg.eval}: the checkpoint's actor does not fit {cfg.env} ({str(e).splitlines()[0]})")
+    video = env_setup.eval_video(cfg.eval, cfg.capture_video)
+    return env_setup.report(cfg.env, evaluate(cfg, actor, device, cfg.eval_episodes, video), video)
+
+
+TRAINER = lifecycle.Trainer(
+    config_cls=Config, kind="sac", prog="python -m agents.sac", description=__doc__.split("\n")[0],
+    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+)
+
+
+def main(args: list[str] | None = None):
+    return lifecycle.main(TRAINER, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""SAC: learns Pendulum with K-FAC and with Adam, K-FAC's capture gating, and a HalfCheetah run that logs,
+checkpoints and resumes."""
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents import sac
+from common.events import read_scalars, scalar_tags
+
+
+def only_run(logdir: Path) -> Path:
+    runs = [p for p in logdir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def networks(optimizer="kfac"):
+    cfg = sac.prepare(sac.Config(env="Pendulum-v1", optimizer=optimizer, kfac_factor_interval=1))
+    torch.manual_seed(0)
+    actor, critics = sac.Actor(3, 1, cfg.hidden_sizes), sac.Critics(3, 1, cfg.hidden_sizes)
+    return cfg, actor, critics
+
+
+def factors(kfac):
+    return {name: (layer.A.clone(), layer.G.clone()) for name, layer in kfac.layers.items() if layer.A is not None}
+
+
+def test_actor_update_through_the_critics_leaves_their_factors_alone():
+    cfg, actor, critics = networks()
+    target = copy.deepcopy(critics)
+    kfac = sac.Preconditioners(cfg, critics, actor)
+    q_opt = sac.make_optimizer(cfg, critics.parameters(), cfg.q_lr, "critics")
+    actor_opt = sac.make_optimizer(cfg, actor.parameters(), cfg.policy_lr, "actor")
+    log_alpha = torch.zeros(1, requires_grad=True)
+    alpha_opt = torch.optim.Adam([log_alpha], lr=cfg.q_lr)
+    batch = {"obs": torch.randn(64, 3), "next_obs": torch.randn(64, 3), "actions": torch.rand(64, 1) * 2 - 1,
+             "rewards": torch.randn(64), "terminated": torch.zeros(64, dtype=torch.bool),
+             "discounts": torch.full((64,), 0.99)}
+    for _ in range(2):
+        sac.update(cfg, batch, actor, critics, target, kfac, q_opt, actor_opt, log_alpha, alpha_opt, -1.0)
+        # The critics' step folded their capture into the factors and emptied the accumulators; the
+        # actor's update that followed ran its loss through both critics, outside their capture, and
+        # left nothing there for the next factor update.
+        for name, layer in kfac.critics.layers.items():
+            assert layer.A is not None and (layer._a_count, layer._g_count) == (0, 0), name
+        for name, layer in kfac.actor.layers.items():
+            assert layer.A is not None and (layer._a_count, layer._g_count) == (0, 0), name
+    assert len(kfac.critics.layers) == 6 and len(kfac.actor.layers) == 4  # 3 per critic; body (2), mean, log_std
+    # and the critics' factors are the Gaussian Fisher's: G of a one-output head is E[g^2] ~ 1
+    for name in ("qf1.head", "qf2.head"):
+        assert 0.5 < kfac.critics.layers[name].G.item() < 2.0
+
+
+def test_targets_carry_no_hooks_and_actor_loss_leaves_no_critic_gradients():
+    cfg, actor, critics = networks()
+    kfac = sac.Preconditioners(cfg, critics, actor)
+    target = copy.deepcopy(critics)  # as train() makes it: before any capture
+    obs, actions = torch.randn(8, 3), torch.rand(8, 1)
+    kfac.critic_fisher(critics, obs, actions)  # a capture opened and closed on the critics
+    later = copy.deepcopy(critics)
+    for copied in (target, later):
+        assert all(not m._forward_hooks and not m._backward_hooks for m in copied.modules())
+    # the target's forwards and backwards, inside a capture of the critics, feed nothing
+    counts = {n: layer._a_count for n, layer in kfac.critics.layers.items()}
+    with kfac.critics.capture():
+        torch.min(*target(obs, actions)).sum().backward()
+    assert {n: layer._a_count for n, layer in kfac.critics.layers.items()} == counts
+    critics.zero_grad(set_to_none=True)
+    obs = torch.randn(8, 3)
+    action, log_prob = actor.sample(obs)
+    (log_prob - critics(obs, action)[0]).mean().backward(inputs=list(actor.parameters()))
+    assert all(p.grad is None for p in critics.parameters())
+    assert all(p.grad is not None for p in actor.parameters())
+
+
+def test_squashed_log_prob_matches_change_of_variables():
+    _, actor, _ = networks("adam")
+    obs = torch.randn(5, 3)
+    dist = actor.distribution(obs)
+    torch.manual_seed(3)
+    action, log_prob = actor.sample(obs, dist)
+    torch.manual_seed(3)
+    u = dist.rsample()
+    expected = dist.log_prob(u) - torch.log(1 - torch.tanh(u) ** 2).sum(1)
+    torch.testing.assert_close(log_prob, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(action, torch.tanh(u))
+
+
+@pytest.mark.parametrize("optimizer", ["kfac", "adam"])
+def test_sac_learns_pendulum(optimizer, tmp_path):
+    """The final checkpoint of the classic preset (15k steps), evaluated with the deterministic policy."""
+    sac.main(["--env", "Pendulum-v1", "--optimizer", optimizer, "--seed", "1", "--logdir", str(tmp_path)])
+    run = only_run(tmp_path)
+    scores = sac.main(["--eval", str(run / "final.pt"), "--eval-episodes", "10"])
+    # random play scores about -1,200; -250 is a pendulum swung up and held from every start
+    assert np.mean(scores) >= -250, f"{optimizer}: final checkpoint evaluates at {np.mean(scores):.1f}: {scores}"
+
+
+HALFCHEETAH = ["--env", "HalfCheetah", "--learning-starts", "300", "--batch-size", "32", "--buffer-size", "2000",
+               "--checkpoint-interval", "500", "--log-interval", "200", "--eval-interval", "0"]
+TAGS = ["charts/episodic_return", "charts/SPS", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss",
+        "losses/alpha", "losses/alpha_loss", "losses/kfac_update_norm", "losses/kfac_damping"]
+
+
+def test_halfcheetah_logs_checkpoints_and_resumes_with_its_replay(tmp_path):
+    sac.main([*HALFCHEETAH, "--total-timesteps", "1000", "--save-replay", "--logdir", str(tmp_path)])
+    run = only_run(tmp_path)
+    assert run.name.startswith("HalfCheetah-v5__sac__1__")
+    assert set(TAGS) <= set(scalar_tags(run))
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["global_step"] == 1000 and saved["replay"]["size"] == 1000
+    assert saved["kfac"]["critics"]["layers"]  # K-FAC's factors are in the checkpoint
+
+    sac.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "1400"])
+    assert only_run(tmp_path) == run
+    steps = [s for _, s, _ in read_scalars(run, "losses/qf1_loss")]
+    assert steps[-1] == 1400 and len(steps) == len(set(steps))
+    resumed = torch.load(run / "final.pt", weights_only=True)
+    assert resumed["global_step"] == 1400 and resumed["replay"]["size"] == 1400
+    assert not torch.equal(resumed["actor"]["mean.weight"], saved["actor"]["mean.weight"])
+    assert resumed["kfac"]["critics"]["steps"] > saved["kfac"]["critics"]["steps"]
