@@ -13,8 +13,10 @@ before a base optimizer (Adam, lr 3e-4) steps: the critics' factors come from a 
 outputs (targets sampled from N(Q, 1), ACKTR's critic Fisher), the actor's from the log-likelihood
 of actions sampled from its own pre-tanh Gaussian, both recorded only inside their own capture, so
 the actor's loss, which flows through the critics, never feeds the critics' factors. Factors are
-updated every `--kfac-factor-interval` updates and their decompositions every
-`--kfac-inverse-interval`: the extra Fisher backward and the eigendecompositions are amortized.
+updated every `--kfac-factor-interval` updates and their inverses every `--kfac-inverse-interval`
+(inverse mode, factored Tikhonov damping, by default: a K-FAC step costs 1.3x an Adam one on a
+CPU, bench/sac_speed.py; eigen mode is the exact damped inverse at about 2x): the extra Fisher
+backward and the inversions are amortized.
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ class Config(RunConfig):
     kfac_factor_interval: int = 10
     """Updates between refreshes of the K-FAC factors (each costs one extra Fisher backward)."""
     kfac_inverse_interval: int = 100
-    """Updates between eigendecompositions of the factors."""
+    """Updates between inversions (or, in eigen mode, eigendecompositions) of the factors."""
     kfac_mode: Literal["eigen", "inverse"] = "inverse"
     """eigen: the exact inverse of the damped Kronecker product; inverse: factored damping, cheaper."""
     kfac_kl_clip: float = 0.0

@@ -9,7 +9,8 @@
 # printing as it goes:
 #   - the GPU (nvidia-smi -L), torch / CUDA / cuDNN versions;
 #   - the CUDA tests (pytest -m cuda tests/test_cuda.py);
-#   - each trainer's CUDA path on a short budget: DQN and Rainbow on Breakout (steps/s after learning starts),
+#   - each trainer's CUDA path on a short budget: DQN and Rainbow on Breakout, SAC + K-FAC on HalfCheetah
+#     (steps/s after learning starts),
 #     DCGAN on a 2D mixture and on images (a generated image folder, and generated CIFAR-10-format
 #     batches, since there is no download there), with AMP (the default) and with --no-amp; images/s
 #     is the median of the run's charts/images_per_sec intervals, the first (warm-up) left out;
@@ -152,6 +153,10 @@ run_step rainbow_breakout_cuda 90 "steps/s after learning starts" 1 \
     "$PY" -m agents.rainbow --env Breakout --device cuda --total-timesteps 12000 --learning-starts 4000 \
     --buffer-size 100000 --checkpoint-interval 0 --eval-interval 0 --logdir "$WORK/rainbow"
 
+run_step sac_halfcheetah_cuda 90 "steps/s after learning starts" 1 \
+    "$PY" -m agents.sac --env HalfCheetah --device cuda --total-timesteps 6000 --learning-starts 2000 \
+    --checkpoint-interval 0 --eval-interval 0 --logdir "$WORK/sac"
+
 run_step ppo_breakout_cuda 90 "^steps/s" 1 \
     "$PY" -m agents.ppo --env Breakout --device cuda --total-timesteps 16384 --eval-interval 0 \
     --checkpoint-interval 0 --logdir "$WORK/ppo"
@@ -209,6 +214,8 @@ run_step bench_dqn_speed_cuda 120 "^train_sps " 1 \
     "$PY" bench/dqn_speed.py --device cuda --steps 4000 --fill 2000 --capacity 100000
 run_step bench_rainbow_speed_cuda 120 "^rainbow_sps=" 1 \
     "$PY" bench/rainbow_speed.py --device cuda --steps 4000 --learning-starts 2000
+run_step bench_sac_speed_cuda 150 "^sac_kfac_sps=" 1 \
+    "$PY" bench/sac_speed.py --device cuda --steps 1500 --learning-starts 1000 --rounds 1
 run_step bench_ppo_speed_cuda 120 "^ppo_sps " 1 \
     "$PY" bench/ppo_speed.py --device cuda --updates 2
 run_step bench_dcgan_throughput_cuda 90 "^\{" 1 \

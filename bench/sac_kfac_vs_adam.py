@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=2_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=None,
-                        help="return to reach (default: half of the best final mean)")
+                        help="return to reach (default: halfway from the first evaluation to the best final mean)")
     parser.add_argument("--out", default="runs/sac_kfac_vs_adam")
     args = parser.parse_args()
 
@@ -88,7 +88,10 @@ def main() -> None:
     curves = {o: [read_curve(f, TAG)[0] for f in folders[o]] for o in OPTIMIZERS}
     final = {o: np.array([c.values[-1] for c in curves[o]]) for o in OPTIMIZERS}
     auc = {o: np.array([c.values.mean() for c in curves[o]]) for o in OPTIMIZERS}
-    threshold = args.threshold if args.threshold is not None else 0.5 * max(final[o].mean() for o in OPTIMIZERS)
+    # default: halfway from the first evaluation (the untrained policy) to the best optimizer's final mean
+    start = np.mean([c.values[0] for o in OPTIMIZERS for c in curves[o]])
+    threshold = args.threshold if args.threshold is not None else start + 0.5 * (
+        max(final[o].mean() for o in OPTIMIZERS) - start)
 
     def steps_to(c) -> float:
         hit = np.flatnonzero(c.values >= threshold)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import dqn, ppo, rainbow, replay
+from agents import dqn, ppo, rainbow, replay, sac
 from common import lifecycle
 from common.errors import UserError
 from gans import dcgan
@@ -61,6 +61,17 @@ def build_rainbow(cfg):
         env.close()
 
 
+def build_sac(cfg):
+    env = sac.make_env(cfg, cfg.num_envs)
+    try:
+        actor, critics = sac.make_networks(cfg, env, torch.device("cpu"))
+        sac.Preconditioners(cfg, critics, actor)
+        sac.make_optimizer(cfg, critics.parameters(), cfg.q_lr, "critics")
+        replay.for_env(env, cfg.buffer_size, cfg.num_envs, torch.device("cpu"), gamma=cfg.gamma)
+    finally:
+        env.close()
+
+
 def build_ppo(cfg):
     env = ppo.make_env(cfg, cfg.num_envs)
     try:
@@ -81,6 +92,7 @@ TRAINERS = {
     "dqn": (dqn.TRAINER, ["--env", "CartPole-v1"], build_dqn),
     "rainbow": (rainbow.TRAINER, ["--env", "CartPole-v1"], build_rainbow),
     "ppo": (ppo.TRAINER, ["--env", "CartPole-v1"], build_ppo),
+    "sac": (sac.TRAINER, ["--env", "Pendulum-v1"], build_sac),
     "dcgan": (dcgan.TRAINER, ["--dataset", "ring8"], build_dcgan),
 }
 
@@ -162,6 +174,8 @@ END_TO_END = [
     ("agents.dqn", ["--env", "CartPole-v1", "--optimizer", "lbfgs"], "closure"),
     ("agents.rainbow", ["--env", "CartPole-v1", "--v-min", "5", "--v-max", "1"], "--v-min"),
     ("agents.rainbow", ["--env", "CartPole-v1", "--preset", "atari100k"], "--preset"),
+    ("agents.sac", ["--env", "CartPole-v1"], "Box"),
+    ("agents.sac", ["--env", "Pendulum-v1", "--base-optimizer", "lbfgs"], "--base-optimizer"),
     ("gans.dcgan", ["--dataset", "ring8", "--g-lr", "nan"], "--g-lr"),
     ("gans.dcgan", ["--dataset", "ring8", "--g-width", "1000000"], "parameters"),
 ]

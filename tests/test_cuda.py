@@ -242,6 +242,22 @@ def test_rainbow_trains_on_cuda_and_resumes_on_cpu(tmp_path, capfd):
 
 @pytest.mark.cuda
 @needs_cuda
+def test_sac_kfac_trains_on_cuda_and_resumes_on_cpu(tmp_path):
+    from agents import sac
+
+    small = ["--env", "Pendulum-v1", "--learning-starts", "200", "--checkpoint-interval", "0", "--eval-interval", "0"]
+    sac.main([*small, "--device", "cuda", "--total-timesteps", "600", "--save-replay", "--logdir", str(tmp_path)])
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 600 and saved["kfac"]["critics"]["layers"]
+    sac.main(["--resume", str(run / "checkpoint.pt"), "--device", "cpu", "--total-timesteps", "800"])
+    resumed = torch.load(run / "final.pt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 800
+    assert not torch.equal(resumed["actor"]["mean.weight"], saved["actor"]["mean.weight"])
+
+
+@pytest.mark.cuda
+@needs_cuda
 def test_ppo_rollouts_live_on_cuda_and_the_checkpoint_resumes_on_cpu(tmp_path):
     from agents import ppo
 
