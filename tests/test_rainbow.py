@@ -68,7 +68,7 @@ def test_noisy_layers_explore_in_training_and_are_their_mean_in_eval():
     net.train()
 
 
-def test_loss_is_weighted_kl_and_double_q():
+def test_loss_is_the_weighted_mean_of_per_sample_kls():
     """The per-sample priorities are KL(target || p(s, a)) >= 0 and the loss their weighted mean."""
     torch.manual_seed(1)
     cfg = rainbow.prepare(rainbow.Config(env="CartPole-v1"))
