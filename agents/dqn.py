@@ -369,8 +369,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 save("checkpoint.pt")
 
         env.close()
-        video = (lambda path, stop: evaluate(cfg, q_net, device, 1, path, stop)) if cfg.capture_video else None
-        return lifecycle.finish(global_step, stop, save, q_net.parameters(), folder, progress, run, milestones, video)
+        play = lambda episodes, path, stop: evaluate(cfg, q_net, device, episodes, path, stop)  # noqa: E731
+        return lifecycle.finish(global_step, stop, save, q_net.parameters(), folder, progress, run, milestones,
+                                cfg, evaluations, play)
 
 
 def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,

@@ -494,12 +494,15 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         kept = folder / "checkpoint.pt"
         fail(f"{diverged}; " + (f"the last good checkpoint {kept} is kept" if kept.exists() else
                                 "no checkpoint had been written yet"), code=3)
+    play = lambda episodes, path, stop: evaluate(cfg, agent, env, device, episodes, path, stop)  # noqa: E731
+    lifecycle.final_evaluation(global_step, stop, cfg, evaluations, play, None, save)
     path = save("checkpoint.pt")
     if stop:
         run.close()
         world.close()
         lifecycle.stopped(stop.received, global_step, path)
     path = save("final.pt")
+    run.hparams(cfg, lifecycle.hparams_metrics(evaluations, progress), global_step)
     print(f"steps/s: {(global_step - step_start) / max(time.time() - t_start, 1e-9):.1f}"
           + (f" over {world.size} ranks, parameters identical after every update" if world.distributed else ""),
           file=sys.stderr)

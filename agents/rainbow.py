@@ -463,8 +463,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 save("checkpoint.pt")
 
         env.close()
-        video = (lambda path, stop: evaluate(cfg, net, support, device, 1, path, stop)) if cfg.capture_video else None
-        return lifecycle.finish(global_step, stop, save, net.parameters(), folder, progress, run, milestones, video)
+        play = lambda episodes, path, stop: evaluate(cfg, net, support, device, episodes, path, stop)  # noqa: E731
+        return lifecycle.finish(global_step, stop, save, net.parameters(), folder, progress, run, milestones,
+                                cfg, evaluations, play)
 
 
 def evaluate(cfg: Config, net: RainbowNetwork, support: torch.Tensor, device: torch.device, episodes: int,

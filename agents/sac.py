@@ -465,9 +465,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 save("checkpoint.pt")
 
         env.close()
-        video = (lambda path, stop: evaluate(cfg, actor, device, 1, path, stop)) if cfg.capture_video else None
+        play = lambda episodes, path, stop: evaluate(cfg, actor, device, episodes, path, stop)  # noqa: E731
         return lifecycle.finish(global_step, stop, save, [*actor.parameters(), *critics.parameters()], folder,
-                                progress, run, milestones, video)
+                                progress, run, milestones, cfg, evaluations, play)
 
 
 def evaluate(cfg: Config, actor: Actor, device: torch.device, episodes: int, video: Path | None = None,

@@ -361,25 +361,51 @@ def stopped(signum: int, step: int, path: Path) -> NoReturn:
     sys.exit(128 + signum)
 
 
+# What follows a run's evaluations from inside its process (studies.sweep reports them to Optuna's
+# pruner): each observer gets (step, mean score) after every evaluation during training, the final
+# one included, and may raise to stop the run there.
+_observers: list[Callable[[int, float], None]] = []
+
+
+@contextlib.contextmanager
+def observe_evaluations(observer: Callable[[int, float], None]):
+    """`with observe_evaluations(fn):` around a trainer's `train()`: `fn(step, score)` after each evaluation."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def evaluated(step: int, score: float) -> None:
+    """Tell the observers (if any) that the run scored `score` at `step`."""
+    for observer in list(_observers):
+        observer(step, score)
+
+
 class BestCheckpoint:
     """Evaluation during training, as SB3's EvalCallback: log each evaluation's mean and standard
     deviation and keep `best.pt`, the checkpoint of the best mean so far, beside `checkpoint.pt`."""
 
     def __init__(self, run, best: float = -math.inf):
         self.run, self.best = run, best
+        self.last_step: int | None = None
+        self.last_mean: float | None = None
 
     def record(self, scores: list[float], step: int, save: Callable[[str], Path]) -> bool:
         import numpy as np
 
         mean, std = float(np.mean(scores)), float(np.std(scores))
+        self.last_step, self.last_mean = step, mean
         self.run.scalars({"eval/episodic_return": mean, "eval/episodic_return_std": std}, step)
         print(f"evaluation at step {step}: {len(scores)} episodes, score {mean:.2f} +/- {std:.2f}",
               file=sys.stderr)
-        if mean > self.best:
+        improved = mean > self.best
+        if improved:
             self.best = mean
             save("best.pt")
-            return True
-        return False
+        evaluated(step, mean)
+        return improved
 
 
 class Milestones:
@@ -450,16 +476,42 @@ def diverged(what: str, step: int, folder: Path, progress, run) -> NoReturn:
     fail(f"training diverged at step {step} ({what}); {kept}", code=3)
 
 
+def final_evaluation(step: int, stop, cfg, evaluations: BestCheckpoint, play, milestones: Milestones | None,
+                     save: Callable[[str], Path]) -> None:
+    """Evaluate the final weights (`cfg.eval_episodes` episodes, exploration off) unless evaluation is off
+    (`--eval-interval 0`) or the last evaluation was at this step already: the score a grid or a sweep
+    reads, and the HPARAMS dashboard's metric."""
+    if stop or not getattr(cfg, "eval_interval", 0) or evaluations.last_step == step:
+        return
+    with milestones.paused() if milestones else contextlib.nullcontext():
+        scores = play(cfg.eval_episodes, None, stop)
+    if not stop:
+        evaluations.record(scores, step, save)
+
+
+def hparams_metrics(evaluations: BestCheckpoint | None, progress) -> dict[str, float]:
+    """The HPARAMS dashboard's metrics: the final evaluation, and the recent training episodes' mean."""
+    metrics = {}
+    if evaluations is not None and evaluations.last_mean is not None:
+        metrics["hparams/final_eval_return"] = evaluations.last_mean
+    if progress.returns:
+        metrics["hparams/train_return"] = progress.recent_return
+    return metrics
+
+
 def finish(step: int, stop, save: Callable[[str], Path], params, folder: Path, progress, run,
-           milestones: Milestones, video: Callable[[Path, Any], list[float]] | None = None) -> Path:
-    """The end of a step-counting run, inside its StopSignal block: refuse to save non-finite weights,
-    save checkpoint.pt and final.pt, print steps/s since the first update (evaluations left out), play
-    one episode into the run's videos/ with `video(path, stop)` (which returns its score, or nothing
-    if a signal cut it short), close the
-    run and return final.pt. A signal before final.pt is written, or during the video, ends it there
-    with `stopped()`."""
+           milestones: Milestones, cfg, evaluations: BestCheckpoint,
+           play: Callable[[int, Optional[Path], Any], list[float]]) -> Path:
+    """The end of a step-counting run, inside its StopSignal block: evaluate the final weights
+    (`final_evaluation`), refuse to save non-finite weights, save checkpoint.pt and final.pt, print
+    steps/s since the first update (evaluations left out), log the config and the final scores to the
+    HPARAMS dashboard, play one episode into the run's videos/ with --capture-video, close the run and
+    return final.pt. `play(episodes, video_path, stop)` plays with exploration off and returns the
+    scores (none if a signal cut it short). A signal before final.pt is written, or during the video,
+    ends it there with `stopped()`."""
     if not finite(params):
         diverged("non-finite weights", step, folder, progress, run)
+    final_evaluation(step, stop, cfg, evaluations, play, milestones, save)
     progress.close()
     path = save("checkpoint.pt")
     if not stop:
@@ -468,8 +520,9 @@ def finish(step: int, stop, save: Callable[[str], Path], params, folder: Path, p
         sps = milestones.training_sps(step)
         if sps is not None:
             print(f"steps/s after learning starts: {sps:.1f}", file=sys.stderr)
-    if video is not None and not stop:
-        scores = video(folder / "videos" / f"step{step}.mp4", stop)
+        run.hparams(cfg, hparams_metrics(evaluations, progress), step)
+    if getattr(cfg, "capture_video", False) and not stop:
+        scores = play(1, folder / "videos" / f"step{step}.mp4", stop)
         if scores and not stop:
             run.scalar("eval/video_episodic_return", scores[0], step)
     run.close()

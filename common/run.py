@@ -37,6 +37,17 @@ class Run:
         for tag, value in values.items():
             self.writer.add_scalar(tag, float(value), step)
 
+    def hparams(self, config, metrics: dict[str, float], step: int) -> None:
+        """TensorBoard's HPARAMS dashboard: the config's fields against `metrics`, in this run's own
+        folder (run_name "."), so that runs of a grid or a sweep sort and filter there by any field."""
+        from dataclasses import asdict
+
+        skip = ("resume", "eval", "logdir")
+        values = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                  for k, v in asdict(config).items() if k not in skip}
+        if metrics:
+            self.writer.add_hparams(values, metrics, run_name=".", global_step=step)
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()

@@ -428,6 +428,7 @@ class Evaluator:
             score = metrics.mixture_score(points, mix.means, mix.std)
             self.run.scalars({"metrics/modes": score.modes, "metrics/high_quality": score.high_quality}, step)
             self.run.writer.add_image("images/samples", scatter_image(points, mix), step)
+            lifecycle.evaluated(step, float(score.modes))  # what a sweep's pruner follows
             return {"modes": score.modes, "high_quality": score.high_quality}
         import torchvision
 
@@ -463,6 +464,7 @@ class Evaluator:
             return give_up(str(e))
         self.run.scalars({"metrics/fid": scores["fid"], "metrics/is": scores["is"], "metrics/kid": scores["kid"]},
                          step)
+        lifecycle.evaluated(step, float(scores["is"]))
         return scores
 
 
@@ -600,6 +602,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
     save(ckpt_path)
     final = folder / "final.pt"
     save(final)
+    run.hparams(cfg, {f"hparams/{k}": float(v) for k, v in last.items() if isinstance(v, (int, float))}, step)
     run.close()
     progress.close()
     summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items())

@@ -247,8 +247,10 @@ def smoothed(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[idx] - sums[start]) / (idx - start)
 
 
-def mean_band(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 256):
-    """Mean and std over runs of curves sampled at different x, on a common grid by linear interpolation.
+def mean_band(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 256, band: str = "std"):
+    """Mean over runs of curves sampled at different x, on a common grid by linear interpolation, and a
+    band around it: one standard deviation over runs (`std`), or the 95% bootstrap interval of the mean
+    at each grid point (`ci`: 2,000 resamples of the runs). Returns (grid, mean, low, high).
 
     The grid covers the x range that all runs share, so that the mean never mixes in a run that has
     stopped; runs that share no range (seeds of very different lengths) fall back on the union, each
@@ -267,7 +269,14 @@ def mean_band(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 256):
         stack[i, inside] = np.interp(grid[inside], x, y)
     with warnings.catch_warnings():  # a gap between runs that share no range is left empty, not an error
         warnings.simplefilter("ignore", RuntimeWarning)
-        return grid, np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+        mean = np.nanmean(stack, axis=0)
+        if band == "std":
+            std = np.nanstd(stack, axis=0)
+            return grid, mean, mean - std, mean + std
+        idx = np.random.RandomState(0).randint(0, len(xs), size=(2000, len(xs)))
+        means = np.nanmean(stack[idx], axis=1)  # (resamples, points)
+        low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+        return grid, mean, low, high
 
 
 def time_unit(seconds: float) -> tuple[str, float]:
@@ -278,7 +287,10 @@ def time_unit(seconds: float) -> tuple[str, float]:
     return "seconds", 1.0
 
 
-def plot(groups: list[Group], tag: str, smooth: int, out: Path) -> None:
+def plot(groups: list[Group], tag: str, smooth: int, out: Path, band: str = "std") -> None:
+    """The figure: a row per environment, the tag against steps and against wall-clock time, each
+    group's mean over seeds with a band (`std`: one standard deviation; `ci`: 95% bootstrap interval
+    of the mean)."""
     # The object-oriented API without pyplot: no GUI backend, no global figure state.
     from matplotlib.figure import Figure
 
@@ -297,11 +309,11 @@ def plot(groups: list[Group], tag: str, smooth: int, out: Path) -> None:
             seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
             for ax, xs in ((by_steps, [r.curve.steps.astype(np.float64) for r in g.runs]),
                            (by_time, [r.curve.elapsed / per_unit for r in g.runs])):
-                grid, mean, std = mean_band(xs, ys)
+                grid, mean, low, high = mean_band(xs, ys, band=band)
                 marker = "o" if len(grid) == 1 else None
                 ax.plot(grid, mean, color=color, marker=marker, label=f"{g.label} ({seeds})")
                 if len(g.runs) > 1:
-                    ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+                    ax.fill_between(grid, low, high, color=color, alpha=0.25, linewidth=0)
         by_steps.set_xlabel("environment steps")
         by_time.set_xlabel(f"wall-clock time since the run started ({unit})")
         for ax in (by_steps, by_time):
@@ -310,7 +322,8 @@ def plot(groups: list[Group], tag: str, smooth: int, out: Path) -> None:
             ax.grid(alpha=0.3)
         by_steps.legend(loc="best", fontsize="small")
     smoothing = f", moving average over {smooth} values" if smooth > 1 else ""
-    fig.suptitle(f"{tag}: mean and one standard deviation over seeds{smoothing}")
+    spread = "one standard deviation" if band == "std" else "95% bootstrap interval of the mean"
+    fig.suptitle(f"{tag}: mean and {spread} over seeds{smoothing}")
     fig.savefig(out, dpi=100)
 
 

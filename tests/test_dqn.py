@@ -130,7 +130,8 @@ def test_presets_by_env_family(capsys):
 
 
 BREAKOUT = ["--env", "Breakout", "--buffer-size", "1000", "--learning-starts", "500", "--batch-size", "8",
-            "--checkpoint-interval", "1000", "--log-interval", "250", "--target-network-frequency", "500"]
+            "--checkpoint-interval", "1000", "--log-interval", "250", "--target-network-frequency", "500",
+            "--eval-interval", "0"]
 TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/epsilon",
         "charts/learning_rate", "losses/td_loss", "losses/q_values", "losses/grad_norm"]
 

@@ -119,7 +119,8 @@ def test_rainbow_learns_cartpole(cartpole_run):
 
 
 BREAKOUT = ["--env", "Breakout", "--buffer-size", "1000", "--learning-starts", "500", "--batch-size", "8",
-            "--checkpoint-interval", "1000", "--log-interval", "250", "--target-network-frequency", "500"]
+            "--checkpoint-interval", "1000", "--log-interval", "250", "--target-network-frequency", "500",
+            "--eval-interval", "0"]
 TAGS = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/beta", "charts/learning_rate",
         "losses/loss", "losses/q_values", "losses/grad_norm"]
 

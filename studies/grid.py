@@ -1,0 +1,517 @@
+"""Multi-seed grids: every (setting, seed) a run of the real trainer, then a report with intervals.
+
+    python -m studies.grid --agent dqn --env CartPole-v1 --optimizers rmsproptf adam --seeds 5 \\
+        --total-timesteps 50000 --workers 2
+    python -m studies.grid --agent ppo --env CartPole-v1 --set learning_rate=1e-4,3e-4,1e-3 --seeds 3
+    python -m studies.grid --agent dcgan --env ring8 --optimizers adam/rmsprop sgd/sgd --seeds 5
+
+The settings are the optimizers (`--optimizers`; for the DCGAN trainer GENERATOR/DISCRIMINATOR) crossed
+with every `--set KEY=V1,V2,...` that lists several values; a `--set` with one value applies to all.
+Each (setting, seed) runs as its own process (`python -m agents.dqn ...`, the trainer's preset and the
+flags the grid names, nothing else), `--workers` at once, each with its share of the CPU threads,
+into `OUT/runs/SETTING/`; its output goes to `OUT/logs/`. The grid is resumable: a run whose final.pt
+exists at the budget asked for is not run again, a run killed part way continues from its
+checkpoint.pt, and so a grid restarted with the same command runs only what is missing. Ctrl-C (or
+SIGTERM) stops the running trainers, which save, and says how to continue.
+
+The report (`OUT/report.md`, `OUT/table.md`, `OUT/curves.png`, `OUT/results.json`) scores each run by
+its evaluations during training (`--metric`, by default `eval/episodic_return`: the trainer's
+evaluation with exploration off every --eval-interval steps and at the end): the final value (the
+evaluation of the final weights), the area under the curve per step, and the first step that
+reaches `--threshold`. Per setting it gives the mean and the interquartile mean over seeds, each with
+its 95% stratified bootstrap interval as rliable computes them (studies.stats).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+
+from common import cli
+from common.errors import UserError, exits_cleanly, fail
+from common.events import read_curve
+from studies.trainers import AGENTS, STUDY_FIELDS, Agent, flags
+
+
+@dataclass
+class Config:
+    """Run a trainer over settings x seeds, resumably, and report each setting with bootstrap intervals."""
+
+    agent: Literal["dqn", "rainbow", "ppo", "sac", "dcgan"]
+    """Trainer to run."""
+    env: str
+    """Environment (short name or gymnasium id); for dcgan, the dataset (cifar10, folder, ring8, grid25)."""
+    optimizers: tuple[str, ...] = ()
+    """Optimizers to compare, by registry name (dcgan: GENERATOR/DISCRIMINATOR, e.g. adam/rmsprop);
+    none: the trainer's default."""
+    set: tuple[str, ...] = ()
+    """KEY=VALUE config fields for every run, KEY=V1,V2,... for one setting per value (crossed with
+    the optimizers and the other lists). Keys are config field names (learning_rate) as in --help."""
+    seeds: int = 5
+    """Seeds 1..N of each setting."""
+    total_timesteps: Optional[int] = None
+    """Each run's budget (env steps; dcgan: generator steps); default: the preset's."""
+    eval_interval: Optional[int] = None
+    """Steps between the trainers' evaluations, the points of the curves (default: the preset's; dcgan:
+    --sample-every). Every run also evaluates its final weights."""
+    workers: int = 1
+    """Runs at once; each gets (CPU cores / workers) threads."""
+    out: Optional[str] = None
+    """Report folder (default: runs/grid/{env}__{agent})."""
+    metric: Optional[str] = None
+    """TensorBoard tag that scores a run (default: eval/episodic_return; dcgan: metrics/modes on 2D
+    mixtures, metrics/is on images)."""
+    threshold: Optional[float] = None
+    """Report the first step each run's curve reaches this; default: halfway from the lowest first
+    value to the highest final mean of the settings."""
+    report_only: bool = False
+    """Write the report from the runs that have finished; run nothing."""
+    device: str = "auto"
+    """Passed to every run (auto, cpu, cuda, cuda:N)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings and runs
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setting:
+    """One point of the grid: config fields (name -> value as typed) common to its seeds."""
+
+    values: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        """`optimizer=adam,learning_rate=1e-4`, or `default`: the folder name and the report's label."""
+        return ",".join(f"{k}={v}" for k, v in self.values.items()) or "default"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", self.name)
+
+    def flags(self) -> list[str]:
+        return flags(self.values)
+
+
+@dataclass
+class RunPlan:
+    setting: Setting
+    seed: int
+    logdir: Path
+    log: Path
+    folder: Optional[Path] = None
+    """The run's folder once it exists (found, or made by the trainer)."""
+    status: str = "pending"
+    """pending, resume, done, failed."""
+
+
+def parse_sets(items: tuple[str, ...], fields: set[str]) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
+    """`--set` items as (fixed fields, fields with several values)."""
+    fixed, varied = {}, []
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not value.strip():
+            fail(f"--set {item!r}: write KEY=VALUE (or KEY=V1,V2,... for one setting per value)")
+        if key in STUDY_FIELDS:
+            fail(f"--set {key}: the grid sets --{key.replace('_', '-')} itself")
+        if key not in fields:
+            close = [f for f in sorted(fields) if key in f or f in key]
+            fail(f"--set {key}: not a config field of this trainer" + (f" (did you mean {', '.join(close)}?)" if close else
+                                                                       "; see its --help"))
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        if len(values) == 1:
+            fixed[key] = values[0]
+        else:
+            varied.append((key, values))
+    return fixed, varied
+
+
+def settings_of(cfg: Config, agent: Agent, fields: set[str]) -> tuple[list[Setting], dict[str, str]]:
+    fixed, varied = parse_sets(cfg.set, fields)
+    axes = list(varied)
+    if cfg.optimizers:
+        for opt_field in agent.optimizer_fields:
+            if opt_field in fixed or opt_field in dict(varied):
+                fail(f"--set {opt_field} and --optimizers both choose the optimizer; use one")
+        choices = []
+        for o in cfg.optimizers:
+            parts = o.split("/")
+            if len(parts) != len(agent.optimizer_fields) or not all(parts):
+                want = "GENERATOR/DISCRIMINATOR (e.g. adam/rmsprop)" if len(agent.optimizer_fields) == 2 else "one name"
+                fail(f"--optimizers {o!r}: {cfg.agent} takes {want}")
+            choices.append(parts)
+        if len({tuple(c) for c in choices}) != len(choices):
+            fail("--optimizers lists an optimizer twice")
+        settings = []
+        for choice in choices:
+            for combo in itertools.product(*[vals for _, vals in axes]):
+                values = dict(zip(agent.optimizer_fields, choice))
+                values.update(zip([k for k, _ in axes], combo))
+                settings.append(Setting(values))
+    else:
+        settings = [Setting(dict(zip([k for k, _ in axes], combo)))
+                    for combo in itertools.product(*[vals for _, vals in axes])]
+    return settings, fixed
+
+
+def base_args(cfg: Config, agent: Agent, fixed: dict[str, str]) -> list[str]:
+    args = [f"--{agent.env_field}", cfg.env, "--device", cfg.device]
+    if cfg.total_timesteps is not None:
+        args += [f"--{agent.budget_field.replace('_', '-')}", str(cfg.total_timesteps)]
+    if cfg.eval_interval is not None:
+        args += [f"--{agent.eval_field.replace('_', '-')}", str(cfg.eval_interval)]
+    return args + Setting(fixed).flags()
+
+
+def run_args(plan: RunPlan, base: list[str]) -> list[str]:
+    args = base + plan.setting.flags() + ["--seed", str(plan.seed), "--logdir", str(plan.logdir)]
+    if plan.status == "resume":
+        args += ["--resume", str(plan.folder / "checkpoint.pt")]
+    return args
+
+
+def check_settings(trainer, plans: list[RunPlan], base: list[str]) -> int:
+    """Parse and check every setting's command as the trainer would (a typo fails here, before any run
+    starts); returns the budget the runs train to."""
+    from common import lifecycle
+
+    budgets = set()
+    for setting in {p.setting.name: p.setting for p in plans}.values():
+        args = base + setting.flags() + ["--seed", "1"]
+        try:
+            cfg, _ = lifecycle.load_config(trainer, args)
+        except UserError as e:
+            fail(f"setting {setting.name}: {e}")
+        except SystemExit:  # tyro refused a value (it printed why)
+            fail(f"setting {setting.name}: the trainer refused these flags: {' '.join(args)}")
+        budgets.add(int(getattr(cfg, trainer.budget)))
+    return max(budgets)
+
+
+def find_run(plan: RunPlan, algo: str, budget: int, budget_field: str) -> None:
+    """Set `plan`'s folder and status from what its logdir holds: done (final.pt at this budget), resume
+    (a checkpoint short of it, or a final.pt at a smaller budget), or pending."""
+    best: tuple[int, Path] | None = None
+    for folder in sorted(plan.logdir.glob(f"*__{algo}__{plan.seed}__*")):
+        config = folder / "config.json"
+        try:
+            trained_to = json.loads(config.read_text()).get(budget_field)
+        except (OSError, ValueError):
+            continue
+        if (folder / "final.pt").exists() and trained_to == budget:
+            plan.folder, plan.status = folder, "done"
+            return
+        if (folder / "checkpoint.pt").exists():
+            mtime = int((folder / "checkpoint.pt").stat().st_mtime)
+            if best is None or mtime >= best[0]:
+                best = (mtime, folder)
+    if best is not None:
+        plan.folder, plan.status = best[1], "resume"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or [""])[-1][:300]
+
+
+def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, algo: str, budget: int,
+            budget_field: str) -> list[RunPlan]:
+    """Run the plans that are not done, `workers` at once; returns those that failed."""
+    todo = [p for p in plans if p.status != "done"]
+    threads = max(1, cpu_count() // workers)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    running: dict[subprocess.Popen, tuple[RunPlan, float]] = {}
+    failed: list[RunPlan] = []
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        if not received:
+            received.append(signum)
+            print(f"{signal.Signals(signum).name}: stopping the running trainers (they save first)...",
+                  file=sys.stderr)
+            for proc in running:
+                proc.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    total, finished = len(plans), len(plans) - len(todo)
+    try:
+        while todo or running:
+            while todo and len(running) < workers and not received:
+                plan = todo.pop(0)
+                plan.log.parent.mkdir(parents=True, exist_ok=True)
+                with open(plan.log, "a") as log:
+                    cmd = [sys.executable, "-m", module, *run_args(plan, base)]
+                    log.write(f"$ {' '.join(cmd)}\n")
+                    log.flush()
+                    # its own session: only our one SIGTERM reaches it (a second signal aborts its save)
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+                what = "resuming" if plan.status == "resume" else "starting"
+                print(f"{what} {plan.setting.name} seed {plan.seed} ({threads} thread{'s' * (threads > 1)})",
+                      file=sys.stderr, flush=True)
+                running[proc] = (plan, time.time())
+            if received and not running:
+                break
+            time.sleep(0.2)
+            for proc in [p for p in running if p.poll() is not None]:
+                plan, t0 = running.pop(proc)
+                took = time.time() - t0
+                find_run(plan, algo, budget, budget_field)
+                if proc.returncode == 0 and plan.status == "done":
+                    finished += 1
+                    print(f"[{finished}/{total}] done {plan.setting.name} seed {plan.seed} in {took:.0f} s",
+                          file=sys.stderr, flush=True)
+                elif received and proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM):
+                    # saved and stopped, or killed still starting up (before it had anything to save)
+                    print(f"stopped {plan.setting.name} seed {plan.seed} (saved)", file=sys.stderr)
+                else:
+                    plan.status = "failed"
+                    failed.append(plan)
+                    print(f"failed {plan.setting.name} seed {plan.seed} (exit {proc.returncode}): "
+                          f"{last_line(plan.log)} [log: {plan.log}]", file=sys.stderr, flush=True)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if received:
+        print("grid stopped; run the same command again to continue where it left off", file=sys.stderr)
+        sys.exit(128 + received[0])
+    return failed
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SettingResult:
+    setting: Setting
+    seeds: list[int]
+    folders: list[Path]
+    curves: list = field(default_factory=list)
+    final: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    auc: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def collect(plans: list[RunPlan], metric: str) -> list[SettingResult]:
+    """Each setting's finished runs with the metric's curve: final value and area per step."""
+    from studies.compare import area_per_step
+
+    results: dict[str, SettingResult] = {}
+    missing = []
+    for plan in plans:
+        res = results.setdefault(plan.setting.name, SettingResult(plan.setting, [], []))
+        if plan.status != "done":
+            continue
+        curve, tags = read_curve(plan.folder, metric)
+        if curve is None:
+            missing.append((plan, tags))
+            continue
+        res.seeds.append(plan.seed)
+        res.folders.append(plan.folder)
+        res.curves.append(curve)
+    for plan, tags in missing:
+        print(f"warning: {plan.folder} logged no {metric!r} (its tags: {', '.join(tags) or 'none'}); "
+              "left out", file=sys.stderr)
+    for res in results.values():
+        res.final = np.array([c.values[-1] for c in res.curves])
+        res.auc = np.array([area_per_step(c) for c in res.curves])
+    return list(results.values())
+
+
+def default_threshold(results: list[SettingResult]) -> float | None:
+    firsts = [c.values[0] for r in results for c in r.curves]
+    finals = [r.final.mean() for r in results if len(r.final)]
+    if not firsts:
+        return None
+    return float(min(firsts) + (max(finals) - min(firsts)) / 2)
+
+
+def table_rows(results: list[SettingResult], threshold: float | None) -> list[dict]:
+    from studies import stats
+
+    rows = []
+    for r in results:
+        row = {"setting": r.setting.name, "seeds": len(r.seeds), "values": r.setting.values}
+        if len(r.seeds):
+            for name, scores in (("final", r.final), ("auc", r.auc)):
+                for stat in ("mean", "iqm"):
+                    e = stats.interval(getattr(stats, stat), scores)
+                    row[f"{name}_{stat}"] = dataclasses.asdict(e)
+            if threshold is not None:
+                reached = [float(stats.steps_to_reach(c.values, c.steps.astype(np.float64), threshold))
+                           for c in r.curves]
+                row["steps_to_threshold"] = reached
+        rows.append(row)
+    return rows
+
+
+def _cell(e: dict | None) -> str:
+    return "-" if e is None else f"{e['point']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+
+def _steps_cell(steps: list[float] | None) -> str:
+    if not steps:
+        return "-"
+    hit = [s for s in steps if np.isfinite(s)]
+    if not hit:
+        return f"never (0/{len(steps)})"
+    return f"{np.median(hit):,.0f} ({len(hit)}/{len(steps)})"
+
+
+def format_table(rows: list[dict], metric: str, threshold: float | None) -> str:
+    header = ["setting", "seeds", "final: mean", "final: IQM", "AUC/step: mean", "AUC/step: IQM"]
+    if threshold is not None:
+        header.append(f"steps to {threshold:.4g}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for r in rows:
+        cells = [r["setting"], str(r["seeds"]), _cell(r.get("final_mean")), _cell(r.get("final_iqm")),
+                 _cell(r.get("auc_mean")), _cell(r.get("auc_iqm"))]
+        if threshold is not None:
+            cells.append(_steps_cell(r.get("steps_to_threshold")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"`{metric}` per run: final = its last value (the evaluation of the final weights), AUC/step "
+                 "= area under its curve over steps divided by the steps it spans. Across seeds: mean and "
+                 "interquartile mean (IQM), each [95% stratified bootstrap interval, 50,000 resamples, "
+                 "rliable's estimator]." + (" Steps to the threshold: median over the runs that reached it "
+                                            "(how many did)." if threshold is not None else ""))
+    return "\n".join(lines)
+
+
+def plot(results: list[SettingResult], env: str, algo: str, metric: str, out: Path) -> None:
+    from studies import compare
+
+    groups = []
+    for r in results:
+        if not r.curves:
+            continue
+        g = compare.Group(env, algo, r.setting.values, label=r.setting.name)
+        g.runs = [compare.RunData(f, env, algo, str(s), r.setting.values, c)
+                  for f, s, c in zip(r.folders, r.seeds, r.curves)]
+        groups.append(g)
+    if groups:
+        compare.plot(groups, metric, 1, out, band="ci")
+
+
+@dataclass
+class Outcome:
+    """What a grid found: the table's rows (also in results.json), each setting's runs and curves, the table."""
+
+    rows: list[dict]
+    results: list[SettingResult]
+    table: str
+
+
+def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, budget: int, command: str,
+                 failed: list[RunPlan]) -> Outcome:
+    results = collect(plans, metric)
+    threshold = cfg.threshold if cfg.threshold is not None else default_threshold(results)
+    rows = table_rows(results, threshold)
+    table = format_table(rows, metric, threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(results, cfg.env, cfg.agent, metric, out / "curves.png")
+    (out / "table.md").write_text(table + "\n")
+    done = sum(r["seeds"] for r in rows)
+    lines = [f"# Grid: {cfg.agent} on {cfg.env}", "", f"    {command}", "",
+             f"{len(rows)} setting{'s' * (len(rows) > 1)} x {cfg.seeds} seeds, {budget:,} steps each; "
+             f"{done} of {len(plans)} runs finished" + (f", {len(failed)} failed (see logs/)" if failed else "") + ".",
+             "", table, "", "![curves](curves.png)", "",
+             "Curves: each setting's mean over seeds, with the 95% bootstrap interval of the mean as a band, "
+             "against environment steps (left) and wall-clock time (right).", "", "## Runs", ""]
+    for r in results:
+        for seed, folder in zip(r.seeds, r.folders):
+            lines.append(f"- {r.setting.name}, seed {seed}: `{folder}`")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    payload = {"agent": cfg.agent, "env": cfg.env, "metric": metric, "budget": budget, "threshold": threshold,
+               "command": command, "rows": rows,
+               "runs": [{"setting": r.setting.name, "seed": s, "folder": str(f), "final": float(fv), "auc": float(av)}
+                        for r in results for s, f, fv, av in zip(r.seeds, r.folders, r.final, r.auc)]}
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    return Outcome(rows, results, table)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def plan_grid(cfg: Config, argv_command: str) -> dict:
+    """Everything `run` needs: the agent, its trainer, the plans found on disk, the base flags."""
+    if cfg.seeds < 1:
+        fail(f"--seeds must be at least 1 (got {cfg.seeds})")
+    if cfg.workers < 1:
+        fail(f"--workers must be at least 1 (got {cfg.workers})")
+    if cfg.total_timesteps is not None and cfg.total_timesteps < 1:
+        fail(f"--total-timesteps must be positive (got {cfg.total_timesteps})")
+    if cfg.eval_interval is not None and cfg.eval_interval < 1:
+        fail(f"--eval-interval must be positive: the report scores runs by their evaluations (got {cfg.eval_interval})")
+    agent = AGENTS[cfg.agent]
+    trainer = agent.trainer()
+    fields = agent.fields()
+    settings, fixed = settings_of(cfg, agent, fields)
+    out = Path(cfg.out or f"runs/grid/{cfg.env.replace('/', '_')}__{cfg.agent}")
+    base = base_args(cfg, agent, fixed)
+    plans = [RunPlan(s, seed, out / "runs" / s.slug, out / "logs" / f"{s.slug}__seed{seed}.log")
+             for s in settings for seed in range(1, cfg.seeds + 1)]
+    budget = check_settings(trainer, plans, base)
+    for plan in plans:
+        find_run(plan, trainer.kind, budget, trainer.budget)
+    metric = cfg.metric or agent.metric_for(cfg.env)
+    return dict(agent=agent, trainer=trainer, out=out, base=base, plans=plans, budget=budget, metric=metric,
+                command=argv_command)
+
+
+def run(cfg: Config, command: str = "python -m studies.grid") -> Outcome:
+    """Run the grid (what is missing of it) and write its report."""
+    p = plan_grid(cfg, command)
+    plans, trainer = p["plans"], p["trainer"]
+    done = sum(pl.status == "done" for pl in plans)
+    print(f"grid: {len({pl.setting.name for pl in plans})} settings x {cfg.seeds} seeds = {len(plans)} runs of "
+          f"{p['budget']:,} steps; {done} done already; report in {p['out']}", file=sys.stderr)
+    failed: list[RunPlan] = []
+    if not cfg.report_only:
+        try:
+            p["out"].mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            fail(f"--out {p['out']}: cannot make it ({e.strerror or e})")
+        failed = run_all(plans, p["agent"].module, p["base"], cfg.workers, trainer.kind, p["budget"], trainer.budget)
+    outcome = write_report(cfg, p["out"], plans, p["metric"], p["budget"], command, failed)
+    print(outcome.table)
+    print(f"report: {p['out'] / 'report.md'}", file=sys.stderr)
+    if failed:
+        fail(f"{len(failed)} of {len(plans)} runs failed; their logs are in {p['out'] / 'logs'}", code=1)
+    return outcome
+
+
+@exits_cleanly
+def main(args: list[str] | None = None) -> Outcome:
+    argv = sys.argv[1:] if args is None else args
+    cfg = cli.parse(Config, argv, prog="python -m studies.grid", description=__doc__.split("\n")[0])
+    return run(cfg, "python -m studies.grid " + " ".join(argv))
+
+
+if __name__ == "__main__":
+    main()

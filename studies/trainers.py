@@ -1,0 +1,56 @@
+"""The trainers a study can run, and how to drive each: its module, the config fields that name its
+environment, its budget and its evaluation interval, the tag that scores a run, and which fields
+an optimizer choice sets."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Agent:
+    module: str
+    env_field: str = "env"
+    budget_field: str = "total_timesteps"
+    eval_field: str = "eval_interval"
+    """Steps between evaluations during training (DCGAN: between sample grids and mode metrics)."""
+    metric: str = "eval/episodic_return"
+    """The tag that scores a run: the trainer's evaluation with exploration off, during training and
+    of the final weights. The DCGAN trainer's on 2D mixtures: modes covered (of 8 or 25)."""
+    image_metric: str | None = None
+    """The score on image datasets, where it differs (DCGAN: Inception Score, needs rlgan[metrics])."""
+    optimizer_fields: tuple[str, ...] = ("optimizer",)
+    """Config fields one optimizer choice sets (the DCGAN trainer's GENERATOR/DISCRIMINATOR pair sets two)."""
+
+    def trainer(self):
+        """The module's lifecycle.Trainer (imported on demand: it pulls in torch and gymnasium)."""
+        return importlib.import_module(self.module).TRAINER
+
+    def fields(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(self.trainer().config_cls)}
+
+    def metric_for(self, env: str) -> str:
+        return self.image_metric if self.image_metric and env not in ("ring8", "grid25") else self.metric
+
+
+AGENTS = {
+    "dqn": Agent("agents.dqn"),
+    "rainbow": Agent("agents.rainbow"),
+    "ppo": Agent("agents.ppo"),
+    "sac": Agent("agents.sac"),
+    "dcgan": Agent("gans.dcgan", env_field="dataset", budget_field="steps", eval_field="sample_every",
+                   metric="metrics/modes", image_metric="metrics/is", optimizer_fields=("g_optimizer", "d_optimizer")),
+}
+NAMES = tuple(AGENTS)
+
+# Fields a study sets itself: a --set may not.
+STUDY_FIELDS = ("seed", "logdir", "resume", "eval", "device")
+
+
+def flags(values: dict[str, str]) -> list[str]:
+    """Config fields as command-line flags; a value with spaces ("64 64") is several values of a tuple field."""
+    out = []
+    for k, v in values.items():
+        out += [f"--{k.replace('_', '-')}", *str(v).split()]
+    return out
