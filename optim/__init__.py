@@ -18,11 +18,13 @@ import torch
 
 from optim import clip, schedules
 from optim.adabelief import AdaBelief
+from optim.adabound import AdaBound
 from optim.kfac import KFAC
 from optim.lamb import LAMB
 from optim.lookahead import Lookahead
 from optim.rmsprop_tf import RMSpropTF
 from optim.shared_adam import SharedAdam
+from optim.swats import SWATS
 
 # Every torch.optim optimizer by lower-case name, then ours (below); a name here is what `--optimizer`
 # and `--g-optimizer`/`--d-optimizer` accept. K-FAC is a preconditioner, not an optimizer: see KFAC.
@@ -36,6 +38,8 @@ REGISTRY["lamb"] = LAMB
 REGISTRY["adabelief"] = AdaBelief
 REGISTRY["lookahead"] = Lookahead
 REGISTRY["sharedadam"] = SharedAdam
+REGISTRY["adabound"] = AdaBound
+REGISTRY["swats"] = SWATS
 
 
 # Optimizers that a training loop of `loss.backward(); optimizer.step()` cannot drive: trainers
@@ -50,7 +54,7 @@ NOT_DRIVABLE = {
 # `alpha` is the squared-gradient decay (Lookahead's `alpha` is its interpolation), Adam's `eps` is
 # added outside the root of the second moment (RMSpropTF's is inside it).
 RMSPROPS = ("rmsprop", "rmsproptf")
-ADAMS = ("adam", "adamw", "adamax", "nadam", "radam", "sharedadam", "lamb", "adabelief")
+ADAMS = ("adam", "adamw", "adamax", "nadam", "radam", "sharedadam", "lamb", "adabelief", "adabound")
 
 
 def names() -> list[str]:
@@ -96,5 +100,5 @@ def build(name: str, params, **hparams) -> torch.optim.Optimizer:
         raise ValueError(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-__all__ = ["AdaBelief", "KFAC", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
+__all__ = ["AdaBelief", "AdaBound", "KFAC", "SWATS", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
            "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS", "ADAMS"]

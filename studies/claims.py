@@ -67,8 +67,9 @@ CLAIMS = {
         source="the toolkit's sources, after Hessel et al. 2018, who chose Adam over RMSprop for Rainbow",
         agent="rainbow", env="Breakout", treatment="adam", control="rmsproptf", gain="relative", claimed=0.22,
         budgets={
-            "small": Budget(seeds=3, steps=20_000, eval_interval=5_000, set=("preset=atari100k", "eval_episodes=5"),
-                            note="data-efficient Rainbow (van Hasselt et al. 2019), 20k agent steps"),
+            "small": Budget(seeds=3, steps=10_000, eval_interval=10_000, set=("preset=atari100k", "eval_episodes=3"),
+                            note="data-efficient Rainbow (van Hasselt et al. 2019), 10k agent steps: a tenth of "
+                                 "its Atari 100k budget; scored by the final evaluation alone"),
             "paper": Budget(seeds=5, steps=10_000_000, eval_interval=250_000,
                             note="the atari preset, 10M agent steps (the paper ran 50M)"),
         }),
@@ -77,8 +78,8 @@ CLAIMS = {
         source="the toolkit's sources (K-FAC: Martens & Grosse 2015; SAC: Haarnoja et al. 2018)",
         agent="sac", env="HalfCheetah", treatment="kfac", control="adam", gain="sample_efficiency", claimed=0.40,
         budgets={
-            "small": Budget(seeds=4, steps=12_000, eval_interval=2_000, set=("eval_episodes=3",),
-                            note="12k env steps, learning from step 5,000 (the preset's)"),
+            "small": Budget(seeds=3, steps=30_000, eval_interval=5_000, set=("eval_episodes=3",),
+                            note="30k env steps, learning from step 5,000 (the preset's)"),
             "paper": Budget(seeds=5, steps=1_000_000, eval_interval=10_000),
         }),
     "dcgan": Claim(

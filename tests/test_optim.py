@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import io
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import optim
-from optim import LAMB, AdaBelief, Lookahead, RMSpropTF, SharedAdam
+from optim import LAMB, SWATS, AdaBelief, AdaBound, Lookahead, RMSpropTF, SharedAdam
 
 STEPS = 12
 RTOL = 1e-10
@@ -150,6 +151,72 @@ def ref_sgd(lr, momentum, weight_decay=0.0):
             g = g + weight_decay * w
             bufs[i] = g.copy() if i not in bufs else momentum * bufs[i] + g
             w -= lr * bufs[i]
+
+    return step
+
+
+def ref_adabound(lr, betas, final_lr, gamma, eps, weight_decay, amsbound=False, lr_now=None):
+    """Luo et al. 2019 as the authors' release computes it (bias-corrected Adam step size, clipped into
+    [final (1 - 1/(gamma t + 1)), final (1 + 1/(gamma t))] with final = final_lr * lr_now / lr)."""
+    b1, b2 = betas
+    lr_now = lr if lr_now is None else lr_now
+    state = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            s = state.setdefault(i, {"t": 0, "m": np.zeros_like(w), "v": np.zeros_like(w), "vmax": np.zeros_like(w)})
+            s["t"] += 1
+            t = s["t"]
+            g = g + weight_decay * w
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["v"] = b2 * s["v"] + (1 - b2) * g * g
+            s["vmax"] = np.maximum(s["vmax"], s["v"])
+            v = s["vmax"] if amsbound else s["v"]
+            final = final_lr * lr_now / lr
+            lower, upper = final * (1 - 1 / (gamma * t + 1)), final * (1 + 1 / (gamma * t))
+            adaptive = lr_now * math.sqrt(1 - b2**t) / (1 - b1**t) / (np.sqrt(v) + eps)
+            w -= np.clip(adaptive, lower, upper) * s["m"]
+
+    return step
+
+
+def ref_swats(lr, betas, eps, weight_decay, switch_step=None):
+    """Keskar & Socher 2017, Algorithm 1, per tensor: Adam, the projected SGD rate's running mean, the
+    switch (by the paper's criterion, or at switch_step), then SGD with momentum at that rate."""
+    b1, b2 = betas
+    state = {}
+
+    def step(params, grads):
+        for i, (w, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            s = state.setdefault(i, {"k": 0, "m": np.zeros_like(w), "a": np.zeros_like(w), "v": np.zeros_like(w),
+                                     "lam": 0.0, "sgd": False, "rate": 0.0})
+            s["k"] += 1
+            k = s["k"]
+            g = g + weight_decay * w
+            if s["sgd"]:
+                s["v"] = b1 * s["v"] + g
+                w -= (1 - b1) * s["rate"] * s["v"]
+                continue
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["a"] = b2 * s["a"] + (1 - b2) * g * g
+            p = -lr * math.sqrt(1 - b2**k) / (1 - b1**k) * s["m"] / (np.sqrt(s["a"]) + eps)
+            w += p
+            pg = float(np.sum(p * g))
+            gamma = 0.0
+            if pg != 0:
+                gamma = float(np.sum(p * p)) / -pg
+                s["lam"] = b2 * s["lam"] + (1 - b2) * gamma
+            estimate = s["lam"] / (1 - b2**k)
+            if switch_step is not None:
+                switch = k >= switch_step
+            else:
+                switch = k > 1 and pg != 0 and abs(estimate - gamma) < eps
+            if switch:
+                s["sgd"], s["rate"] = True, estimate
 
     return step
 
@@ -334,6 +401,57 @@ def test_lookahead_built_by_name_matches_wrapping():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+@pytest.mark.parametrize("amsbound", [False, True])
+def test_adabound_matches_reference(weight_decay, amsbound):
+    # gamma 0.1 closes the bounds within the 12 steps, so both the adaptive and the clipped regimes occur
+    hps = [dict(lr=0.01, betas=(0.9, 0.999), final_lr=0.1, gamma=0.1, eps=1e-8, weight_decay=weight_decay,
+                amsbound=amsbound),
+           dict(lr=0.002, betas=(0.8, 0.99), final_lr=0.05, gamma=0.3, eps=1e-6, weight_decay=weight_decay,
+                amsbound=amsbound)]
+    run_against_reference(lambda ps: AdaBound(grouped(ps, hps)), per_group_ref(ref_adabound, hps))
+
+
+def test_adabound_bounds_follow_a_scheduled_lr():
+    """A schedule that halves lr halves the bounds too (the release's final_lr * lr / base_lr)."""
+    hps = [dict(lr=0.01, betas=(0.9, 0.999), final_lr=0.1, gamma=0.1, eps=1e-8, weight_decay=0.0)] * 2
+
+    def make(ps):
+        opt = AdaBound(grouped(ps, hps))
+        for group in opt.param_groups:
+            group["lr"] = 0.005
+        return opt
+
+    run_against_reference(make, per_group_ref(ref_adabound, [dict(hp, lr_now=0.005) for hp in hps]))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+@pytest.mark.parametrize("switch_step", [None, 4])
+def test_swats_matches_reference(weight_decay, switch_step):
+    # eps 1e-3 lets the paper's criterion fire within 12 steps on these random gradients, at different
+    # steps for different tensors, so both phases run side by side; a fixed switch_step fires at 4
+    hps = [dict(lr=0.01, betas=(0.9, 0.999), eps=1e-3, weight_decay=weight_decay, switch_step=switch_step),
+           dict(lr=0.003, betas=(0.8, 0.99), eps=1e-3, weight_decay=weight_decay, switch_step=switch_step)]
+    made = []
+    run_against_reference(lambda ps: made.append(SWATS(grouped(ps, hps))) or made[0], per_group_ref(ref_swats, hps))
+    assert sum(made[0].switched()) >= 3  # every tensor whose steps move it (not the zero-gradient one, by the criterion)
+
+
+def test_swats_switches_at_the_step_asked_and_keeps_its_rate_through_state_dict():
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    opt = SWATS([w], lr=0.05, switch_step=3)
+    for t in range(1, 6):
+        w.grad = w.detach() * 2  # the gradient of ||w||^2
+        opt.step()
+        assert opt.switched() == [t >= 3]
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    fresh = SWATS([w], lr=0.05, switch_step=3)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert fresh.switched() == [True] and float(fresh.state[w]["sgd_lr"]) == float(opt.state[w]["sgd_lr"]) > 0
+
+
 # ---------------------------------------------------------------------------------------------------
 # Fused and loop paths agree in float32 too (the references above run in float64).
 
@@ -514,7 +632,7 @@ def test_rosenbrock_converges(name):
 def test_registry_knows_torch_and_ours():
     names = optim.names()
     for n in ("adam", "adamw", "rmsprop", "nadam", "radam", "adafactor", "sgd",
-              "rmsproptf", "lamb", "adabelief", "lookahead", "sharedadam"):
+              "rmsproptf", "lamb", "adabelief", "lookahead", "sharedadam", "adabound", "swats"):
         assert n in names
     w = torch.zeros(2, requires_grad=True)
     assert isinstance(optim.build("LAMB", [w]), LAMB)
@@ -559,3 +677,41 @@ def test_rmsproptf_foreach_handles_mixed_dtypes():
         b.step()
     for x, y in zip(fused, loop):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)
+
+
+def test_pairings_are_the_trainers_defaults():
+    """`python -m optim`'s table of what each trainer uses says what the trainers' presets say."""
+    from agents import dqn, ppo, rainbow, sac
+    from gans import dcgan
+    from optim.__main__ import PAIRINGS, main
+
+    rows = {task: (opt, hp) for task, opt, hp, _ in PAIRINGS}
+    checks = [("DQN, Atari", dqn.ATARI["optimizer"], dqn.ATARI["learning_rate"]),
+              ("DQN, classic control", dqn.CLASSIC["optimizer"], dqn.CLASSIC["learning_rate"]),
+              ("Rainbow, Atari", rainbow.Config.optimizer, rainbow.ATARI["learning_rate"]),
+              ("Rainbow, Atari 100k", rainbow.Config.optimizer, rainbow.ATARI100K["learning_rate"]),
+              ("PPO, Atari", ppo.Config.optimizer, ppo.ATARI["learning_rate"]),
+              ("PPO, MuJoCo", ppo.Config.optimizer, ppo.MUJOCO["learning_rate"]),
+              ("SAC, MuJoCo", "kfac", sac.Config.policy_lr),
+              ("DCGAN, images", dcgan.Config.g_optimizer, dcgan.IMAGE_PRESET["g_lr"])]
+    for task, optimizer, lr in checks:
+        opt, hp = rows[task]
+        said = float(re.search(r"lr ([0-9.e-]+)", hp).group(1))
+        assert opt.startswith(optimizer) and said == lr, (task, opt, hp, lr)
+    assert sac.Config.optimizer == "kfac" and sac.Config.q_lr == sac.Config.policy_lr
+    assert dcgan.Config.d_optimizer == "rmsprop" and dcgan.IMAGE_PRESET["d_lr"] == dcgan.IMAGE_PRESET["g_lr"]
+    assert dcgan.DEFAULT_G_BETAS == (0.5, 0.999) and dcgan.DEFAULT_D_ALPHA == 0.9
+    main([])  # the listing runs
+
+
+def test_optim_command_lists_every_optimizer(capsys):
+    from optim.__main__ import main
+
+    main([])
+    out = capsys.readouterr().out
+    assert all(f"\n{name} " in out for name in optim.names())
+    main(["adabound"])
+    assert "Luo et al. 2019" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["adamx"])
+    assert e.value.code == 2 and "unknown optimizer 'adamx'" in capsys.readouterr().err

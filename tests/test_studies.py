@@ -1,11 +1,9 @@
 """studies: the interval estimates against rliable's, grids that resume, Optuna sweeps whose workers
 share a journal file or a PostgreSQL server, pruning, the claims' verdicts, and bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

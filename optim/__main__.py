@@ -1,0 +1,91 @@
+"""`python -m optim`: the registry's optimizers with their defaults, and the pairings of task and
+optimizer that this toolkit's trainers use by default, each with the paper it comes from.
+
+    python -m optim            # both tables
+    python -m optim adabound   # one optimizer's defaults and docstring's first line
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+
+import optim
+
+# Where each optimizer comes from (torch.optim's own: its class).
+SOURCES = {
+    "rmsproptf": "Tieleman & Hinton 2012, as TensorFlow/DeepMind compute it (eps inside the root)",
+    "lamb": "You et al. 2019, arXiv:1904.00962",
+    "adabelief": "Zhuang et al. 2020, arXiv:2010.07468",
+    "lookahead": "Zhang et al. 2019, arXiv:1907.08610",
+    "sharedadam": "Adam (Kingma & Ba 2015) with its state in shared memory, for Hogwild!-style processes",
+    "adabound": "Luo et al. 2019, arXiv:1902.09843 (as the authors' release computes it)",
+    "swats": "Keskar & Socher 2017, arXiv:1712.07628",
+}
+
+# What each trainer uses unless told otherwise: (task, optimizer, hyper-parameters, source). The
+# trainers' presets are the truth; tests/test_optim.py checks this table against them.
+PAIRINGS = [
+    ("DQN, Atari", "rmsproptf", "lr 2.5e-4, alpha 0.95, eps 0.01 (centred, on the summed Huber loss)",
+     "Mnih et al. 2015, Extended Data Table 1, as DeepMind's Lua code ran it"),
+    ("DQN, classic control", "adam", "lr 2.3e-3", "rl-baselines3-zoo, hyperparams/dqn.yml (CartPole-v1)"),
+    ("Rainbow, Atari", "adam", "lr 6.25e-5, eps 1.5e-4", "Hessel et al. 2018, Table 1"),
+    ("Rainbow, Atari 100k", "adam", "lr 1e-4, eps 1.5e-4", "van Hasselt et al. 2019 (data-efficient Rainbow)"),
+    ("PPO, Atari", "adam, one over actor and critic", "lr 2.5e-4 annealed linearly to 0, eps 1e-5",
+     "Schulman et al. 2017; CleanRL's ppo_atari"),
+    ("PPO, MuJoCo", "adam, one over actor and critic", "lr 3e-4 annealed linearly to 0, eps 1e-5",
+     "Schulman et al. 2017; CleanRL's ppo_continuous_action"),
+    ("SAC, MuJoCo", "kfac preconditioning adam", "policy and Q lr 3e-4, damping 1e-3, factors every 10 "
+     "updates, inverses every 100", "Haarnoja et al. 2018 (SAC, Adam 3e-4); Martens & Grosse 2015 (K-FAC)"),
+    ("DCGAN, images", "adam generator, rmsprop discriminator", "both lr 2e-4; G betas (0.5, 0.999); D alpha 0.9",
+     "Radford et al. 2016 (Adam 2e-4, beta1 0.5); the RMSprop discriminator is this toolkit's sources' pairing"),
+]
+
+SHOWN = ("lr", "betas", "eps", "alpha", "momentum", "weight_decay", "final_lr", "switch_step")
+
+
+def defaults(name: str) -> str:
+    cls = optim.REGISTRY[name]
+    params = inspect.signature(cls.__init__).parameters
+    out = []
+    for k in SHOWN:
+        p = params.get(k)
+        if p is not None and p.default is not inspect.Parameter.empty:
+            out.append(f"{k}={p.default}")
+    return ", ".join(out) or "(see its docstring)"
+
+
+def source(name: str) -> str:
+    cls = optim.REGISTRY[name]
+    return SOURCES.get(name, f"torch.optim.{cls.__name__}")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else args
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return
+    if args:
+        name = args[0].lower()
+        if name not in optim.REGISTRY:
+            print(f"error: unknown optimizer {args[0]!r}; choose one of: {', '.join(optim.names())}", file=sys.stderr)
+            sys.exit(2)
+        cls = optim.REGISTRY[name]
+        doc = (cls.__dict__.get("__doc__") or sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
+        print(f"{name}: {defaults(name)}\n{source(name)}\n{doc}")
+        return
+    rows = [[n, defaults(n), source(n) + (f" (not for a backward(); step() loop: {optim.NOT_DRIVABLE[n]})"
+                                           if n in optim.NOT_DRIVABLE else "")] for n in optim.names()]
+    print("Optimizers (--optimizer NAME in every trainer; K-FAC is a preconditioner: SAC's --optimizer kfac):\n")
+    print(table(["name", "defaults", "source"], rows))
+    print("\nWhat each trainer uses by default:\n")
+    print(table(["task", "optimizer", "hyper-parameters", "source"], [list(p) for p in PAIRINGS]))
+
+
+if __name__ == "__main__":
+    main()
