@@ -431,8 +431,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     next_obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step + local_envs * world.rank))
     next_obs = storage.to_device(next_obs)
     next_valid = torch.ones(local_envs, dtype=torch.bool, device=device)
-    next_ckpt = global_step + cfg.checkpoint_interval if cfg.checkpoint_interval else math.inf
-    next_eval = global_step + cfg.eval_interval if cfg.eval_interval else math.inf
+    next_ckpt = lifecycle.next_multiple(global_step, cfg.checkpoint_interval)
+    next_eval = lifecycle.next_multiple(global_step, cfg.eval_interval)
     t_start, step_start = time.time(), global_step
     stats: dict[str, torch.Tensor] = {}
     diverged = None  # rank 0's message once the losses are not finite
@@ -481,6 +481,11 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 next_ckpt += cfg.checkpoint_interval
                 save("checkpoint.pt")
 
+        sps = (global_step - step_start) / max(time.time() - t_start, 1e-9)
+        if world.is_main and not diverged and update_i >= num_updates:  # inside StopSignal: a signal here saves
+            play = lambda episodes, path, stop: evaluate(cfg, agent, env, device, episodes, path, stop)  # noqa: E731
+            lifecycle.final_evaluation(global_step, stop, cfg, evaluations, play, None, save)
+
     env.close()
     if not world.is_main:
         world.close()
@@ -494,8 +499,6 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         kept = folder / "checkpoint.pt"
         fail(f"{diverged}; " + (f"the last good checkpoint {kept} is kept" if kept.exists() else
                                 "no checkpoint had been written yet"), code=3)
-    play = lambda episodes, path, stop: evaluate(cfg, agent, env, device, episodes, path, stop)  # noqa: E731
-    lifecycle.final_evaluation(global_step, stop, cfg, evaluations, play, None, save)
     path = save("checkpoint.pt")
     if stop:
         run.close()
@@ -503,7 +506,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         lifecycle.stopped(stop.received, global_step, path)
     path = save("final.pt")
     run.hparams(cfg, lifecycle.hparams_metrics(evaluations, progress), global_step)
-    print(f"steps/s: {(global_step - step_start) / max(time.time() - t_start, 1e-9):.1f}"
+    print(f"steps/s: {sps:.1f}"
           + (f" over {world.size} ranks, parameters identical after every update" if world.distributed else ""),
           file=sys.stderr)
     if cfg.capture_video:

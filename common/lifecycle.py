@@ -154,7 +154,9 @@ def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
             done = trainer.progress(saved)
         except (KeyError, TypeError, ValueError):
             fail(f"{cfg.resume} does not say how far it trained: not a complete {trainer.kind} checkpoint")
-        if done >= getattr(cfg, trainer.budget):
+        # At the budget with no final.pt beside it: stopped after its last step (during the final
+        # evaluation, say); it resumes straight into the end of the run, which writes final.pt.
+        if done >= getattr(cfg, trainer.budget) and (Path(cfg.resume).parent / "final.pt").exists():
             fail(f"{cfg.resume} is already at step {done} of {getattr(cfg, trainer.budget)}; pass a larger "
                  f"--{flag(trainer.budget)} to train on")
     return cfg, saved
@@ -344,6 +346,8 @@ def open_run(cfg, env: str, algo: str, resume_step: int | None):
             said = ", ".join(f"{flag(k)} {a} -> {b}" for k, (a, b) in changed.items())
             print(f"resuming with changed settings: {said}", file=sys.stderr)
             run.writer.add_text("resumed", f"at step {resume_step}: {said}", resume_step)
+    if _observers:
+        _observed_runs.append(run)
     return folder, run
 
 
@@ -365,16 +369,21 @@ def stopped(signum: int, step: int, path: Path) -> NoReturn:
 # pruner): each observer gets (step, mean score) after every evaluation during training, the final
 # one included, and may raise to stop the run there.
 _observers: list[Callable[[int, float], None]] = []
+_observed_runs: list = []  # the Runs opened under an observer: closed when it ends, however the run ended
 
 
 @contextlib.contextmanager
 def observe_evaluations(observer: Callable[[int, float], None]):
-    """`with observe_evaluations(fn):` around a trainer's `train()`: `fn(step, score)` after each evaluation."""
+    """`with observe_evaluations(fn):` around a trainer's `train()`: `fn(step, score)` after each
+    evaluation. An observer that raises (a pruned trial) leaves the trainer mid-loop: the run's
+    TensorBoard writer is closed here then, so its events are flushed and its thread ends."""
     _observers.append(observer)
     try:
         yield
     finally:
         _observers.remove(observer)
+        while _observed_runs:
+            _observed_runs.pop().close()
 
 
 def evaluated(step: int, score: float) -> None:
@@ -408,6 +417,11 @@ class BestCheckpoint:
         return improved
 
 
+def next_multiple(step: int, every: int) -> float:
+    """The first multiple of `every` after `step` (inf for every = 0: never)."""
+    return (step // every + 1) * every if every else math.inf
+
+
 class Milestones:
     """The recurring events of a loop that counts environment steps: a log, an evaluation and a
     checkpoint each fall due once per interval (0: never), and steps/s is measured between logs and
@@ -415,7 +429,9 @@ class Milestones:
 
     def __init__(self, step: int, log_interval: int, eval_interval: int, checkpoint_interval: int):
         self._every = {"log": log_interval, "eval": eval_interval, "checkpoint": checkpoint_interval}
-        self._next = {name: step + every if every else math.inf for name, every in self._every.items()}
+        # At multiples of the interval from step 0, also after a resume from any step, so that every
+        # run of a grid is evaluated at the same steps.
+        self._next = {name: next_multiple(step, every) for name, every in self._every.items()}
         self._since, self._since_step = time.time(), step  # the last log
         self._updates_began: tuple[float, int] | None = None
 

@@ -14,7 +14,9 @@ setting's seeds independently (rliable's StratifiedIndependentBootstrap, studies
 - not supported: it contains zero, or it lies below zero (the other way).
 
 A claim with no size (the DCGAN pairing on 2D mixtures, where the claim's Inception Score has no
-meaning) is supported when the interval lies above zero. The runs are a `studies.grid` in
+meaning) is supported when the interval lies above zero. A relative gain ("22% more") needs the
+control's scores above zero; where a control run scored 0 or less, the difference's interval is given
+instead, and the verdict is "not supported" if it contains zero, else "above zero, size undefined". The runs are a `studies.grid` in
 `OUT/NAME/BUDGET/`, resumable the same way; `OUT/NAME/BUDGET/verdict.md` gives the verdict, the
 gain, the budget it ran at and the grid's table.
 """
@@ -148,14 +150,17 @@ def shown(value: float, kind: str) -> str:
     return f"{100 * value:+.1f}%" if kind in ("relative", "sample_efficiency") else f"{value:+.2f}"
 
 
-def curves_of(results: list, name: str) -> tuple[np.ndarray, np.ndarray]:
+def curves_of(results: list, name: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """One setting's runs' curves as (runs, 1, points) on the steps they share."""
     r = next(r for r in results if r.setting.name == name)
+    if not r.curves:
+        fail(f"no run of {name} finished with {metric!r} logged: nothing to measure the claim on")
     n = min(len(c.steps) for c in r.curves)
     steps = r.curves[0].steps[:n].astype(np.float64)
     for c in r.curves:
         if not np.array_equal(c.steps[:n], r.curves[0].steps[:n]):
-            fail(f"the runs of {name} were evaluated at different steps; rerun them with one --eval-interval")
+            fail(f"the runs of {name} were evaluated at different steps (an older version of the trainers "
+                 "shifted them on resume); rerun them with another --out")
     return np.stack([c.values[:n] for c in r.curves])[:, None, :], steps
 
 
@@ -210,21 +215,30 @@ def settle(name: str, cfg: Config) -> dict:
     outcome = grid.run(gcfg, f"python -m studies.claims {name} --budget {cfg.budget}")
     fields = grid.AGENTS[claim.agent].optimizer_fields
     names = [grid.Setting(dict(zip(fields, o.split("/")))).name for o in (claim.treatment, claim.control)]
-    (t, steps), (c, _) = curves_of(outcome.results, names[0]), curves_of(outcome.results, names[1])
+    metric = claim.metric or grid.AGENTS[claim.agent].metric_for(claim.env)
+    (t, steps), (c, _) = curves_of(outcome.results, names[0], metric), curves_of(outcome.results, names[1], metric)
+    undefined = None
     if claim.gain == "sample_efficiency":
         n = min(t.shape[-1], c.shape[-1])
         estimate = stats.interval(sample_efficiency(steps[:n]), t[..., :n], c[..., :n])
     else:
-        statistic = relative if claim.gain == "relative" else difference
+        if claim.gain == "relative" and c[..., -1].min() <= 0:
+            # a resample of the control's seeds can average 0 or less: "x% more" has no meaning there
+            undefined = (f"a relative gain is undefined: a control run scored {c[..., -1].min():g}; "
+                         "the interval below is of the difference")
+        statistic = relative if claim.gain == "relative" and not undefined else difference
         estimate = stats.interval(statistic, t[..., -1], c[..., -1])
     said = verdict(estimate, claim.claimed)
+    if undefined and said != "not supported":  # the direction is measured, a relative size is not
+        said = "above zero, size undefined"
+    kind = "difference" if undefined else claim.gain
     claimed = "a gain above zero" if claim.claimed is None else shown(claim.claimed, claim.gain)
-    gain_text = (f"{shown(estimate.point, claim.gain)} [95% interval {shown(estimate.low, claim.gain)}, "
-                 f"{shown(estimate.high, claim.gain)}]")
+    gain_text = (f"{shown(estimate.point, kind)} [95% interval {shown(estimate.low, kind)}, "
+                 f"{shown(estimate.high, kind)}]")
     what = {"relative": "final score, treatment over control", "difference": "final score, treatment minus control",
-            "sample_efficiency": "steps the control needs to reach the lower final mean, over the treatment's"}[claim.gain]
+            "sample_efficiency": "steps the control needs to reach the lower final mean, over the treatment's"}[kind]
     lines = [f"# Claim {name}: {said}", "", f"> {claim.statement} ({claim.source})", "",
-             f"- Measured gain ({what}): **{gain_text}**; claimed: {claimed}.",
+             f"- Measured gain ({what}): **{gain_text}**; claimed: {claimed}." + (f" ({undefined}.)" if undefined else ""),
              f"- Budget `{cfg.budget}`: {budget.seeds} seeds x {budget.steps:,} steps per optimizer, evaluated every "
              f"{budget.eval_interval:,} steps" + (f"; {budget.note}" if budget.note else "") + ".",
              f"- Treatment `{names[0]}`, control `{names[1]}`; everything else at the {claim.agent} preset"

@@ -23,6 +23,7 @@ its 95% stratified bootstrap interval as rliable computes them (studies.stats).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -41,7 +42,7 @@ import numpy as np
 from common import cli
 from common.errors import UserError, exits_cleanly, fail
 from common.events import read_curve
-from studies.trainers import AGENTS, STUDY_FIELDS, Agent, flags
+from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags
 
 
 @dataclass
@@ -101,8 +102,8 @@ class Setting:
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", self.name)
 
-    def flags(self) -> list[str]:
-        return flags(self.values)
+    def flags(self, bools: set[str] = frozenset()) -> list[str]:
+        return flags(self.values, bools)
 
 
 @dataclass
@@ -111,10 +112,22 @@ class RunPlan:
     seed: int
     logdir: Path
     log: Path
+    budget: int = 0
+    """The step the run trains to (its setting's: --total-timesteps or the preset's)."""
+    expected: dict = field(default_factory=dict)
+    """The run's config as the trainer checks it, less what may differ between invocations (COMPARED)."""
     folder: Optional[Path] = None
     """The run's folder once it exists (found, or made by the trainer)."""
     status: str = "pending"
     """pending, resume, done, failed."""
+    resume_logdir: str = ""
+    """--logdir as the run's checkpoint has it (a resumed run must name the same)."""
+
+
+# Config fields that may differ between a run and the grid that finds it again: the seed (the
+# setting's config is checked with seed 1), where it writes, how it was started, and the budget, which
+# a grid restarted with a larger --total-timesteps raises (the run then resumes to it).
+NOT_COMPARED = ("seed", "logdir", "resume", "eval", "device", "capture_video")
 
 
 def parse_sets(items: tuple[str, ...], fields: set[str]) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
@@ -172,54 +185,69 @@ def base_args(cfg: Config, agent: Agent, fixed: dict[str, str]) -> list[str]:
     if cfg.total_timesteps is not None:
         args += [f"--{agent.budget_field.replace('_', '-')}", str(cfg.total_timesteps)]
     if cfg.eval_interval is not None:
-        args += [f"--{agent.eval_field.replace('_', '-')}", str(cfg.eval_interval)]
-    return args + Setting(fixed).flags()
+        args += [f"--{agent.eval_field_for(cfg.env).replace('_', '-')}", str(cfg.eval_interval)]
+    try:
+        return args + Setting(fixed).flags(agent.bool_fields())
+    except ValueError as e:
+        fail(f"--set {e}")
 
 
-def run_args(plan: RunPlan, base: list[str]) -> list[str]:
-    args = base + plan.setting.flags() + ["--seed", str(plan.seed), "--logdir", str(plan.logdir)]
+def run_args(plan: RunPlan, base: list[str], bools: set[str]) -> list[str]:
+    args = base + plan.setting.flags(bools) + ["--seed", str(plan.seed)]
     if plan.status == "resume":
-        args += ["--resume", str(plan.folder / "checkpoint.pt")]
-    return args
+        return args + ["--logdir", plan.resume_logdir, "--resume", str(plan.folder / "checkpoint.pt")]
+    return args + ["--logdir", str(plan.logdir)]
 
 
-def check_settings(trainer, plans: list[RunPlan], base: list[str]) -> int:
+def comparable(config: dict, budget_field: str) -> dict:
+    """A config (as config.json holds it) without the fields two invocations may differ in."""
+    return {k: v for k, v in config.items() if k not in NOT_COMPARED and k != budget_field}
+
+
+def check_settings(trainer, plans: list[RunPlan], base: list[str], bools: set[str]) -> None:
     """Parse and check every setting's command as the trainer would (a typo fails here, before any run
-    starts); returns the budget the runs train to."""
+    starts), and give each plan its setting's budget and config."""
     from common import lifecycle
 
-    budgets = set()
-    for setting in {p.setting.name: p.setting for p in plans}.values():
-        args = base + setting.flags() + ["--seed", "1"]
-        try:
-            cfg, _ = lifecycle.load_config(trainer, args)
-        except UserError as e:
-            fail(f"setting {setting.name}: {e}")
-        except SystemExit:  # tyro refused a value (it printed why)
-            fail(f"setting {setting.name}: the trainer refused these flags: {' '.join(args)}")
-        budgets.add(int(getattr(cfg, trainer.budget)))
-    return max(budgets)
+    checked: dict[str, tuple[int, dict]] = {}
+    for plan in plans:
+        if plan.setting.name not in checked:
+            args = base + plan.setting.flags(bools) + ["--seed", "1", "--logdir", str(plan.logdir)]
+            try:
+                cfg, _ = lifecycle.load_config(trainer, args)
+            except UserError as e:
+                fail(f"setting {plan.setting.name}: {e}")
+            config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))  # as config.json has it
+            checked[plan.setting.name] = (int(getattr(cfg, trainer.budget)), comparable(config, trainer.budget))
+        plan.budget, plan.expected = checked[plan.setting.name]
 
 
-def find_run(plan: RunPlan, algo: str, budget: int, budget_field: str) -> None:
-    """Set `plan`'s folder and status from what its logdir holds: done (final.pt at this budget), resume
-    (a checkpoint short of it, or a final.pt at a smaller budget), or pending."""
-    best: tuple[int, Path] | None = None
+def find_run(plan: RunPlan, algo: str, budget_field: str) -> None:
+    """Set `plan`'s folder and status from what its logdir holds: done (final.pt at this budget, newer
+    than the last checkpoint), resume (a checkpoint: killed part way, or finished at a smaller budget),
+    or pending. A run there trained with another config is refused (one line), not taken for this one."""
+    best: tuple[float, Path, str] | None = None
     for folder in sorted(plan.logdir.glob(f"*__{algo}__{plan.seed}__*")):
-        config = folder / "config.json"
         try:
-            trained_to = json.loads(config.read_text()).get(budget_field)
+            config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
-            continue
-        if (folder / "final.pt").exists() and trained_to == budget:
+            continue  # made but never got going: not a run to continue
+        differ = sorted(k for k, v in comparable(config, budget_field).items() if plan.expected.get(k, v) != v)
+        if differ:
+            k = differ[0]
+            fail(f"{folder} was trained with {k}={config[k]!r}, this grid asks for {plan.expected.get(k)!r}: "
+                 "pass another --out for a different grid")
+        final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
+        if final.exists() and config.get(budget_field) == plan.budget and \
+                (not ckpt.exists() or final.stat().st_mtime >= ckpt.stat().st_mtime):
             plan.folder, plan.status = folder, "done"
             return
-        if (folder / "checkpoint.pt").exists():
-            mtime = int((folder / "checkpoint.pt").stat().st_mtime)
+        if ckpt.exists():
+            mtime = ckpt.stat().st_mtime
             if best is None or mtime >= best[0]:
-                best = (mtime, folder)
+                best = (mtime, folder, str(config.get("logdir", plan.logdir)))
     if best is not None:
-        plan.folder, plan.status = best[1], "resume"
+        plan.folder, plan.status, plan.resume_logdir = best[1], "resume", best[2]
 
 
 def cpu_count() -> int:
@@ -238,9 +266,28 @@ def last_line(path: Path) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
-def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, algo: str, budget: int,
-            budget_field: str) -> list[RunPlan]:
-    """Run the plans that are not done, `workers` at once; returns those that failed."""
+@contextlib.contextmanager
+def locked(out: Path):
+    """One grid at a time in a report folder: a second would run the same missing runs."""
+    import fcntl
+
+    handle = open(out / ".grid.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        fail(f"another grid is running in {out}; wait for it, or pass another --out")
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, algo: str, budget_field: str,
+            bools: set[str]) -> list[RunPlan]:
+    """Run the plans that are not done, `workers` at once; returns those that failed. The first
+    SIGINT/SIGTERM asks the running trainers to save and stop; a second says who is still saving; a
+    third kills them."""
     todo = [p for p in plans if p.status != "done"]
     threads = max(1, cpu_count() // workers)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -249,12 +296,18 @@ def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, al
     received: list[int] = []
 
     def on_signal(signum, frame):
-        if not received:
-            received.append(signum)
+        received.append(signum)
+        if len(received) == 1:
             print(f"{signal.Signals(signum).name}: stopping the running trainers (they save first)...",
                   file=sys.stderr)
             for proc in running:
                 proc.send_signal(signal.SIGTERM)
+        elif len(received) == 2:
+            names = ", ".join(f"{p.setting.name} seed {p.seed}" for p, _ in running.values())
+            print(f"still saving: {names}; a third signal kills them", file=sys.stderr)
+        else:
+            for proc in running:
+                proc.kill()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     total, finished = len(plans), len(plans) - len(todo)
@@ -264,36 +317,42 @@ def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, al
                 plan = todo.pop(0)
                 plan.log.parent.mkdir(parents=True, exist_ok=True)
                 with open(plan.log, "a") as log:
-                    cmd = [sys.executable, "-m", module, *run_args(plan, base)]
+                    cmd = [sys.executable, "-m", module, *run_args(plan, base, bools)]
                     log.write(f"$ {' '.join(cmd)}\n")
                     log.flush()
                     # its own session: only our one SIGTERM reaches it (a second signal aborts its save)
                     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=die_with_parent)
+                running[proc] = (plan, time.time())
+                if received:  # a signal came while it started
+                    proc.send_signal(signal.SIGTERM)
                 what = "resuming" if plan.status == "resume" else "starting"
                 print(f"{what} {plan.setting.name} seed {plan.seed} ({threads} thread{'s' * (threads > 1)})",
                       file=sys.stderr, flush=True)
-                running[proc] = (plan, time.time())
             if received and not running:
                 break
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
                 plan, t0 = running.pop(proc)
                 took = time.time() - t0
-                find_run(plan, algo, budget, budget_field)
+                find_run(plan, algo, budget_field)
                 if proc.returncode == 0 and plan.status == "done":
                     finished += 1
                     print(f"[{finished}/{total}] done {plan.setting.name} seed {plan.seed} in {took:.0f} s",
                           file=sys.stderr, flush=True)
                 elif received and proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM):
                     # saved and stopped, or killed still starting up (before it had anything to save)
-                    print(f"stopped {plan.setting.name} seed {plan.seed} (saved)", file=sys.stderr)
+                    print(f"stopped {plan.setting.name} seed {plan.seed}", file=sys.stderr)
                 else:
                     plan.status = "failed"
                     failed.append(plan)
                     print(f"failed {plan.setting.name} seed {plan.seed} (exit {proc.returncode}): "
                           f"{last_line(plan.log)} [log: {plan.log}]", file=sys.stderr, flush=True)
     finally:
+        for proc in running:  # leaving on an error of our own: no trainer is left behind
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            proc.wait()
         for s, h in previous.items():
             signal.signal(s, h)
     if received:
@@ -313,6 +372,9 @@ class SettingResult:
     seeds: list[int]
     folders: list[Path]
     curves: list = field(default_factory=list)
+    resumed: list = field(default_factory=list)
+    """Per run: whether it was resumed (DQN and Rainbow then refill their replay memory first, a
+    difference from an uninterrupted run)."""
     final: np.ndarray = field(default_factory=lambda: np.zeros(0))
     auc: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -334,6 +396,10 @@ def collect(plans: list[RunPlan], metric: str) -> list[SettingResult]:
         res.seeds.append(plan.seed)
         res.folders.append(plan.folder)
         res.curves.append(curve)
+        try:
+            res.resumed.append("--resume" in plan.log.read_text(errors="replace"))
+        except OSError:
+            res.resumed.append(False)
     for plan, tags in missing:
         print(f"warning: {plan.folder} logged no {metric!r} (its tags: {', '.join(tags) or 'none'}); "
               "left out", file=sys.stderr)
@@ -427,7 +493,7 @@ class Outcome:
     table: str
 
 
-def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, budget: int, command: str,
+def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, command: str,
                  failed: list[RunPlan]) -> Outcome:
     results = collect(plans, metric)
     threshold = cfg.threshold if cfg.threshold is not None else default_threshold(results)
@@ -438,19 +504,21 @@ def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, budg
     (out / "table.md").write_text(table + "\n")
     done = sum(r["seeds"] for r in rows)
     lines = [f"# Grid: {cfg.agent} on {cfg.env}", "", f"    {command}", "",
-             f"{len(rows)} setting{'s' * (len(rows) > 1)} x {cfg.seeds} seeds, {budget:,} steps each; "
+             f"{len(rows)} setting{'s' * (len(rows) > 1)} x {cfg.seeds} seeds, {budgets_said(plans)} steps each; "
              f"{done} of {len(plans)} runs finished" + (f", {len(failed)} failed (see logs/)" if failed else "") + ".",
              "", table, "", "![curves](curves.png)", "",
              "Curves: each setting's mean over seeds, with the 95% bootstrap interval of the mean as a band, "
              "against environment steps (left) and wall-clock time (right).", "", "## Runs", ""]
     for r in results:
-        for seed, folder in zip(r.seeds, r.folders):
-            lines.append(f"- {r.setting.name}, seed {seed}: `{folder}`")
+        for seed, folder, resumed in zip(r.seeds, r.folders, r.resumed):
+            lines.append(f"- {r.setting.name}, seed {seed}: `{folder}`" + (" (resumed)" if resumed else ""))
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    payload = {"agent": cfg.agent, "env": cfg.env, "metric": metric, "budget": budget, "threshold": threshold,
+    payload = {"agent": cfg.agent, "env": cfg.env, "metric": metric, "budgets": sorted({p.budget for p in plans}),
+               "threshold": threshold,
                "command": command, "rows": rows,
-               "runs": [{"setting": r.setting.name, "seed": s, "folder": str(f), "final": float(fv), "auc": float(av)}
-                        for r in results for s, f, fv, av in zip(r.seeds, r.folders, r.final, r.auc)]}
+               "runs": [{"setting": r.setting.name, "seed": s, "folder": str(f), "final": float(fv), "auc": float(av),
+                         "resumed": resumed}
+                        for r in results for s, f, fv, av, resumed in zip(r.seeds, r.folders, r.final, r.auc, r.resumed)]}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return Outcome(rows, results, table)
 
@@ -476,33 +544,41 @@ def plan_grid(cfg: Config, argv_command: str) -> dict:
     base = base_args(cfg, agent, fixed)
     plans = [RunPlan(s, seed, out / "runs" / s.slug, out / "logs" / f"{s.slug}__seed{seed}.log")
              for s in settings for seed in range(1, cfg.seeds + 1)]
-    budget = check_settings(trainer, plans, base)
+    bools = agent.bool_fields()
+    check_settings(trainer, plans, base, bools)
     for plan in plans:
-        find_run(plan, trainer.kind, budget, trainer.budget)
+        find_run(plan, trainer.kind, trainer.budget)
     metric = cfg.metric or agent.metric_for(cfg.env)
-    return dict(agent=agent, trainer=trainer, out=out, base=base, plans=plans, budget=budget, metric=metric,
+    return dict(agent=agent, trainer=trainer, out=out, base=base, plans=plans, metric=metric, bools=bools,
                 command=argv_command)
+
+
+def budgets_said(plans: list[RunPlan]) -> str:
+    budgets = sorted({p.budget for p in plans})
+    return " or ".join(f"{b:,}" for b in budgets)
 
 
 def run(cfg: Config, command: str = "python -m studies.grid") -> Outcome:
     """Run the grid (what is missing of it) and write its report."""
     p = plan_grid(cfg, command)
-    plans, trainer = p["plans"], p["trainer"]
+    plans, trainer, out = p["plans"], p["trainer"], p["out"]
     done = sum(pl.status == "done" for pl in plans)
     print(f"grid: {len({pl.setting.name for pl in plans})} settings x {cfg.seeds} seeds = {len(plans)} runs of "
-          f"{p['budget']:,} steps; {done} done already; report in {p['out']}", file=sys.stderr)
+          f"{budgets_said(plans)} steps; {done} done already; report in {out}", file=sys.stderr)
     failed: list[RunPlan] = []
-    if not cfg.report_only:
-        try:
-            p["out"].mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            fail(f"--out {p['out']}: cannot make it ({e.strerror or e})")
-        failed = run_all(plans, p["agent"].module, p["base"], cfg.workers, trainer.kind, p["budget"], trainer.budget)
-    outcome = write_report(cfg, p["out"], plans, p["metric"], p["budget"], command, failed)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {out}: cannot make it ({e.strerror or e})")
+    with locked(out):
+        if not cfg.report_only:
+            failed = run_all(plans, p["agent"].module, p["base"], cfg.workers, trainer.kind, trainer.budget,
+                             p["bools"])
+        outcome = write_report(cfg, out, plans, p["metric"], command, failed)
     print(outcome.table)
-    print(f"report: {p['out'] / 'report.md'}", file=sys.stderr)
+    print(f"report: {out / 'report.md'}", file=sys.stderr)
     if failed:
-        fail(f"{len(failed)} of {len(plans)} runs failed; their logs are in {p['out'] / 'logs'}", code=1)
+        fail(f"{len(failed)} of {len(plans)} runs failed; their logs are in {out / 'logs'}", code=1)
     return outcome
 
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from typing import Literal, Optional
 
 from common import cli
 from common.errors import UserError, exits_cleanly, fail
-from studies.trainers import AGENTS, STUDY_FIELDS, Agent, flags
+from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags
 
 FRESH_SEEDS = 1001
 """The re-evaluation's first seed: far from the trials' seeds 1..N."""
@@ -186,8 +188,12 @@ def run_args(cfg: Config, agent: Agent, values: dict, seed: int, logdir: Path) -
     if cfg.total_timesteps is not None:
         args += [f"--{agent.budget_field.replace('_', '-')}", str(cfg.total_timesteps)]
     if cfg.eval_interval is not None:
-        args += [f"--{agent.eval_field.replace('_', '-')}", str(cfg.eval_interval)]
-    return args + flags(fixed_values(cfg, agent)) + flags({k: _typed(v) for k, v in values.items()})
+        args += [f"--{agent.eval_field_for(cfg.env).replace('_', '-')}", str(cfg.eval_interval)]
+    try:
+        fixed = flags(fixed_values(cfg, agent), agent.bool_fields())
+    except ValueError as e:
+        fail(f"--set {e}")
+    return args + fixed + flags({k: _typed(v) for k, v in values.items()})
 
 
 def _typed(v) -> str:
@@ -204,6 +210,8 @@ def fixed_values(cfg: Config, agent: Agent) -> dict[str, str]:
             fail(f"--set {item!r}: write KEY=VALUE")
         if key in STUDY_FIELDS or key in (agent.env_field, agent.budget_field):
             fail(f"--set {key}: the sweep sets it itself")
+        if key in space_fields(cfg.agent):
+            fail(f"--set {key}: the search space samples it (see SPACES in studies/sweep.py)")
         if key not in fields:
             fail(f"--set {key}: not a config field of {cfg.agent}; see its --help")
         out[key] = value.strip()
@@ -230,10 +238,16 @@ def objective_for(cfg: Config, agent: Agent):
         for i in range(cfg.seeds):
             seed = 1 + i
             args = run_args(cfg, agent, values, seed, folder)
+            log = folder / f"seed{seed}.log"
             try:
-                scores.append(train_once(agent, args, Reporter(trial, i, budget), folder / f"seed{seed}.log"))
+                scores.append(train_once(agent, args, Reporter(trial, i, budget), log))
+            except UserError as e:  # diverged, or no evaluation: the trial fails, the sweep goes on
+                trial.set_user_attr("error", f"seed {seed}: {e} (log: {log})")
+                return float("nan")
             except SystemExit as e:  # a signal stopped the trainer (it saved): stop the sweep
                 raise KeyboardInterrupt from e
+            finally:
+                gc.collect()  # a pruned run's envs and loaders go now, not at some later collection
             trial.set_user_attr("scores", scores)
         return sum(scores) / len(scores)
     return objective
@@ -289,7 +303,8 @@ def make_study(cfg: Config, storage, budget: int, worker: int = 0):
     seed = None if cfg.sampler_seed is None else cfg.sampler_seed + worker
     return optuna.create_study(
         study_name=study_name(cfg), storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(cfg, budget))
+        # constant liar: running trials count as if they had scored badly, so parallel workers spread out
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True), pruner=make_pruner(cfg, budget))
 
 
 def make_pruner(cfg: Config, budget: int):
@@ -308,10 +323,9 @@ def work(cfg: Config, worker: int, study=None) -> None:
     """Run trials until the study has `cfg.trials` of them, running ones included. (Two workers that
     finish together at the last trial can both start one: Optuna's own MaxTrialsCallback has the same
     window.) `study`: this process's in-memory study; workers open the storage themselves."""
-    import optuna
     import torch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     if cfg.workers > 1:
         threads = max(1, cpu_count() // cfg.workers)
         torch.set_num_threads(threads)
@@ -324,7 +338,7 @@ def work(cfg: Config, worker: int, study=None) -> None:
     while len(study.get_trials(deepcopy=False)) < cfg.trials:
         t0 = time.time()
         before = {t.number for t in study.get_trials(deepcopy=False)}
-        study.optimize(objective, n_trials=1, catch=(UserError,))
+        study.optimize(objective, n_trials=1)
         mine = [t for t in study.get_trials(deepcopy=False) if t.number not in before
                 and t.user_attrs.get("worker") == os.getpid()]
         for trial in mine:
@@ -338,7 +352,15 @@ def describe(trial) -> str:
         value = f"at step {step} with {trial.intermediate_values[step]:.2f}"
     params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     state = trial.state.name.lower()
-    return f"trial {trial.number} {state} {value} ({params})".replace("  ", " ")
+    error = f": {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
+    return f"trial {trial.number} {state} {value} ({params}){error}".replace("  ", " ")
+
+
+def quiet_optuna() -> None:
+    """Optuna logs a failed or interrupted trial with its traceback; each trial's one line is ours."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _short(v) -> str:
@@ -346,6 +368,10 @@ def _short(v) -> str:
 
 
 def _worker_main(cfg_dict: dict, worker: int) -> None:
+    # Out of the terminal's process group, so that a Ctrl-C reaches its trainer once, as the main
+    # process's SIGTERM (a second signal would abort the trainer's save), and gone with the main process.
+    os.setpgrp()
+    die_with_parent()
     cfg = Config(**cfg_dict)
     try:
         work(cfg, worker)
@@ -428,30 +454,33 @@ def reevaluate(cfg: Config, study) -> tuple[list[float], object] | None:
     return scores, stats.interval(stats.mean, scores)
 
 
-def report(cfg: Config, study) -> None:
+def report(cfg: Config, study, reevaluate_best: bool = True) -> None:
+    """trials.md and stdout: the trials, the best one, importances; then, written once they are in, the
+    best parameters' re-evaluation on fresh seeds (so that a failure or Ctrl-C there keeps the table)."""
     import optuna
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    table = trials_table(study)
-    lines = [f"# Sweep: {cfg.agent} on {cfg.env}, study {study_name(cfg)}", "", table, ""]
+    lines = [f"# Sweep: {cfg.agent} on {cfg.env}, study {study_name(cfg)}", "", trials_table(study), ""]
     if complete:
         best = study.best_trial
         lines.append(f"Best: trial {best.number}, value {best.value:.2f} over seeds 1..{cfg.seeds} "
                      f"({', '.join(f'{k}={_short(v)}' for k, v in best.params.items())}).")
         imp = importances(study)
         if imp:
-            lines.append("Parameter importances (Optuna's default evaluator): " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + ".")
-        if cfg.reevaluate_seeds:
-            scores, ci = reevaluate(cfg, study)
-            lines.append(f"Re-evaluated on fresh seeds {FRESH_SEEDS}..{FRESH_SEEDS + len(scores) - 1}: "
-                         f"{', '.join(f'{s:.1f}' for s in scores)}; mean {ci} (95% bootstrap interval).")
+            lines.append("Parameter importances (Optuna's default evaluator): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + ".")
     else:
         lines.append("No trial has completed.")
-    text = "\n".join(lines) + "\n"
     out = Path(cfg.logdir) / "trials.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text, end="")
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if complete and reevaluate_best and cfg.reevaluate_seeds:
+        scores, ci = reevaluate(cfg, study)
+        line = (f"Re-evaluated on fresh seeds {FRESH_SEEDS}..{FRESH_SEEDS + len(scores) - 1}: "
+                f"{', '.join(f'{s:.1f}' for s in scores)}; mean {ci} (95% bootstrap interval).")
+        out.write_text("\n".join([*lines, line]) + "\n")
+        print(line)
     print(f"table: {out}", file=sys.stderr)
 
 
@@ -478,12 +507,23 @@ def check(cfg: Config) -> int:
     return default_budget(cfg)  # a bad --set or env fails here, once, not in every worker
 
 
+def space_fields(agent: str) -> set[str]:
+    """Every config field the agent's search space can set, over all its branches."""
+    out: set[str] = set()
+    for choice in range(3):
+        out |= set(SPACES[agent](_Defaults(choice)))
+    return out
+
+
 class _Defaults:
-    """A trial that answers every suggestion with the middle of its range (or the first choice): to
-    check a sweep's command before any trial runs."""
+    """A trial that answers every suggestion with the middle of its range (or choice number `choice`):
+    to check a sweep's command before any trial runs, and to list what a space can set."""
+
+    def __init__(self, choice: int = 0):
+        self.choice = choice
 
     def suggest_categorical(self, name, choices):
-        return choices[0]
+        return choices[self.choice % len(choices)]
 
     def suggest_float(self, name, low, high, log=False):
         return math.sqrt(low * high) if log else (low + high) / 2
@@ -495,38 +535,58 @@ def main(args: list[str] | None = None):
     budget = check(cfg)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     storage = open_storage(cfg.storage)
     study = make_study(cfg, storage, budget)  # creates it once, before the workers race to
     done = len(study.get_trials(deepcopy=False))
     print(f"sweep: {cfg.agent} on {cfg.env}, study {study_name(cfg)!r} with {done} of {cfg.trials} trials; "
           f"{cfg.workers} worker{'s' * (cfg.workers > 1)}; runs in {cfg.logdir}", file=sys.stderr, flush=True)
     t0 = time.time()
+    stopped = run_workers(cfg, study)
+    print(f"trials took {time.time() - t0:.0f} s", file=sys.stderr)
+    if storage is not None:
+        study = optuna.load_study(study_name=study_name(cfg), storage=open_storage(cfg.storage, heartbeat=False))
+    report(cfg, study, reevaluate_best=not stopped)
+    if stopped:
+        again = ("an in-memory study cannot be continued: pass --storage PATH.log to keep one" if storage is None
+                 else "the same command continues the study (the interrupted trials are marked failed)")
+        fail(f"sweep stopped; the table above has the trials that finished; {again}", code=130)
+    return study
+
+
+def run_workers(cfg: Config, study) -> bool:
+    """Run the trials here (one worker) or in `cfg.workers` processes; returns whether a signal stopped it."""
     if cfg.workers == 1:
         try:
             work(cfg, 0, study)
+            return False
         except KeyboardInterrupt:
-            fail("sweep stopped; the same command continues the study (the interrupted trial is marked failed)",
-                 code=130)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(dataclasses.asdict(cfg), i)) for i in range(cfg.workers)]
+            return True
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(dataclasses.asdict(cfg), i)) for i in range(cfg.workers)]
+    received: list[int] = []
+
+    def forward(signum, frame):  # the workers' trainers save on SIGTERM; later signals only wait for them
+        if not received:
+            print(f"{signal.Signals(signum).name}: stopping the workers (their trainers save first)...", file=sys.stderr)
+            for p in procs:
+                if p.pid is not None and p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
         for p in procs:
             p.start()
-        try:
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:
-            for p in procs:
-                p.join()
-            fail("sweep stopped; the same command continues the study (interrupted trials are marked failed)",
-                 code=130)
-        bad = [p.exitcode for p in procs if p.exitcode]
-        if bad:
-            fail(f"{len(bad)} of {cfg.workers} workers failed (exit {bad[0]}); see the lines above")
-    print(f"trials took {time.time() - t0:.0f} s", file=sys.stderr)
-    report(cfg, study if storage is None else optuna.load_study(study_name=study_name(cfg), storage=open_storage(cfg.storage, heartbeat=False)))
-    return study
+        for p in procs:
+            p.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    bad = [p.exitcode for p in procs if p.exitcode and p.exitcode not in (130, 128 + signal.SIGTERM, -signal.SIGTERM)]
+    if bad and not received:
+        fail(f"{len(bad)} of {cfg.workers} workers failed (exit {bad[0]}); see the lines above")
+    return bool(received) or any(p.exitcode in (130, 128 + signal.SIGTERM, -signal.SIGTERM) for p in procs)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
 from dataclasses import dataclass
 
 
@@ -20,6 +21,8 @@ class Agent:
     of the final weights. The DCGAN trainer's on 2D mixtures: modes covered (of 8 or 25)."""
     image_metric: str | None = None
     """The score on image datasets, where it differs (DCGAN: Inception Score, needs rlgan[metrics])."""
+    image_eval_field: str | None = None
+    """The steps between those scores on image datasets (DCGAN: fidelity_every)."""
     optimizer_fields: tuple[str, ...] = ("optimizer",)
     """Config fields one optimizer choice sets (the DCGAN trainer's GENERATOR/DISCRIMINATOR pair sets two)."""
 
@@ -29,6 +32,14 @@ class Agent:
 
     def fields(self) -> set[str]:
         return {f.name for f in dataclasses.fields(self.trainer().config_cls)}
+
+    def bool_fields(self) -> set[str]:
+        """Fields typed on the command line as --name / --no-name."""
+        hints = typing.get_type_hints(self.trainer().config_cls)
+        return {name for name, hint in hints.items() if hint is bool}
+
+    def eval_field_for(self, env: str) -> str:
+        return self.image_eval_field if self.image_eval_field and env not in ("ring8", "grid25") else self.eval_field
 
     def metric_for(self, env: str) -> str:
         return self.image_metric if self.image_metric and env not in ("ring8", "grid25") else self.metric
@@ -40,7 +51,8 @@ AGENTS = {
     "ppo": Agent("agents.ppo"),
     "sac": Agent("agents.sac"),
     "dcgan": Agent("gans.dcgan", env_field="dataset", budget_field="steps", eval_field="sample_every",
-                   metric="metrics/modes", image_metric="metrics/is", optimizer_fields=("g_optimizer", "d_optimizer")),
+                   metric="metrics/modes", image_metric="metrics/is", image_eval_field="fidelity_every",
+                   optimizer_fields=("g_optimizer", "d_optimizer")),
 }
 NAMES = tuple(AGENTS)
 
@@ -48,9 +60,33 @@ NAMES = tuple(AGENTS)
 STUDY_FIELDS = ("seed", "logdir", "resume", "eval", "device")
 
 
-def flags(values: dict[str, str]) -> list[str]:
-    """Config fields as command-line flags; a value with spaces ("64 64") is several values of a tuple field."""
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def flags(values: dict[str, str], bools: set[str] = frozenset()) -> list[str]:
+    """Config fields as command-line flags: a value with spaces ("64 64") is several values of a tuple
+    field; a field in `bools` is --name for true and --no-name for false."""
     out = []
     for k, v in values.items():
-        out += [f"--{k.replace('_', '-')}", *str(v).split()]
+        name = k.replace("_", "-")
+        if k in bools:
+            word = str(v).strip().lower()
+            if word not in TRUE + FALSE:
+                raise ValueError(f"{k}={v}: a yes/no field takes true or false")
+            out.append(f"--{name}" if word in TRUE else f"--no-{name}")
+        else:
+            out += [f"--{name}", *str(v).split()]
     return out
+
+
+def die_with_parent() -> None:
+    """SIGTERM this process when its parent dies (killed with SIGKILL, say), so that no trainer or
+    worker outlives the study that started it and races a restarted one. Linux only; elsewhere nothing."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -136,6 +136,45 @@ def test_grid_interrupted_after_its_first_run_runs_the_rest_only(tmp_path):
             next(r["final"] for r in results["runs"] if r["setting"] == row["setting"]))
     assert (out / "curves.png").stat().st_size > 10_000 and "| optimizer=adam | 1 |" in (out / "table.md").read_text()
 
+    # The same folder with another config is refused, not mixed in.
+    other = studies_cmd("grid", *args[3:], "--set", "gamma=0.9")
+    assert other.returncode == 2 and "pass another --out" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_stopped_after_its_last_step_resumes_into_its_end(tmp_path):
+    """A signal during the final evaluation leaves checkpoint.pt at the budget and no final.pt: --resume
+    then goes straight to the end of the run (the final evaluation and final.pt), not a refusal."""
+    from agents import dqn
+
+    args = ["--env", "CartPole-v1", "--total-timesteps", "1000", "--learning-starts", "500", "--eval-interval", "500",
+            "--eval-episodes", "2", "--logdir", str(tmp_path)]
+    dqn.main(args)
+    run = next(tmp_path.glob("CartPole-v1__dqn__1__*"))
+    (run / "final.pt").unlink()
+    dqn.main(["--resume", str(run / "checkpoint.pt")])
+    assert (run / "final.pt").exists()
+    with pytest.raises(SystemExit) as e:  # now finished: a resume at the budget is refused
+        dqn.main(["--resume", str(run / "checkpoint.pt")])
+    assert e.value.code == 2
+
+
+def test_evaluations_fall_on_multiples_of_the_interval_after_a_resume():
+    from common.lifecycle import Milestones
+
+    m = Milestones(1234, log_interval=100, eval_interval=1000, checkpoint_interval=0)
+    assert (m.next_due("log"), m.next_due("eval"), m.next_due("checkpoint")) == (1300, 2000, float("inf"))
+    assert not m.due("eval", 1999) and m.due("eval", 2003) and m.next_due("eval") == 3000
+
+
+def test_yes_no_fields_become_flag_pairs():
+    from studies.trainers import AGENTS, flags
+
+    bools = AGENTS["dcgan"].bool_fields()
+    assert {"download", "amp"} <= bools
+    assert flags({"download": "False", "amp": "true", "g_lr": "1e-3"}, bools) == ["--no-download", "--amp", "--g-lr", "1e-3"]
+    with pytest.raises(ValueError):
+        flags({"download": "maybe"}, bools)
+
 
 # ------------------------------------------------------------------------------------------------
 # Sweeps
@@ -217,6 +256,7 @@ def test_a_trial_with_clearly_worse_evaluations_is_pruned():
     ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--workers", "2"], "needs --storage"),
     ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--storage", "study.db"], "ends in .log"),
     ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--trials", "0"], "--trials"),
+    ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--set", "learning_rate=1e-3"], "search space samples it"),
     ("claims", ["no-such-claim"], "no-such-claim"),
 ])
 def test_bad_input_is_one_line(module, args, says, tmp_path, capsys):
