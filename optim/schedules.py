@@ -1,4 +1,5 @@
-"""Learning-rate schedules as torch LRSchedulers: linear warmup then cosine decay, linear anneal, constant.
+"""Learning-rate schedules as torch LRSchedulers: linear warmup then cosine decay, linear anneal, constant;
+and every schedule a trainer's `--lr-schedule` names (`from_spec`), chained in stages.
 
 Each is a closed-form multiplier of the optimizer's initial lr (per group) as a function of the step
 count, so resuming from `state_dict` (which torch's LRScheduler saves: last_epoch, base_lrs and our
@@ -101,5 +102,203 @@ def build(name: str, optimizer: Optimizer, **kwargs) -> LRScheduler:
         raise ValueError(f"{name}: {e}") from None
 
 
+# ------------------------------------------------------------------------------------------------
+# --lr-schedule SPEC: "NAME[:key=value,...][ then NAME[:key=value,...] ...]"
+# ------------------------------------------------------------------------------------------------
+
+# name: (what it does, its parameters with defaults). Steps count optimizer updates; a stage's length
+# is its `steps`, and the last stage runs to the end of training. Factors (final, low, high) are
+# fractions of each param group's own lr, so per-group learning rates keep their ratios.
+NAMED = {
+    "constant": ("the lr throughout", {}),
+    "linear": ("linear from the lr to final * lr over the stage (torch LinearLR)", {"final": 0.0}),
+    "warmup-linear": ("linear from start * lr up to the lr over the stage (torch LinearLR)", {"start": 0.0}),
+    "step": ("times gamma every `every` steps (torch StepLR)", {"every": None, "gamma": 0.1}),
+    "multistep": ("times gamma at each of the milestones, separated by ';' (torch MultiStepLR)",
+                  {"milestones": None, "gamma": 0.1}),
+    "exponential": ("times gamma every step (torch ExponentialLR)", {"gamma": None}),
+    "cosine": ("half a cosine from the lr down to final * lr over the stage (torch CosineAnnealingLR)",
+               {"final": 0.0}),
+    "cosine-restarts": ("cosine down to final * lr over `period` steps, then restarts, each period times mult "
+                        "(SGDR; torch CosineAnnealingWarmRestarts)", {"period": None, "mult": 1, "final": 0.0}),
+    "cyclic": ("triangular cycles between low * lr and high * lr, `half` steps up and as many down "
+               "(Smith 2017; torch CyclicLR)", {"low": 0.1, "high": 1.0, "half": None, "mode": "triangular"}),
+    "onecycle": ("up from lr / div to the lr over pct of the stage, then down to lr / (div * final_div) "
+                 "(Smith & Topin 2019; torch OneCycleLR)", {"pct": 0.3, "div": 25.0, "final_div": 1e4}),
+    "warmup-cosine": ("linear warmup over `warmup` steps, then cosine to final * lr (Goyal et al. 2017; "
+                      "Loshchilov & Hutter 2017)", {"warmup": None, "final": 0.0}),
+    "plateau": ("times factor when the evaluation return has not improved for `patience` evaluations "
+                "(torch ReduceLROnPlateau, mode max); stepped by evaluations, not updates; alone only",
+                {"factor": 0.1, "patience": 10, "threshold": 1e-4, "min": 0.0}),
+}
+
+
+def parse(spec: str) -> list[tuple[str, dict[str, str]]]:
+    """`warmup-linear:steps=1000 then cosine:final=0.1` -> [(name, {key: text}), ...]; ValueError (one line)
+    naming what is wrong."""
+    stages = []
+    for part in spec.split(" then "):
+        name, _, params = part.strip().partition(":")
+        name = name.strip().lower().replace("_", "-")
+        if name not in NAMED:
+            raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(NAMED)}")
+        values = {}
+        for item in filter(None, (p.strip() for p in params.split(","))):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or not value.strip():
+                raise ValueError(f"{name}: write {name}:key=value,... (got {item!r})")
+            if key not in NAMED[name][1] and key != "steps":
+                raise ValueError(f"{name} takes no {key!r}; it takes {', '.join([*NAMED[name][1], 'steps']) }")
+            values[key] = value.strip()
+        stages.append((name, values))
+    if len(stages) > 1 and any(name == "plateau" for name, _ in stages):
+        raise ValueError("plateau follows evaluations, not steps: it cannot be chained with other stages")
+    for name, values in stages[:-1]:
+        if "steps" not in values:
+            raise ValueError(f"{name}: a stage before the last needs steps=N (its length in updates)")
+    return stages
+
+
+def _number(name: str, key: str, text: str, kind=float):
+    try:
+        value = kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        raise ValueError(f"{name}: {key}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: {key} must be finite (got {text})")
+    return value
+
+
+def _stage(name: str, values: dict[str, str], optimizer: Optimizer, length: int) -> LRScheduler:
+    """One stage over `length` updates, as a torch scheduler."""
+    from torch.optim import lr_scheduler as L
+
+    params = dict(NAMED[name][1])
+    params.update(values)
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        raise ValueError(f"{name} needs {', '.join(f'{k}=' for k in missing)} (e.g. {name}:{missing[0]}=1000)")
+    f = lambda key: _number(name, key, str(params[key]))  # noqa: E731
+    n = lambda key: _number(name, key, str(params[key]), int)  # noqa: E731
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    if name == "constant":
+        return L.LambdaLR(optimizer, lambda t: 1.0)
+    if name == "linear":
+        # LinearLR needs end_factor > 0 in some versions' checks of start; a tiny floor stands in for 0
+        return L.LinearLR(optimizer, start_factor=1.0, end_factor=max(f("final"), 0.0), total_iters=length)
+    if name == "warmup-linear":
+        return L.LinearLR(optimizer, start_factor=max(f("start"), 1e-8), end_factor=1.0, total_iters=length)
+    if name == "step":
+        return L.StepLR(optimizer, step_size=n("every"), gamma=f("gamma"))
+    if name == "multistep":
+        try:
+            milestones = sorted(int(float(m)) for m in str(params["milestones"]).split(";") if m.strip())
+        except ValueError:
+            raise ValueError(f"multistep: milestones={params['milestones']!r}: write steps separated by ';'") from None
+        return L.MultiStepLR(optimizer, milestones=milestones, gamma=f("gamma"))
+    if name == "exponential":
+        return L.ExponentialLR(optimizer, gamma=f("gamma"))
+    if name == "cosine":
+        return L.LambdaLR(optimizer, lambda t: warmup_cosine_factor(t, 0, length, f("final")))
+    if name == "cosine-restarts":
+        # eta_min is one absolute lr for all groups in torch's class: the first group's final * lr
+        return L.CosineAnnealingWarmRestarts(optimizer, T_0=n("period"), T_mult=n("mult"), eta_min=f("final") * lrs[0])
+    if name == "cyclic":
+        return L.CyclicLR(optimizer, base_lr=[f("low") * lr for lr in lrs], max_lr=[f("high") * lr for lr in lrs],
+                          step_size_up=n("half"), mode=str(params["mode"]), cycle_momentum=False)
+    if name == "onecycle":
+        return L.OneCycleLR(optimizer, max_lr=lrs, total_steps=max(length, 2), pct_start=f("pct"),
+                            div_factor=f("div"), final_div_factor=f("final_div"), cycle_momentum=False)
+    if name == "warmup-cosine":
+        return WarmupCosine(optimizer, warmup_steps=n("warmup"), total_steps=length, final_factor=f("final"))
+    raise ValueError(f"{name}: not a step schedule")
+
+
+class Schedule:
+    """What a trainer holds: `step()` after each update, `evaluated(score)` after each evaluation (only
+    plateau uses it), `lr` for logging, and `state_dict()`/`load_state_dict()` for checkpoints."""
+
+    def __init__(self, spec: str, optimizers: list[Optimizer], total_steps: int, warmup_steps: int = 0):
+        if warmup_steps < 0:
+            raise ValueError(f"warmup steps must not be negative (got {warmup_steps})")
+        stages = parse(spec)
+        if warmup_steps:
+            if stages[0][0] == "plateau":
+                raise ValueError("plateau follows evaluations, not steps: it cannot follow a warmup")
+            stages = [("warmup-linear", {"steps": str(warmup_steps)}), *stages]
+        self.spec, self.optimizers, self.plateau = spec, optimizers, stages[0][0] == "plateau"
+        self.schedulers = [self._build(stages, opt, total_steps) for opt in optimizers]
+
+    @staticmethod
+    def _build(stages, optimizer: Optimizer, total_steps: int):
+        from torch.optim import lr_scheduler as L
+
+        if stages[0][0] == "plateau":
+            name, values = stages[0]
+            params = dict(NAMED[name][1], **values)
+            return L.ReduceLROnPlateau(optimizer, mode="max", factor=_number(name, "factor", str(params["factor"])),
+                                       patience=_number(name, "patience", str(params["patience"]), int),
+                                       threshold=_number(name, "threshold", str(params["threshold"])),
+                                       min_lr=_number(name, "min", str(params["min"])) * optimizer.param_groups[0]["lr"])
+        lengths = [_number(name, "steps", values["steps"], int) if "steps" in values else None for name, values in stages]
+        known = sum(n for n in lengths[:-1])
+        if lengths[-1] is None:
+            lengths[-1] = max(total_steps - known, 1)
+        if any(n < 1 for n in lengths):
+            raise ValueError(f"each stage's steps must be at least 1 (got {lengths})")
+        if len(stages) == 1:
+            return _stage(stages[0][0], stages[0][1], optimizer, lengths[0])
+        parts = [_stage(name, values, optimizer, n) for (name, values), n in zip(stages, lengths)]
+        milestones = [sum(lengths[:i + 1]) for i in range(len(lengths) - 1)]
+        import warnings
+
+        with warnings.catch_warnings():  # SequentialLR steps its stages with an epoch argument
+            warnings.simplefilter("ignore", UserWarning)
+            return L.SequentialLR(optimizer, parts, milestones)
+
+    def step(self) -> None:
+        if self.plateau:
+            return
+        import warnings
+
+        with warnings.catch_warnings():  # SequentialLR's epoch-argument deprecation, at each milestone
+            warnings.simplefilter("ignore", UserWarning)
+            for s in self.schedulers:
+                s.step()
+
+    def evaluated(self, score: float) -> None:
+        if self.plateau:
+            for s in self.schedulers:
+                s.step(score)
+
+    @property
+    def lr(self) -> float:
+        """The first optimizer's first group's lr."""
+        return self.optimizers[0].param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"spec": self.spec, "schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("spec") != self.spec:
+            raise ValueError(f"the checkpoint's schedule is {state.get('spec')!r}, not {self.spec!r}")
+        for s, sd, opt in zip(self.schedulers, state["schedulers"], self.optimizers):
+            s.load_state_dict(sd)
+            # building a scheduler set its first lr; the run goes on at the lr it had reached
+            for group, lr in zip(opt.param_groups, s.get_last_lr() if hasattr(s, "get_last_lr") else s._last_lr):
+                group["lr"] = lr
+
+
+def from_spec(spec: str, optimizers, total_steps: int, warmup_steps: int = 0) -> Schedule:
+    """The schedule `spec` over one optimizer or several (a GAN's two), for `total_steps` updates."""
+    if isinstance(optimizers, Optimizer):
+        optimizers = [optimizers]
+    try:
+        return Schedule(spec, list(optimizers), total_steps, warmup_steps)
+    except (TypeError, ZeroDivisionError) as e:
+        raise ValueError(f"--lr-schedule {spec!r}: {e}") from None
+
+
 __all__ = ["Constant", "LinearAnneal", "WarmupCosine", "SCHEDULES", "build", "linear_factor",
-           "warmup_cosine_factor"]
+           "warmup_cosine_factor", "NAMED", "Schedule", "from_spec", "parse"]

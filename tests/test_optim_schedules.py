@@ -92,3 +92,118 @@ def test_build_by_name_and_errors():
         WarmupCosine(_opt(), 10, 5)
     with pytest.raises(ValueError, match="linear"):
         optim.schedules.build("linear", _opt(), total=5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# --lr-schedule specs: each named schedule's lr at a few steps against its closed form.
+
+def lrs_of(spec: str, steps: int, total: int = 100, warmup: int = 0, lr: float = 0.1) -> list[float]:
+    """The lr used at updates 0..steps-1 (read before each update, as a trainer logs it)."""
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=lr)
+    schedule = optim.schedules.from_spec(spec, opt, total, warmup)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    return out
+
+
+def cosine(t, period, lo=0.0, hi=0.1):
+    return lo + (hi - lo) * 0.5 * (1 + math.cos(math.pi * t / period))
+
+
+CLOSED_FORMS = {
+    # spec: (closed form of the lr at update t, total updates)
+    "constant": (lambda t: 0.1, 100),
+    "linear": (lambda t: 0.1 * (1 - t / 100), 100),
+    "linear:final=0.5": (lambda t: 0.1 * (1 - 0.5 * t / 100), 100),
+    "step:every=10,gamma=0.5": (lambda t: 0.1 * 0.5 ** (t // 10), 100),
+    "multistep:milestones=30;80,gamma=0.1": (lambda t: 0.1 * 0.1 ** ((t >= 30) + (t >= 80)), 100),
+    "exponential:gamma=0.97": (lambda t: 0.1 * 0.97**t, 100),
+    "cosine": (lambda t: cosine(t, 100), 100),
+    "cosine:final=0.1": (lambda t: cosine(t, 100, lo=0.01), 100),
+    # periods 10, 20, 40, 80: restarts at 10, 30 and 70
+    "cosine-restarts:period=10,mult=2": (lambda t: cosine(t, 10) if t < 10 else cosine(t - 10, 20) if t < 30
+                                         else cosine(t - 30, 40) if t < 70 else cosine(t - 70, 80), 100),
+    "cyclic:half=5,low=0.1": (lambda t: 0.01 + (0.1 - 0.01) * (1 - abs((t % 10) / 5 - 1)), 100),
+    "warmup-cosine:warmup=10": (lambda t: 0.1 * t / 10 if t < 10 else cosine(t - 10, 90), 100),
+    "warmup-linear:steps=20 then cosine": (lambda t: 0.1 * t / 20 if t < 20 else cosine(t - 20, 80), 100),
+    "warmup-linear:steps=10 then constant:steps=40 then linear": (
+        lambda t: 0.1 * t / 10 if t < 10 else 0.1 if t < 50 else 0.1 * (1 - (t - 50) / 50), 100),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(CLOSED_FORMS))
+def test_named_schedules_follow_their_closed_forms(spec):
+    form, total = CLOSED_FORMS[spec]
+    got = lrs_of(spec, total, total)
+    for t in (0, 1, 5, 9, 10, 11, 19, 20, 29, 30, 31, 49, 50, 51, 79, 80, 99):
+        assert got[t] == pytest.approx(form(t), rel=1e-6, abs=1e-9), f"{spec} at update {t}"
+
+
+def test_onecycle_follows_its_closed_form():
+    # Smith & Topin: cosine from lr/div up to lr over pct * (total - 1) updates, then down to lr/(div*final_div)
+    total, pct, div, final_div = 100, 0.3, 25.0, 1e4
+    got = lrs_of("onecycle", total, total)
+    up = pct * total - 1
+    lo, hi, end = 0.1 / div, 0.1, 0.1 / (div * final_div)
+    for t in (0, 10, 29, 50, 99):
+        want = cosine(t, up, lo=hi, hi=lo) if t <= up else cosine(t - up, total - 1 - up, lo=end, hi=hi)
+        assert got[t] == pytest.approx(want, rel=1e-6), t
+
+
+def test_warmup_steps_prepend_a_linear_warmup():
+    assert lrs_of("cosine", 100, 100, warmup=10) == pytest.approx(lrs_of("warmup-linear:steps=10 then cosine", 100, 100))
+
+
+def test_plateau_cuts_the_lr_when_evaluations_stop_improving():
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    schedule = optim.schedules.from_spec("plateau:patience=2,factor=0.5", opt, 100)
+    schedule.step()  # updates do not move it
+    for score in (1.0, 2.0, 2.0, 2.0):
+        schedule.evaluated(score)
+    assert schedule.lr == pytest.approx(0.1)  # two evaluations without improvement: patience not exceeded
+    schedule.evaluated(2.0)
+    assert schedule.lr == pytest.approx(0.05)
+
+
+def test_a_chained_schedule_resumes_from_its_state_dict():
+    def run(split: int | None):
+        w = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=0.1)
+        spec = "warmup-linear:steps=10 then cosine"
+        schedule = optim.schedules.from_spec(spec, opt, 50)
+        out = []
+        for t in range(50):
+            if t == split:  # a checkpoint and a fresh process
+                saved_opt = io.BytesIO()
+                torch.save({"opt": opt.state_dict(), "schedule": schedule.state_dict()}, saved_opt)
+                saved_opt.seek(0)
+                state = torch.load(saved_opt, weights_only=True)
+                opt = torch.optim.SGD([w], lr=0.1)
+                opt.load_state_dict(state["opt"])
+                schedule = optim.schedules.from_spec(spec, opt, 50)
+                schedule.load_state_dict(state["schedule"])
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        return out
+
+    assert run(None) == pytest.approx(run(25)) and run(None) == pytest.approx(run(7))
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("cosin", "unknown schedule 'cosin'"),
+    ("step", "step needs every="),
+    ("cosine:final", "write cosine:key=value"),
+    ("cosine:steps=10 then plateau", "cannot be chained"),
+    ("warmup-linear then cosine", "needs steps=N"),
+    ("cosine:periods=3", "cosine takes no 'periods'"),
+    ("exponential:gamma=x", "is not a number"),
+])
+def test_bad_specs_are_one_line(spec, says):
+    with pytest.raises(ValueError, match=says):
+        lrs_of(spec, 2)
