@@ -34,13 +34,13 @@ from agents.networks import torso_for
 from agents import replay
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
-from common.lifecycle import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.lifecycle import LRScheduleConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config(RunConfig):
+class Config(LRScheduleConfig, RunConfig):
     """Nature DQN. Fields that say "preset" take the value of the env's preset unless typed:
     atari = Mnih et al. (2015) as DeepMind's Lua code ran it; classic = RL Zoo's tuned CartPole-v1 DQN
     (Raffin et al., rl-baselines3-zoo hyperparams/dqn.yml)."""
@@ -159,6 +159,7 @@ def prepare(cfg: Config) -> Config:
         optim.check_drivable(cfg.optimizer)
     except ValueError as e:
         fail(f"--optimizer: {e}")
+    lifecycle.check_lr_schedule(cfg)
     # optim's policy: a hyper-parameter typed for an optimizer that does not take it is an error; the
     # defaults go only to the optimizers they belong to.
     rmsprop = cfg.optimizer.lower() in optim.RMSPROPS
@@ -291,12 +292,14 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
         print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
               f"{cfg.learning_starts} steps", file=sys.stderr)
+    schedule = lifecycle.lr_schedule(cfg, [optimizer], lifecycle.off_policy_updates(cfg, cfg.train_frequency, cfg.gradient_steps), saved)
     folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "dqn", global_step if saved else None)
-    evaluations = lifecycle.BestCheckpoint(run, best)
+    evaluations = lifecycle.BestCheckpoint(run, best, schedule)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
             "config": dataclasses.asdict(cfg),
+            "lr_schedule": schedule.state_dict(),
             "q_net": q_net.state_dict(),
             "target_net": target_net.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -342,6 +345,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                         elif log_soon and i == cfg.gradient_steps - 1:
                             grad_norm = optim.clip.grad_norm(q_net.parameters())
                         optimizer.step()
+                        schedule.step()
             # Copy whenever global_step crosses a multiple of the target period.
             if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:
                 target_net.load_state_dict(q_net.state_dict())

@@ -38,13 +38,13 @@ from agents import env_setup, replay
 from agents.networks import MLP, DataEfficientCNN, NatureCNN, NoisyLinear
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
-from common.lifecycle import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.lifecycle import LRScheduleConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config(RunConfig):
+class Config(LRScheduleConfig, RunConfig):
     """Rainbow. Fields that say "preset" take the value of the preset unless typed: atari = Hessel et al.
     (2018), Table 1, with frames counted as agent steps (4 frames each); atari100k = data-efficient
     Rainbow (van Hasselt et al. 2019, "When to use parametric models in reinforcement learning?",
@@ -193,6 +193,7 @@ def prepare(cfg: Config) -> Config:
         optim.check_drivable(cfg.optimizer)
     except ValueError as e:
         fail(f"--optimizer: {e}")
+    lifecycle.check_lr_schedule(cfg)
     adam, rmsprop = cfg.optimizer.lower() in optim.ADAMS, cfg.optimizer.lower() in optim.RMSPROPS
     lifecycle.family_default(cfg, "adam_eps", 1.5e-4, cfg.optimizer, adam, "Adam epsilon",
                              "Adam-family optimizers (optim.ADAMS)")
@@ -386,12 +387,15 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
         print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
               f"{cfg.learning_starts} steps", file=sys.stderr)
+    schedule = lifecycle.lr_schedule(cfg, [optimizer], lifecycle.off_policy_updates(cfg, cfg.train_frequency,
+                                                                                  cfg.gradient_steps), saved)
     folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "rainbow", global_step if saved else None)
-    evaluations = lifecycle.BestCheckpoint(run, best)
+    evaluations = lifecycle.BestCheckpoint(run, best, schedule)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
             "config": dataclasses.asdict(cfg),
+            "lr_schedule": schedule.state_dict(),
             "net": net.state_dict(),
             "target_net": target_net.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -435,6 +439,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                         if cfg.max_grad_norm > 0:
                             grad_norm = optim.clip.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
                         optimizer.step()
+                        schedule.step()
                         rb.update_priorities(batch["index"], priorities)
             # Copy whenever global_step crosses a multiple of the target period.
             if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:

@@ -42,14 +42,14 @@ from agents import env_setup, replay
 from agents.networks import MLP
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
-from common.lifecycle import PresetInt, RunConfig
+from common.lifecycle import LRScheduleConfig, PresetInt, RunConfig
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 from optim.kfac import KFAC, gaussian_fisher_loss, policy_fisher_loss
 
 
 @dataclass
-class Config(RunConfig):
+class Config(LRScheduleConfig, RunConfig):
     """SAC. Fields that say "preset" take the value of the env family's preset unless typed: mujoco =
     Haarnoja et al. (2018) and CleanRL's sac_continuous_action.py; classic = the same agent on a
     15k-step budget for Pendulum-v1 and other small Box-action envs."""
@@ -145,6 +145,7 @@ def prepare(cfg: Config) -> Config:
             optim.check_drivable(name)
         except ValueError as e:
             fail(f"--{lifecycle.flag(field)}: {e}")
+    lifecycle.check_lr_schedule(cfg)
     lifecycle.at_most(cfg, "num_envs", 1024, "one process steps them all")
     lifecycle.at_most(cfg, "batch_size", 1 << 20, "a batch lives in memory at once")
     lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
@@ -392,12 +393,15 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
             print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
                   f"{cfg.learning_starts} steps", file=sys.stderr)
+    # the critics' and the actor's learning rates follow it together (the temperature's stays put)
+    schedule = lifecycle.lr_schedule(cfg, [q_opt, actor_opt], lifecycle.off_policy_updates(cfg), saved)
     folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "sac", global_step if saved else None)
-    evaluations = lifecycle.BestCheckpoint(run, best)
+    evaluations = lifecycle.BestCheckpoint(run, best, schedule)
 
     def save(name: str) -> Path:
         state = {
             "config": dataclasses.asdict(cfg),
+            "lr_schedule": schedule.state_dict(),
             "actor": actor.state_dict(),
             "critics": critics.state_dict(),
             "target": target.state_dict(),
@@ -439,10 +443,11 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     batch = rb.sample(cfg.batch_size, rng)
                     losses = update(cfg, batch, actor, critics, target, kfac, q_opt, actor_opt, log_alpha,
                                     alpha_opt, target_entropy)
+                    schedule.step()
 
             if milestones.due("log", global_step):
                 sps = milestones.steps_per_second(global_step)
-                run.scalars({"charts/SPS": sps}, global_step)
+                run.scalars({"charts/SPS": sps, "charts/learning_rate": schedule.lr}, global_step)
                 if losses is not None:
                     values = {f"losses/{k}": float(v) for k, v in losses.items()}
                     if kfac.enabled:

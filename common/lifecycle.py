@@ -74,6 +74,56 @@ class RunConfig:
     """Evaluate this checkpoint and print its score; no training."""
 
 
+@dataclass
+class LRScheduleConfig:
+    """Fields of a trainer whose learning rate follows a named schedule (optim.schedules.from_spec),
+    counted in optimizer updates. A trainer that has them builds the schedule after its optimizers,
+    steps it after each update, saves it in checkpoints and hands it to BestCheckpoint (for plateau)."""
+
+    lr_schedule: str = "constant"
+    """Learning-rate schedule over the run's optimizer updates: NAME[:key=value,...], stages joined by
+    ' then ' (constant, linear, step, multistep, exponential, cosine, cosine-restarts, cyclic, onecycle,
+    warmup-cosine, plateau; e.g. 'warmup-linear:steps=1000 then cosine'; python -m optim --schedules
+    lists each one's parameters)."""
+    warmup_steps: int = 0
+    """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
+    goes on with the schedule's state as saved: a larger budget on --resume lengthens only its last
+    stage's closed forms, not what torch's recursive schedulers have already done.)"""
+
+
+def check_lr_schedule(cfg) -> None:
+    """The schedule builds (on a stand-in optimizer: nothing else is made yet) and the warmup is not negative."""
+    import torch
+
+    from optim import schedules
+
+    non_negative(cfg, "warmup_steps")
+    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        schedules.from_spec(cfg.lr_schedule, stand_in, 1000, cfg.warmup_steps)
+    except ValueError as e:
+        fail(f"--lr-schedule: {e}")
+
+
+def off_policy_updates(cfg, train_frequency: int = 1, gradient_steps: int = 1) -> int:
+    """Optimizer updates in a replay-based run (DQN, Rainbow, SAC): `gradient_steps` every
+    `train_frequency` env steps after `learning_starts`. What their --lr-schedule counts."""
+    return max(cfg.total_timesteps - cfg.learning_starts, 0) // train_frequency * gradient_steps
+
+
+def lr_schedule(cfg, optimizers, total_updates: int, saved: dict | None = None):
+    """The run's schedule over `optimizers`, restored from `saved` (a checkpoint) when it holds one."""
+    from optim import schedules
+
+    try:
+        schedule = schedules.from_spec(cfg.lr_schedule, optimizers, max(total_updates, 1), cfg.warmup_steps)
+        if saved is not None and "lr_schedule" in saved:
+            schedule.load_state_dict(saved["lr_schedule"])
+    except ValueError as e:
+        fail(f"--lr-schedule: {e}")
+    return schedule
+
+
 # Chosen by each invocation, never taken from a checkpoint's config.
 PER_INVOCATION = ("resume", "eval", "device", "capture_video")
 
@@ -396,8 +446,8 @@ class BestCheckpoint:
     """Evaluation during training, as SB3's EvalCallback: log each evaluation's mean and standard
     deviation and keep `best.pt`, the checkpoint of the best mean so far, beside `checkpoint.pt`."""
 
-    def __init__(self, run, best: float = -math.inf):
-        self.run, self.best = run, best
+    def __init__(self, run, best: float = -math.inf, schedule=None):
+        self.run, self.best, self.schedule = run, best, schedule  # schedule: plateau follows the scores
         self.last_step: int | None = None
         self.last_mean: float | None = None
 
@@ -409,6 +459,8 @@ class BestCheckpoint:
         self.run.scalars({"eval/episodic_return": mean, "eval/episodic_return_std": std}, step)
         print(f"evaluation at step {step}: {len(scores)} episodes, score {mean:.2f} +/- {std:.2f}",
               file=sys.stderr)
+        if self.schedule is not None:
+            self.schedule.evaluated(mean)
         improved = mean > self.best
         if improved:
             self.best = mean

@@ -3,6 +3,7 @@ optimizer that this toolkit's trainers use by default, each with the paper it co
 
     python -m optim            # both tables
     python -m optim adabound   # one optimizer's defaults and docstring's first line
+    python -m optim --schedules   # the --lr-schedule names, their parameters and defaults
 """
 from __future__ import annotations
 
@@ -69,6 +70,15 @@ def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else args
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
+        return
+    if args and args[0] == "--schedules":
+        from optim.schedules import NAMED
+
+        rows = [[name, ", ".join(f"{k}={'(required)' if v is None else v}" for k, v in params.items()) or "-", what]
+                for name, (what, params) in NAMED.items()]
+        print("--lr-schedule NAME[:key=value,...][ then NAME...], counted in optimizer updates; every stage but the "
+              "last takes steps=N:\n")
+        print(table(["name", "parameters", "what it does"], rows))
         return
     if args:
         name = args[0].lower()

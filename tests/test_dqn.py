@@ -229,3 +229,44 @@ def test_foreign_checkpoint(tmp_path):
     foreign = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     assert_one_line_error(cli("--resume", str(foreign)), "not a checkpoint")
+
+
+def test_lr_schedule_counts_updates_and_resumes_where_it_was(tmp_path):
+    """--lr-schedule linear over the run's updates: logged as charts/learning_rate, saved in checkpoints,
+    and a resumed run goes on from the lr it had reached (not from the start of the schedule)."""
+    args = ["--env", "CartPole-v1", "--total-timesteps", "3000", "--learning-starts", "1000", "--train-frequency", "1",
+            "--gradient-steps", "1", "--lr-schedule", "linear", "--log-interval", "500", "--checkpoint-interval",
+            "2000", "--eval-interval", "0", "--logdir", str(tmp_path)]
+    dqn.main(args)
+    run = only_run(tmp_path)
+    lrs = dict((s, v) for _, s, v in read_scalars(run, "charts/learning_rate"))
+    lr = dqn.CLASSIC["learning_rate"]
+    # 2,000 updates (one per step after step 1,000): at step s, 1 - (s - 1000) / 2000 of the lr
+    for step in (1000, 2000, 2500):
+        assert lrs[step] == pytest.approx(lr * (1 - (step - 1000) / 2000), rel=1e-4), step
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["lr_schedule"]["spec"] == "linear"
+    mid = torch.load(run / "final.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert mid == pytest.approx(0.0, abs=1e-9)
+
+    # A run stopped at step 2,000 (by an observer of its evaluations) after its checkpoint at 1,500
+    # (500 updates: 3/4 of the lr) resumes there: its refill makes no updates, so at step 2,500 the lr is
+    # still 3/4, and the 500 updates after it take it to 1/2 by step 3,000.
+    from common import lifecycle
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2000(step, score):
+        if step == 2000:
+            raise Stop
+
+    with pytest.raises(Stop), lifecycle.observe_evaluations(stop_at_2000):
+        dqn.main([*args[:-1], str(tmp_path / "second"), "--checkpoint-interval", "1500", "--eval-interval", "2000",
+                  "--eval-episodes", "1"])
+    second = only_run(tmp_path / "second")
+    assert torch.load(second / "checkpoint.pt", weights_only=True)["global_step"] == 1500
+    dqn.main(["--resume", str(second / "checkpoint.pt")])
+    after = dict((s, v) for _, s, v in read_scalars(second, "charts/learning_rate"))
+    assert after[2500] == pytest.approx(0.75 * lr, rel=1e-4)
+    assert after[3000] == pytest.approx(0.5 * lr, rel=1e-3)
