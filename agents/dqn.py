@@ -135,7 +135,7 @@ CLASSIC = dict(total_timesteps=50_000, buffer_size=100_000, learning_starts=1_00
 PRESETS = {"atari": ATARI, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "lr_mult")
 # What a checkpoint's loss was: before 2026-12 DQN averaged its Huber loss over the batch, which an
 # optimizer state made with the sum cannot continue.
 LOSS = "huber-sum"
@@ -268,7 +268,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     num_actions = int(env.single_action_space.n)
     q_net = make_q_network(cfg, env, device)
     target_net = copy.deepcopy(q_net)
-    optimizer = make_optimizer(cfg, q_net.parameters())
+    optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"q": q_net}, {"q": cfg.learning_rate})["q"])
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device)
     if not saved:
         print(announce(cfg), file=sys.stderr)

@@ -156,7 +156,7 @@ PRESETS = {"atari": ATARI, "atari100k": ATARI100K, "classic": CLASSIC}
 TORSOS = ("nature", "data-efficient")
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "preset", "hidden_sizes", "noisy_hidden", "noisy_sigma", "torso", "num_atoms", "v_min",
+FIXED_ON_RESUME = ("env", "preset", "lr_mult", "hidden_sizes", "noisy_hidden", "noisy_sigma", "torso", "num_atoms", "v_min",
                    "v_max", "optimizer")
 
 
@@ -364,7 +364,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     env = make_env(cfg, cfg.num_envs)
     net = make_network(cfg, env, device)
     target_net = copy.deepcopy(net)  # in train mode: its noise is drawn independently per update
-    optimizer = make_optimizer(cfg, net.parameters())
+    optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"net": net}, {"net": cfg.learning_rate})["net"])
     support = make_support(cfg, device)
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device, n_step=cfg.n_step, gamma=cfg.gamma,
                         prioritized=True, alpha=cfg.priority_alpha)

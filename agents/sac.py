@@ -120,7 +120,7 @@ class Config(LRScheduleConfig, RunConfig):
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "base_optimizer", "kfac_mode", "autotune")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "base_optimizer", "kfac_mode", "autotune", "lr_mult")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -357,8 +357,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     target = copy.deepcopy(critics)  # outside any capture: no K-FAC hooks come along
     target.requires_grad_(False)
     kfac = Preconditioners(cfg, critics, actor)
-    q_opt = make_optimizer(cfg, critics.parameters(), cfg.q_lr, "critics")
-    actor_opt = make_optimizer(cfg, actor.parameters(), cfg.policy_lr, "actor")
+    params = lifecycle.param_groups(cfg, {"critics": critics, "actor": actor}, {"critics": cfg.q_lr, "actor": cfg.policy_lr})
+    q_opt = make_optimizer(cfg, params["critics"], cfg.q_lr, "critics")
+    actor_opt = make_optimizer(cfg, params["actor"], cfg.policy_lr, "actor")
     act_dim = int(np.prod(env.single_action_space.shape))
     target_entropy = -float(act_dim)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)

@@ -85,6 +85,10 @@ class LRScheduleConfig:
     ' then ' (constant, linear, step, multistep, exponential, cosine, cosine-restarts, cyclic, onecycle,
     warmup-cosine, plateau; e.g. 'warmup-linear:steps=1000 then cosine'; python -m optim --schedules
     lists each one's parameters)."""
+    lr_mult: tuple[str, ...] = ()
+    """PATTERN=FACTOR ...: parameters of the modules a pattern names (anywhere in the dotted name, or
+    fnmatch with * ? [) in a group of their own at FACTOR x the learning rate, e.g. torso=0.1 head=1;
+    listed at start."""
     warmup_steps: int = 0
     """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
     goes on with the schedule's state as saved: a larger budget on --resume lengthens only its last
@@ -92,17 +96,45 @@ class LRScheduleConfig:
 
 
 def check_lr_schedule(cfg) -> None:
-    """The schedule builds (on a stand-in optimizer: nothing else is made yet) and the warmup is not negative."""
+    """The schedule builds (on a stand-in optimizer: nothing else is made yet), the warmup is not
+    negative, and --lr-mult reads as PATTERN=FACTOR. (optim is torch-only, below common in the house.)"""
     import torch
 
-    from optim import schedules
+    from optim import groups, schedules
 
     non_negative(cfg, "warmup_steps")
+    cfg.lr_mult = tuple(cfg.lr_mult)
+    try:
+        groups.parse(cfg.lr_mult)
+    except ValueError as e:
+        fail(f"--lr-mult: {e}")
     stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     try:
         schedules.from_spec(cfg.lr_schedule, stand_in, 1000, cfg.warmup_steps)
     except ValueError as e:
         fail(f"--lr-schedule: {e}")
+
+
+def param_groups(cfg, modules: dict, lrs: dict) -> dict:
+    """Each named module's parameters for its optimizer: as they are without --lr-mult, else in
+    groups by pattern at their factors of `lrs[name]`, printed once. A pattern must match somewhere."""
+    if not cfg.lr_mult:
+        return {name: list(m.parameters()) for name, m in modules.items()}
+    from optim import groups
+
+    mults = groups.parse(cfg.lr_mult)
+    out, used = {}, set()
+    for name, module in modules.items():
+        named = list(module.named_parameters())
+        mine = {p: f for p, f in mults.items() if any(groups.matches(p, n) for n, _ in named)}
+        used |= set(mine)
+        out[name] = groups.by_pattern(named, mine, lrs[name])
+        print(groups.describe(out[name], name if len(modules) > 1 else ""), file=sys.stderr)
+    unused = [p for p in mults if p not in used]
+    if unused:
+        tops = sorted({n.split(".")[0] for m in modules.values() for n, _ in m.named_parameters()})
+        fail(f"--lr-mult: {unused[0]!r} matches no parameter; the top-level modules are {', '.join(tops)}")
+    return out
 
 
 def off_policy_updates(cfg, train_frequency: int = 1, gradient_steps: int = 1) -> int:

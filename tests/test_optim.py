@@ -715,3 +715,33 @@ def test_optim_command_lists_every_optimizer(capsys):
     with pytest.raises(SystemExit) as e:
         main(["adamx"])
     assert e.value.code == 2 and "unknown optimizer 'adamx'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameter groups by module name (--lr-mult).
+
+def test_groups_by_pattern_take_the_first_match_and_keep_ratios():
+    from optim import groups
+
+    net = torch.nn.ModuleDict({"torso": torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 4)),
+                               "head": torch.nn.Linear(4, 2)})
+    gs = groups.by_pattern(net.named_parameters(), groups.parse(["torso.0=0.1", "torso=0.5"]), lr=1e-3)
+    by_mult = {g["lr_mult"]: g for g in gs}
+    assert sorted(by_mult) == [0.1, 0.5, 1.0]
+    assert by_mult[0.1]["params"] == list(net["torso"][0].parameters()) and by_mult[0.1]["lr"] == pytest.approx(1e-4)
+    assert by_mult[0.5]["params"] == list(net["torso"][1].parameters())
+    assert by_mult[1.0]["params"] == list(net["head"].parameters()) and by_mult[1.0]["patterns"] == ["the rest"]
+    assert groups.matches("*.weight", "torso.0.weight") and not groups.matches("orso", "torso.0.weight")
+    opt = optim.build("adabound", gs, lr=1e-3)
+    sched = optim.schedules.from_spec("cosine", opt, 10)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    lrs = {g["lr_mult"]: g["lr"] for g in opt.param_groups}
+    assert lrs[0.1] / lrs[1.0] == pytest.approx(0.1) and lrs[0.5] / lrs[1.0] == pytest.approx(0.5)
+    assert "torso.0 x0.1 (2 tensors, 16 weights)" in groups.describe(gs)
+    with pytest.raises(ValueError, match="'tail' matches no parameter; the top-level modules are head, torso"):
+        groups.by_pattern(net.named_parameters(), {"tail": 0.1}, lr=1e-3)
+    for bad in ("torso", "torso=x", "torso=-1", "=1"):
+        with pytest.raises(ValueError, match="PATTERN=FACTOR"):
+            groups.parse([bad])
