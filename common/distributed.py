@@ -69,7 +69,10 @@ class World:
         return all(torch.equal(g, checksum) for g in gathered)
 
     def close(self) -> None:
+        """Every rank leaves together: a rank that tore its connections down while rank 0 was still
+        saving could make gloo's threads on either side abort (seen once as SIGABRT on a busy CPU)."""
         if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 

@@ -3,6 +3,7 @@ evaluated), the all-reduce across two torchrun processes, Atari logging, checkpo
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +91,23 @@ def test_two_processes_sum_to_the_global_gradient_and_stay_identical(tmp_path):
     assert scale > 1e-3 and diff < 1e-6 * max(scale, 1.0), (diff, scale)
 
     # A short job: rank 0 logs and checkpoints; every update checks that both ranks hold the same weights.
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "agents.ppo", "--env", "CartPole-v1",
-                           "--total-timesteps", "2048", "--eval-interval", "0", "--logdir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    def job(logdir):
+        return subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "agents.ppo", "--env", "CartPole-v1",
+                               "--total-timesteps", "2048", "--eval-interval", "0", "--logdir", str(logdir)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+    runs = tmp_path / "runs"
+    proc = job(runs)
+    if proc.returncode != 0 and "(SIGABRT)" in proc.stderr:
+        # Seen once in CI on a busy 2-core machine, not reproduced since: a rank killed by SIGABRT in gloo.
+        # One retry, said in the test summary; a second failure fails the test with both ranks' output.
+        warnings.warn("torchrun job: a rank aborted (SIGABRT); retried once:\n" + proc.stderr[:2000])
+        runs = tmp_path / "runs_retry"
+        proc = job(runs)
+    # the ranks' own lines come first in torchrun's stderr; its summary of a failure last
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-1500:]
     assert "over 2 ranks, parameters identical after every update" in proc.stderr
-    run = only_run(tmp_path / "runs")
+    run = only_run(runs)
     assert torch.load(run / "final.pt", weights_only=True)["global_step"] == 2048
 
 
