@@ -14,8 +14,6 @@ from __future__ import annotations
 import fnmatch
 from typing import Iterable
 
-import torch
-
 
 def parse(items: Iterable[str]) -> dict[str, float]:
     """`("torso=0.1", "head=1")` -> {"torso": 0.1, "head": 1.0}; ValueError (one line) for a bad item."""

@@ -180,7 +180,13 @@ def _stage(name: str, values: dict[str, str], optimizer: Optimizer, length: int)
     if missing:
         raise ValueError(f"{name} needs {', '.join(f'{k}=' for k in missing)} (e.g. {name}:{missing[0]}=1000)")
     f = lambda key: _number(name, key, str(params[key]))  # noqa: E731
-    n = lambda key: _number(name, key, str(params[key]), int)  # noqa: E731
+
+    def n(key: str) -> int:  # counts of updates (every, period, half, mult): at least 1
+        value = _number(name, key, str(params[key]), int)
+        if value < 1:
+            raise ValueError(f"{name}: {key} must be at least 1 (got {params[key]})")
+        return value
+
     lrs = [g["lr"] for g in optimizer.param_groups]
     if name == "constant":
         return L.LambdaLR(optimizer, lambda t: 1.0)
@@ -297,7 +303,7 @@ def from_spec(spec: str, optimizers, total_steps: int, warmup_steps: int = 0) ->
     try:
         return Schedule(spec, list(optimizers), total_steps, warmup_steps)
     except (TypeError, ZeroDivisionError) as e:
-        raise ValueError(f"--lr-schedule {spec!r}: {e}") from None
+        raise ValueError(f"{spec!r}: {e}") from None
 
 
 __all__ = ["Constant", "LinearAnneal", "WarmupCosine", "SCHEDULES", "build", "linear_factor",

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -536,6 +537,8 @@ def plan_grid(cfg: Config, argv_command: str) -> dict:
         fail(f"--total-timesteps must be positive (got {cfg.total_timesteps})")
     if cfg.eval_interval is not None and cfg.eval_interval < 1:
         fail(f"--eval-interval must be positive: the report scores runs by their evaluations (got {cfg.eval_interval})")
+    if cfg.threshold is not None and not math.isfinite(cfg.threshold):
+        fail(f"--threshold must be a finite number (got {cfg.threshold})")
     agent = AGENTS[cfg.agent]
     trainer = agent.trainer()
     fields = agent.fields()

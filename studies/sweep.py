@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -281,9 +282,11 @@ def open_storage(url: str | None, heartbeat: bool = True):
         except ImportError:
             fail("--storage postgresql: needs psycopg2 (pip install 'rlgan[sweeps]')")
     try:
-        kwargs = dict(heartbeat_interval=60, grace_period=180,
-                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1)) if heartbeat else {}
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():  # Optuna marks the heartbeat's retry callback experimental
+            warnings.simplefilter("ignore")
+            kwargs = dict(heartbeat_interval=60, grace_period=180,
+                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1)) if heartbeat else {}
+            return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as e:  # sqlalchemy's errors: a bad URL, a refused connection, a missing driver
         fail(f"--storage: cannot open {_redacted(url)} ({str(e).splitlines()[0][:200]})")
 
@@ -418,8 +421,6 @@ def trials_table(study) -> str:
 
 def importances(study) -> dict[str, float]:
     """Optuna's default evaluator's parameter importances (sums to 1), {} while too few trials completed."""
-    import warnings
-
     import optuna
 
     try:

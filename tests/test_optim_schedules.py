@@ -203,6 +203,9 @@ def test_a_chained_schedule_resumes_from_its_state_dict():
     ("warmup-linear then cosine", "needs steps=N"),
     ("cosine:periods=3", "cosine takes no 'periods'"),
     ("exponential:gamma=x", "is not a number"),
+    ("step:every=0", "every must be at least 1"),
+    ("cyclic:half=0", "half must be at least 1"),
+    ("cosine-restarts:period=-1", "period must be at least 1"),
 ])
 def test_bad_specs_are_one_line(spec, says):
     with pytest.raises(ValueError, match=says):

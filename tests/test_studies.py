@@ -253,6 +253,7 @@ def test_a_trial_with_clearly_worse_evaluations_is_pruned():
     ("grid", ["--agent", "dcgan", "--env", "ring8", "--optimizers", "adam"], "GENERATOR/DISCRIMINATOR"),
     ("grid", ["--agent", "dqn", "--env", "NoSuchEnv-v0"], "NoSuchEnv"),
     ("grid", ["--agent", "dqn", "--env", "CartPole-v1", "--set", "learning_rate=-1"], "learning-rate"),
+    ("grid", ["--agent", "dqn", "--env", "CartPole-v1", "--threshold", "nan"], "--threshold must be a finite"),
     ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--workers", "2"], "needs --storage"),
     ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--storage", "study.db"], "ends in .log"),
     ("sweep", ["--agent", "dqn", "--env", "CartPole-v1", "--trials", "0"], "--trials"),
