@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections import deque
@@ -24,6 +25,8 @@ class Run:
     def __init__(self, folder: str | Path, config, resume_step: int | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            _after_existing_event_files(self.folder)
         # A run that crashed logged past its last checkpoint; purge_step hides those events so the
         # resumed curve does not double back.
         self.writer = SummaryWriter(str(self.folder), purge_step=resume_step)
@@ -51,6 +54,18 @@ class Run:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+def _after_existing_event_files(folder: Path) -> None:
+    """Wait until the clock is past the newest event file's second. TensorBoard reads a folder's
+    event files in name order, and a name is `events.out.tfevents.<second>.<host>.<pid>.<counter>`:
+    a file opened in the same second by the same process sorts by its counter as text (".10" before
+    ".9"), and the resumed curve would then be read before the one it continues."""
+    seconds = [int(m.group(1)) for f in folder.glob("events.out.tfevents.*")
+               if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))]
+    now = time.time()
+    if seconds and max(seconds) == int(now):  # a file from a clock ahead of ours is not waited for
+        time.sleep(max(seconds) + 1 - now)
 
 
 class Progress:
