@@ -41,13 +41,13 @@ from agents.networks import MLP, NatureCNN, orthogonal_init
 from agents.rollout import RolloutStorage, gae
 from common import checkpoint, device as devices, distributed, lifecycle
 from common.errors import fail
-from common.lifecycle import PresetFloat, PresetInt, PresetInts, RunConfig
+from common.lifecycle import LRScheduleConfig, PresetFloat, PresetInt, PresetInts, RunConfig
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config(RunConfig):
+class Config(LRScheduleConfig, RunConfig):
     """PPO. Fields that say "preset" take the value of the env's preset unless typed: atari = Baselines'
     Atari PPO (Schulman et al. 2017; CleanRL ppo_atari.py); mujoco = Baselines' MuJoCo PPO (CleanRL
     ppo_continuous_action.py); classic = RL Zoo's tuned CartPole-v1 PPO (hyperparams/ppo.yml)."""
@@ -64,13 +64,15 @@ class Config(RunConfig):
     optimizer: str = "adam"
     """One optimizer over actor and critic, by name from optim's registry (adam, adamw, lamb, ...)."""
     learning_rate: PresetFloat = None
-    """Learning rate, annealed linearly to 0 with --anneal-lr. Preset atari 2.5e-4; mujoco 3e-4; classic 1e-3."""
+    """Learning rate (at the start of --lr-schedule). Preset atari 2.5e-4; mujoco 3e-4; classic 1e-3."""
     adam_eps: Annotated[Optional[float], tyro.conf.arg(metavar="FLOAT",
                                                        help_behavior_hint="(default: 1e-5 with Adam-family optimizers)")] = None
     """Epsilon of Adam-family optimizers (optim.ADAMS; refused with others): 1e-5, Baselines', rather
     than torch's 1e-8."""
-    anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run."""
+    lr_schedule: str = "linear"
+    """Learning-rate schedule over the run's iterations (one rollout and its update epochs each):
+    NAME[:key=value,...], stages joined by ' then ' (python -m optim --schedules lists them). linear
+    is Baselines' and CleanRL's anneal to 0 (their --anneal-lr); constant is --no-anneal-lr."""
     gamma: PresetFloat = None
     """Discount factor. Preset atari 0.99; mujoco 0.99; classic 0.98."""
     gae_lambda: PresetFloat = None
@@ -135,7 +137,7 @@ CLASSIC = dict(total_timesteps=100_000, num_envs=8, num_steps=32, learning_rate=
 PRESETS = {"atari": ATARI, "mujoco": MUJOCO, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward", "lr_mult")
 
 
 def preset_name(cfg: Config) -> str:
@@ -172,6 +174,7 @@ def prepare(cfg: Config) -> Config:
         optim.check_drivable(cfg.optimizer)
     except ValueError as e:
         fail(f"--optimizer: {e}")
+    lifecycle.check_lr_schedule(cfg)
     return cfg
 
 
@@ -388,7 +391,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     local_envs = cfg.num_envs // world.size
     env = make_env(cfg, local_envs)
     agent = make_agent(cfg, env, device)
-    optimizer = make_optimizer(cfg, agent.parameters())
+    optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"agent": agent}, {"agent": cfg.learning_rate})["agent"])
     rng = seed_everything(lifecycle.derived_seed(cfg.seed, 10_007 * world.rank))
     generator = torch.Generator().manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank))
     obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -413,16 +416,18 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 generator.manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank + global_step))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+    schedule = lifecycle.lr_schedule(cfg, [optimizer], num_updates, saved, lr_fields=("learning_rate",), done=update_i)
     if world.is_main:
         if not saved:
             print(lifecycle.describe_preset(preset_name(cfg), PRESETS[preset_name(cfg)], cfg), file=sys.stderr)
         folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "ppo", global_step if saved else None)
-        evaluations = lifecycle.BestCheckpoint(run, best)
+        evaluations = lifecycle.BestCheckpoint(run, best, schedule)
         progress = Progress(cfg.total_timesteps, initial=global_step)
 
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
             "config": dataclasses.asdict(cfg), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "lr_schedule": schedule.state_dict(),
             "update": update_i, "global_step": global_step, "best_eval": evaluations.best,
             "normalization": envs.normalization_state(env), "rng": rng_state(rng),
             "shuffle": generator.get_state(),
@@ -443,9 +448,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             if world.any_(bool(stop) or diverged is not None, device):
                 break
             frac = 1.0 - update_i / num_updates
-            lr = cfg.learning_rate * (frac if cfg.anneal_lr else 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = schedule.lr
             clip_coef = cfg.clip_coef * (frac if cfg.anneal_clip else 1.0)
 
             def episode(t: int, ret: float, length: int) -> None:
@@ -458,6 +461,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             global_step += cfg.num_steps * cfg.num_envs
             batch = training_batch(agent, storage, next_obs, cfg)
             stats = update(agent, optimizer, batch, clip_coef, cfg, world, generator)
+            schedule.step()
             update_i += 1
             if world.distributed and not world.same_everywhere(agent.parameters()):
                 fail(f"ranks' parameters differ after update {update_i}: the all-reduce is broken", code=3)

@@ -388,7 +388,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
               f"{cfg.learning_starts} steps", file=sys.stderr)
     schedule = lifecycle.lr_schedule(cfg, [optimizer], lifecycle.off_policy_updates(cfg, cfg.train_frequency,
-                                                                                  cfg.gradient_steps), saved)
+                                                                                  cfg.gradient_steps), saved,
+                                     lr_fields=("learning_rate",))
     folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "rainbow", global_step if saved else None)
     evaluations = lifecycle.BestCheckpoint(run, best, schedule)
 

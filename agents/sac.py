@@ -395,7 +395,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
                   f"{cfg.learning_starts} steps", file=sys.stderr)
     # the critics' and the actor's learning rates follow it together (the temperature's stays put)
-    schedule = lifecycle.lr_schedule(cfg, [q_opt, actor_opt], lifecycle.off_policy_updates(cfg), saved)
+    schedule = lifecycle.lr_schedule(cfg, [q_opt, actor_opt], lifecycle.off_policy_updates(cfg), saved,
+                                     lr_fields=("q_lr", "policy_lr"))
     folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "sac", global_step if saved else None)
     evaluations = lifecycle.BestCheckpoint(run, best, schedule)
 

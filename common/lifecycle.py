@@ -91,8 +91,9 @@ class LRScheduleConfig:
     listed at start."""
     warmup_steps: int = 0
     """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
-    goes on with the schedule's state as saved: a larger budget on --resume lengthens only its last
-    stage's closed forms, not what torch's recursive schedulers have already done.)"""
+    goes on with the schedule's state as saved: a larger budget on --resume stretches the closed-form
+    stages, linear, cosine and constant, to the new length; torch's recursive schedulers go on from
+    the lr they had reached. A learning rate changed on --resume scales the rest of the schedule.)"""
 
 
 def check_lr_schedule(cfg) -> None:
@@ -143,16 +144,31 @@ def off_policy_updates(cfg, train_frequency: int = 1, gradient_steps: int = 1) -
     return max(cfg.total_timesteps - cfg.learning_starts, 0) // train_frequency * gradient_steps
 
 
-def lr_schedule(cfg, optimizers, total_updates: int, saved: dict | None = None):
-    """The run's schedule over `optimizers`, restored from `saved` (a checkpoint) when it holds one."""
+def lr_schedule(cfg, optimizers, total_updates: int, saved: dict | None = None, lr_fields: tuple[str, ...] = (),
+                done: int = 0):
+    """The run's schedule over `optimizers`, restored from `saved` (a checkpoint) when it holds one.
+
+    `lr_fields` name each optimizer's learning-rate field: one changed on --resume scales that
+    optimizer's schedule from there on. A checkpoint of an earlier version, with no schedule in it,
+    has its schedule advanced by the `done` updates it made."""
     from optim import schedules
 
     try:
         schedule = schedules.from_spec(cfg.lr_schedule, optimizers, max(total_updates, 1), cfg.warmup_steps)
         if saved is not None and "lr_schedule" in saved:
             schedule.load_state_dict(saved["lr_schedule"])
+        elif saved is not None:
+            for _ in range(done):
+                schedule.step()
     except ValueError as e:
         fail(f"--lr-schedule: {e}")
+    before = saved.get("config", {}) if saved is not None else {}
+    for i, name in enumerate(lr_fields):
+        old, new = before.get(name), getattr(cfg, name)
+        if isinstance(old, (int, float)) and old > 0 and old != new:
+            schedule.rescale(i, new / old)
+            print(f"--{flag(name)} {new:g} (the checkpoint trained at {old:g}): its schedule scales by "
+                  f"{new / old:g} from here", file=sys.stderr)
     return schedule
 
 

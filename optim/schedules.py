@@ -111,7 +111,7 @@ def build(name: str, optimizer: Optimizer, **kwargs) -> LRScheduler:
 # fractions of each param group's own lr, so per-group learning rates keep their ratios.
 NAMED = {
     "constant": ("the lr throughout", {}),
-    "linear": ("linear from the lr to final * lr over the stage (torch LinearLR)", {"final": 0.0}),
+    "linear": ("linear from the lr to final * lr over the stage, in closed form (torch LambdaLR)", {"final": 0.0}),
     "warmup-linear": ("linear from start * lr up to the lr over the stage (torch LinearLR)", {"start": 0.0}),
     "step": ("times gamma every `every` steps (torch StepLR)", {"every": None, "gamma": 0.1}),
     "multistep": ("times gamma at each of the milestones, separated by ';' (torch MultiStepLR)",
@@ -191,8 +191,10 @@ def _stage(name: str, values: dict[str, str], optimizer: Optimizer, length: int)
     if name == "constant":
         return L.LambdaLR(optimizer, lambda t: 1.0)
     if name == "linear":
-        # LinearLR needs end_factor > 0 in some versions' checks of start; a tiny floor stands in for 0
-        return L.LinearLR(optimizer, start_factor=1.0, end_factor=max(f("final"), 0.0), total_iters=length)
+        # The closed form (LinearLR multiplies its last lr by a ratio each step, which rounds away from
+        # it): PPO's anneal, lr * (1 - t / T), to the last bit
+        final = f("final")
+        return L.LambdaLR(optimizer, lambda t: linear_factor(t, length, final))
     if name == "warmup-linear":
         return L.LinearLR(optimizer, start_factor=max(f("start"), 1e-8), end_factor=1.0, total_iters=length)
     if name == "step":
@@ -219,6 +221,23 @@ def _stage(name: str, values: dict[str, str], optimizer: Optimizer, length: int)
     if name == "warmup-cosine":
         return WarmupCosine(optimizer, warmup_steps=n("warmup"), total_steps=length, final_factor=f("final"))
     raise ValueError(f"{name}: not a step schedule")
+
+
+def _closed_form_now(scheduler) -> list[float] | None:
+    """The lrs of a LambdaLR stage (constant, linear, cosine: rebuilt with this run's length) at the
+    step it was restored to; None for the recursive schedulers, whose lr is what they had reached."""
+    from bisect import bisect_right
+
+    from torch.optim import lr_scheduler as L
+
+    s, epoch = scheduler, scheduler.last_epoch
+    if isinstance(s, L.SequentialLR):
+        i = bisect_right(s._milestones, epoch)
+        s = s._schedulers[i]
+        epoch = s.last_epoch  # the stage's own count, from its milestone
+    if not isinstance(s, L.LambdaLR):
+        return None
+    return [base * f(epoch) for base, f in zip(s.base_lrs, s.lr_lambdas)]
 
 
 class Schedule:
@@ -283,6 +302,22 @@ class Schedule:
         """The first optimizer's first group's lr."""
         return self.optimizers[0].param_groups[0]["lr"]
 
+    def rescale(self, index: int, ratio: float) -> None:
+        """Multiply optimizer `index`'s learning rates, now and to come, by `ratio`: a learning-rate flag
+        changed on --resume. Every lr a torch scheduler keeps (its bases, bounds and last values, the
+        groups' initial, max and min lr) is proportional to the optimizer's lr, so all of them scale."""
+        for group in self.optimizers[index].param_groups:
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= ratio
+        top = self.schedulers[index]
+        for s in (top, *getattr(top, "_schedulers", ())):
+            for key in ("base_lrs", "_last_lr", "max_lrs", "min_lrs"):
+                if isinstance(getattr(s, key, None), list):
+                    setattr(s, key, [v * ratio for v in getattr(s, key)])
+            if isinstance(getattr(s, "eta_min", None), float):
+                s.eta_min *= ratio
+
     def state_dict(self) -> dict:
         return {"spec": self.spec, "schedulers": [s.state_dict() for s in self.schedulers]}
 
@@ -291,8 +326,11 @@ class Schedule:
             raise ValueError(f"the checkpoint's schedule is {state.get('spec')!r}, not {self.spec!r}")
         for s, sd, opt in zip(self.schedulers, state["schedulers"], self.optimizers):
             s.load_state_dict(sd)
-            # building a scheduler set its first lr; the run goes on at the lr it had reached
-            for group, lr in zip(opt.param_groups, s.get_last_lr() if hasattr(s, "get_last_lr") else s._last_lr):
+            # building a scheduler set its first lr; the run goes on at the lr it had reached, or, in a
+            # closed-form stage, at the lr of that step in the run as long as it is now (a larger budget)
+            lrs = _closed_form_now(s) or (s.get_last_lr() if hasattr(s, "get_last_lr") else s._last_lr)
+            s._last_lr = list(lrs)
+            for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr
 
 

@@ -195,6 +195,72 @@ def test_a_chained_schedule_resumes_from_its_state_dict():
     assert run(None) == pytest.approx(run(25)) and run(None) == pytest.approx(run(7))
 
 
+def test_linear_is_ppo_annealing_to_the_last_bit():
+    # PPO's trainers set lr = frac * lr with frac = 1 - update / num_updates; the schedule must not drift
+    lr, total = 2.5e-4, 4882
+    got = lrs_of("linear", total, total, lr=lr)
+    assert all(got[t] == (1.0 - t / total) * lr for t in range(total))
+
+
+@pytest.mark.parametrize("spec, form", [
+    ("linear", lambda t: 0.1 * (1 - t / 300)),
+    ("warmup-linear:steps=10 then cosine", lambda t: 0.1 * t / 10 if t < 10 else cosine(t - 10, 290)),
+])
+def test_a_larger_budget_on_resume_stretches_a_closed_form_stage(spec, form):
+    # 100 updates planned and made, then resumed with 300: PPO's anneal goes on from 1 - 100/300
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    schedule = optim.schedules.from_spec(spec, opt, 100)
+    for _ in range(100):
+        opt.step()
+        schedule.step()
+    state = schedule.state_dict()
+    opt = torch.optim.SGD([w], lr=0.1)
+    schedule = optim.schedules.from_spec(spec, opt, 300)
+    schedule.load_state_dict(state)
+    got = []
+    for _ in range(200):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert got == pytest.approx([form(t) for t in range(100, 300)], rel=1e-9, abs=1e-12)
+
+
+RESCALED = ["constant", "linear", "step:every=10,gamma=0.5", "multistep:milestones=30;80", "exponential:gamma=0.97",
+            "cosine:final=0.1", "cosine-restarts:period=10,mult=2,final=0.1", "cyclic:half=5,low=0.1", "onecycle",
+            "warmup-cosine:warmup=10,final=0.1", "warmup-linear:steps=20 then cosine:final=0.2", "plateau:patience=1"]
+
+
+@pytest.mark.parametrize("spec", RESCALED)
+def test_a_learning_rate_changed_on_resume_scales_the_rest_of_the_schedule(spec):
+    # trained 25 updates at lr 0.1, resumed at lr 0.3: the rest is what a run at 0.3 throughout has
+    def schedule_at(lr):
+        w = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=lr)
+        return opt, optim.schedules.from_spec(spec, opt, 100)
+
+    def advance(opt, schedule, steps):
+        out = []
+        for t in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+            if t % 10 == 9:
+                schedule.evaluated(1.0)  # plateau's evaluations; no-ops for the others
+        return out
+
+    opt, schedule = schedule_at(0.1)
+    advance(opt, schedule, 25)
+    state = {"opt": opt.state_dict(), "schedule": schedule.state_dict()}
+    resumed_opt, resumed = schedule_at(0.3)
+    resumed_opt.load_state_dict(state["opt"])
+    resumed.load_state_dict(state["schedule"])
+    resumed.rescale(0, 3.0)
+    ref_opt, ref = schedule_at(0.3)
+    advance(ref_opt, ref, 25)
+    assert advance(resumed_opt, resumed, 75) == pytest.approx(advance(ref_opt, ref, 75), rel=1e-9)
+
+
 @pytest.mark.parametrize("spec, says", [
     ("cosin", "unknown schedule 'cosin'"),
     ("step", "step needs every="),
