@@ -30,17 +30,19 @@ import gymnasium as gym
 import envs
 import optim
 from agents import env_setup
+from agents.batches import micro_batches
 from agents.networks import torso_for
 from agents import replay
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
-from common.lifecycle import LRScheduleConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.precision import AmpConfig, Precision, check_amp
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config(LRScheduleConfig, RunConfig):
+class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """Nature DQN. Fields that say "preset" take the value of the env's preset unless typed:
     atari = Mnih et al. (2015) as DeepMind's Lua code ran it; classic = RL Zoo's tuned CartPole-v1 DQN
     (Raffin et al., rl-baselines3-zoo hyperparams/dqn.yml)."""
@@ -66,6 +68,9 @@ class Config(LRScheduleConfig, RunConfig):
     """Gradient updates per round. Preset atari 1; classic 128."""
     batch_size: PresetInt = None
     """Transitions per update. Preset atari 32; classic 64."""
+    grad_accum: int = 1
+    """Micro-batches per update: the batch's loss is summed over K equal slices, each's gradient added
+    before the step (the same update, one K-th of the activations in memory at a time)."""
     gamma: float = 0.99
     """Discount factor."""
     target_network_frequency: PresetInt = None
@@ -135,7 +140,7 @@ CLASSIC = dict(total_timesteps=50_000, buffer_size=100_000, learning_starts=1_00
 PRESETS = {"atari": ATARI, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "lr_mult")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "lr_mult", "optimizer_switch")
 # What a checkpoint's loss was: before 2026-12 DQN averaged its Huber loss over the batch, which an
 # optimizer state made with the sum cannot continue.
 LOSS = "huber-sum"
@@ -160,6 +165,8 @@ def prepare(cfg: Config) -> Config:
     except ValueError as e:
         fail(f"--optimizer: {e}")
     lifecycle.check_lr_schedule(cfg)
+    lifecycle.check_grad_accum(cfg, "batch_size")
+    check_amp(cfg)
     # optim's policy: a hyper-parameter typed for an optimizer that does not take it is an error; the
     # defaults go only to the optimizers they belong to.
     rmsprop = cfg.optimizer.lower() in optim.RMSPROPS
@@ -236,7 +243,7 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     if cfg.optimizer.lower() in optim.RMSPROPS:
         hparams.update(alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
     try:
-        return optim.build(cfg.optimizer, params, **hparams)
+        return optim.build(cfg.optimizer, params, cfg.optimizer_switch, **hparams)
     except ValueError as e:
         fail(f"--optimizer: {e}")
 
@@ -269,6 +276,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     q_net = make_q_network(cfg, env, device)
     target_net = copy.deepcopy(q_net)
     optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"q": q_net}, {"q": cfg.learning_rate})["q"])
+    amp = Precision.of(cfg.amp, device)
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device)
     if not saved:
         print(announce(cfg), file=sys.stderr)
@@ -283,6 +291,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             q_net.load_state_dict(saved["q_net"])
             target_net.load_state_dict(saved["target_net"])
             optimizer.load_state_dict(saved["optimizer"])
+            amp.load_state_dict(saved.get("grad_scaler", {}))
             global_step, update_debt = saved["global_step"], saved["update_debt"]
             best = saved.get("best_eval", -math.inf)
             exploration_origin = saved["exploration_origin"]
@@ -304,6 +313,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             "q_net": q_net.state_dict(),
             "target_net": target_net.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "grad_scaler": amp.state_dict(),
             "global_step": global_step,
             "update_debt": update_debt,
             "best_eval": evaluations.best,
@@ -336,16 +346,21 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     log_soon = global_step + cfg.train_frequency > milestones.next_due("log")  # measure the norm
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
-                        loss, q_mean = td_loss(q_net, target_net, batch, cfg.gamma)
                         optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        loss = q_mean = 0
+                        for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
+                            with amp.autocast():
+                                part_loss, part_q = td_loss(q_net, target_net, part, cfg.gamma)
+                            amp.backward(part_loss)
+                            loss, q_mean = loss + part_loss.detach(), q_mean + part_q / cfg.grad_accum
+                        amp.unscale_(optimizer)
                         # The norm stays a tensor (no host sync) until logged; unclipped runs compute it
                         # only for the round of updates that precedes a log.
                         if cfg.max_grad_norm > 0:
                             grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
                         elif log_soon and i == cfg.gradient_steps - 1:
                             grad_norm = optim.clip.grad_norm(q_net.parameters())
-                        optimizer.step()
+                        amp.step(optimizer)
                         schedule.step()
             # Copy whenever global_step crosses a multiple of the target period.
             if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:

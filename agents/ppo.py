@@ -37,17 +37,19 @@ from torch.distributions import Categorical, Normal
 import envs
 import optim
 from agents import env_setup
+from agents.batches import micro_batches
 from agents.networks import MLP, NatureCNN, orthogonal_init
 from agents.rollout import RolloutStorage, gae
 from common import checkpoint, device as devices, distributed, lifecycle
 from common.errors import fail
-from common.lifecycle import LRScheduleConfig, PresetFloat, PresetInt, PresetInts, RunConfig
+from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, RunConfig
+from common.precision import AmpConfig, Precision, check_amp
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config(LRScheduleConfig, RunConfig):
+class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """PPO. Fields that say "preset" take the value of the env's preset unless typed: atari = Baselines'
     Atari PPO (Schulman et al. 2017; CleanRL ppo_atari.py); mujoco = Baselines' MuJoCo PPO (CleanRL
     ppo_continuous_action.py); classic = RL Zoo's tuned CartPole-v1 PPO (hyperparams/ppo.yml)."""
@@ -79,6 +81,10 @@ class Config(LRScheduleConfig, RunConfig):
     """GAE's lambda. Preset atari 0.95; mujoco 0.95; classic 0.8."""
     num_minibatches: PresetInt = None
     """Minibatches per epoch of the global batch (num_envs x num_steps). Preset atari 4; mujoco 32; classic 1."""
+    grad_accum: int = 1
+    """Micro-batches per minibatch: each of K equal slices of a process's minibatch adds its gradient
+    before the step, its loss divided by the whole minibatch's count and its advantages normalized by
+    the whole minibatch's statistics (the same update, one K-th of the activations in memory)."""
     update_epochs: PresetInt = None
     """Epochs over each rollout. Preset atari 4; mujoco 10; classic 20."""
     clip_coef: PresetFloat = None
@@ -137,7 +143,8 @@ CLASSIC = dict(total_timesteps=100_000, num_envs=8, num_steps=32, learning_rate=
 PRESETS = {"atari": ATARI, "mujoco": MUJOCO, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward", "lr_mult")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward", "lr_mult",
+                   "optimizer_switch")
 
 
 def preset_name(cfg: Config) -> str:
@@ -175,6 +182,8 @@ def prepare(cfg: Config) -> Config:
     except ValueError as e:
         fail(f"--optimizer: {e}")
     lifecycle.check_lr_schedule(cfg)
+    lifecycle.check_grad_accum(cfg, local_batch // cfg.num_minibatches)
+    check_amp(cfg)
     return cfg
 
 
@@ -238,10 +247,9 @@ class Agent(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: Config, world: distributed.World):
-    """The clipped surrogate, value and entropy terms over a minibatch's valid samples, each a sum
-    divided by the valid count of the global minibatch (all ranks), so that summing the ranks'
-    gradients gives the gradient of the global minibatch's mean. Returns the loss and its parts."""
+def minibatch_statistics(mb: dict[str, torch.Tensor], world: distributed.World):
+    """The valid count of the global minibatch (all ranks) and its advantages' mean and std, which
+    every micro-batch of it is normalized and divided by."""
     mask = mb["valid"].float()
     n = world.sum_(mask.sum().detach().clone()).clamp(min=1.0)
     adv = mb["advantages"]
@@ -249,7 +257,17 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: C
     stats = world.sum_(torch.stack([(adv * mask).double().sum(), (adv * adv * mask).double().sum()]).detach())
     mean = stats[0] / n
     std = (stats[1] / n - mean * mean).clamp(min=0).mul(n / (n - 1).clamp(min=1)).sqrt()  # float64 sums
-    adv = ((adv - mean) / (std + 1e-8)).float()
+    return n, mean, std
+
+
+def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: Config, n: torch.Tensor,
+             mean: torch.Tensor, std: torch.Tensor):
+    """The clipped surrogate, value and entropy terms over a (micro-)minibatch's valid samples, each a
+    sum divided by the valid count `n` of the global minibatch (all ranks), so that summing the ranks'
+    (and micro-batches') gradients gives the gradient of the global minibatch's mean. Returns the loss
+    and its parts."""
+    mask = mb["valid"].float()
+    adv = ((mb["advantages"] - mean) / (std + 1e-8)).float()
 
     _, newlogprob, entropy, newvalue = agent.act_and_value(mb["obs"], mb["actions"])
     logratio = newlogprob - mb["logprobs"]
@@ -269,24 +287,30 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: C
                   "approx_kl": approx_kl, "clipfrac": clipfrac}
 
 
-def update(agent: Agent, optimizer, batch: dict[str, torch.Tensor], clip_coef: float, cfg: Config,
+def update(agent: Agent, optimizer, amp: Precision, batch: dict[str, torch.Tensor], clip_coef: float, cfg: Config,
            world: distributed.World, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """`update_epochs` passes over this rank's batch in `num_minibatches` shuffled minibatches; the
-    gradients are summed over ranks, clipped, then stepped. Stats stay tensors (no host sync)."""
+    gradients are summed over micro-batches and ranks, clipped, then stepped. Stats stay tensors (no host sync)."""
     size = batch["valid"].shape[0]
     mb_size = size // cfg.num_minibatches
     stats = {}
     for _ in range(cfg.update_epochs):
         order = torch.randperm(size, generator=generator).to(batch["valid"].device)
         for start in range(0, size, mb_size):
-            idx = order[start:start + mb_size]
-            loss, stats = ppo_loss(agent, {k: v[idx] for k, v in batch.items()}, clip_coef, cfg, world)
+            mb = {k: v[order[start:start + mb_size]] for k, v in batch.items()}
+            n, mean, std = minibatch_statistics(mb, world)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            stats = {}
+            for part in micro_batches(mb, cfg.grad_accum):  # the whole minibatch when 1
+                with amp.autocast():
+                    loss, part_stats = ppo_loss(agent, part, clip_coef, cfg, n, mean, std)
+                amp.backward(loss)
+                stats = {k: stats.get(k, 0) + v for k, v in part_stats.items()}
             world.sum_grads_(agent.parameters())
+            amp.unscale_(optimizer)
             stats["grad_norm"] = optim.clip.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm) \
                 if cfg.max_grad_norm > 0 else optim.clip.grad_norm(agent.parameters())
-            optimizer.step()
+            amp.step(optimizer)
         if cfg.target_kl and float(world.sum_(stats["approx_kl"].clone())) > cfg.target_kl:  # global mean
             break
     # each rank's parts are its share of the global mean: their sum is what one process would log
@@ -374,7 +398,7 @@ def make_optimizer(cfg: Config, params):
     if cfg.adam_eps is not None:
         hparams["eps"] = cfg.adam_eps
     try:
-        return optim.build(cfg.optimizer, params, **hparams)
+        return optim.build(cfg.optimizer, params, cfg.optimizer_switch, **hparams)
     except ValueError as e:
         fail(f"--optimizer: {e}")
 
@@ -392,6 +416,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     env = make_env(cfg, local_envs)
     agent = make_agent(cfg, env, device)
     optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"agent": agent}, {"agent": cfg.learning_rate})["agent"])
+    amp = Precision.of(cfg.amp, device)
     rng = seed_everything(lifecycle.derived_seed(cfg.seed, 10_007 * world.rank))
     generator = torch.Generator().manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank))
     obs_space, act_space = env.single_observation_space, env.single_action_space
@@ -405,6 +430,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
         try:
             agent.load_state_dict(saved["agent"])
             optimizer.load_state_dict(saved["optimizer"])
+            amp.load_state_dict(saved.get("grad_scaler", {}))
             update_i, global_step = int(saved["update"]), int(saved["global_step"])
             best = saved.get("best_eval", -math.inf)
             envs.load_normalization_state(env, saved["normalization"], freeze=False)
@@ -427,7 +453,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     def save(name: str) -> Path:
         return checkpoint.save(folder / name, {
             "config": dataclasses.asdict(cfg), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "lr_schedule": schedule.state_dict(),
+            "lr_schedule": schedule.state_dict(), "grad_scaler": amp.state_dict(),
             "update": update_i, "global_step": global_step, "best_eval": evaluations.best,
             "normalization": envs.normalization_state(env), "rng": rng_state(rng),
             "shuffle": generator.get_state(),
@@ -460,7 +486,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             next_obs, next_valid = collect(agent, env, storage, next_obs, next_valid, episode)
             global_step += cfg.num_steps * cfg.num_envs
             batch = training_batch(agent, storage, next_obs, cfg)
-            stats = update(agent, optimizer, batch, clip_coef, cfg, world, generator)
+            stats = update(agent, optimizer, amp, batch, clip_coef, cfg, world, generator)
             schedule.step()
             update_i += 1
             if world.distributed and not world.same_everywhere(agent.parameters()):

@@ -35,16 +35,18 @@ import tyro
 import envs
 import optim
 from agents import env_setup, replay
+from agents.batches import micro_batches
 from agents.networks import MLP, DataEfficientCNN, NatureCNN, NoisyLinear
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
-from common.lifecycle import LRScheduleConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.precision import AmpConfig, Precision, check_amp
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
-class Config(LRScheduleConfig, RunConfig):
+class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """Rainbow. Fields that say "preset" take the value of the preset unless typed: atari = Hessel et al.
     (2018), Table 1, with frames counted as agent steps (4 frames each); atari100k = data-efficient
     Rainbow (van Hasselt et al. 2019, "When to use parametric models in reinforcement learning?",
@@ -72,6 +74,10 @@ class Config(LRScheduleConfig, RunConfig):
     """Gradient updates per round."""
     batch_size: PresetInt = None
     """Transitions per update. Preset atari 32; atari100k 32; classic 64."""
+    grad_accum: int = 1
+    """Micro-batches per update: each of K equal slices adds its share (1/K) of the batch's mean loss
+    to the gradient before the step, under the same noise (the same update, one K-th of the
+    activations in memory at a time); priorities are updated for the whole batch."""
     gamma: float = 0.99
     """Discount factor."""
     n_step: PresetInt = None
@@ -156,7 +162,7 @@ PRESETS = {"atari": ATARI, "atari100k": ATARI100K, "classic": CLASSIC}
 TORSOS = ("nature", "data-efficient")
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "preset", "lr_mult", "hidden_sizes", "noisy_hidden", "noisy_sigma", "torso", "num_atoms", "v_min",
+FIXED_ON_RESUME = ("env", "preset", "lr_mult", "optimizer_switch", "hidden_sizes", "noisy_hidden", "noisy_sigma", "torso", "num_atoms", "v_min",
                    "v_max", "optimizer")
 
 
@@ -194,6 +200,8 @@ def prepare(cfg: Config) -> Config:
     except ValueError as e:
         fail(f"--optimizer: {e}")
     lifecycle.check_lr_schedule(cfg)
+    lifecycle.check_grad_accum(cfg, "batch_size")
+    check_amp(cfg)
     adam, rmsprop = cfg.optimizer.lower() in optim.ADAMS, cfg.optimizer.lower() in optim.RMSPROPS
     lifecycle.family_default(cfg, "adam_eps", 1.5e-4, cfg.optimizer, adam, "Adam epsilon",
                              "Adam-family optimizers (optim.ADAMS)")
@@ -328,7 +336,7 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     elif optim.accepts(cfg.optimizer, "foreach"):
         hparams["foreach"] = True
     try:
-        return optim.build(cfg.optimizer, params, **hparams)
+        return optim.build(cfg.optimizer, params, cfg.optimizer_switch, **hparams)
     except ValueError as e:
         fail(f"--optimizer: {e}")
 
@@ -365,6 +373,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     net = make_network(cfg, env, device)
     target_net = copy.deepcopy(net)  # in train mode: its noise is drawn independently per update
     optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"net": net}, {"net": cfg.learning_rate})["net"])
+    amp = Precision.of(cfg.amp, device)
     support = make_support(cfg, device)
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device, n_step=cfg.n_step, gamma=cfg.gamma,
                         prioritized=True, alpha=cfg.priority_alpha)
@@ -378,6 +387,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             net.load_state_dict(saved["net"])
             target_net.load_state_dict(saved["target_net"])
             optimizer.load_state_dict(saved["optimizer"])
+            amp.load_state_dict(saved.get("grad_scaler", {}))
             global_step, update_debt = saved["global_step"], saved["update_debt"]
             best = saved.get("best_eval", -math.inf)
             beta_origin = saved["beta_origin"]
@@ -400,6 +410,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
             "net": net.state_dict(),
             "target_net": target_net.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "grad_scaler": amp.state_dict(),
             "global_step": global_step,
             "update_debt": update_debt,
             "best_eval": evaluations.best,
@@ -433,13 +444,20 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                         batch = rb.sample(cfg.batch_size, rng, beta)
                         net.reset_noise()  # new noise for each update, independent in the two networks
                         target_net.reset_noise()
-                        loss, priorities, q_mean = categorical_loss(net, target_net, batch, support)
                         optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        loss, q_mean, kls = 0, 0, []
+                        for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
+                            with amp.autocast():
+                                part_loss, part_kl, part_q = categorical_loss(net, target_net, part, support)
+                            amp.backward(part_loss / cfg.grad_accum)
+                            loss, q_mean = loss + part_loss.detach() / cfg.grad_accum, q_mean + part_q / cfg.grad_accum
+                            kls.append(part_kl)
+                        priorities = torch.cat(kls) if len(kls) > 1 else kls[0]
+                        amp.unscale_(optimizer)
                         # The norm stays a tensor (no host sync) until logged.
                         if cfg.max_grad_norm > 0:
                             grad_norm = optim.clip.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-                        optimizer.step()
+                        amp.step(optimizer)
                         schedule.step()
                         rb.update_priorities(batch["index"], priorities)
             # Copy whenever global_step crosses a multiple of the target period.

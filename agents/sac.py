@@ -42,14 +42,14 @@ from agents import env_setup, replay
 from agents.networks import MLP
 from common import checkpoint, device as devices, lifecycle
 from common.errors import fail
-from common.lifecycle import LRScheduleConfig, PresetInt, RunConfig
+from common.lifecycle import OptimizerAidsConfig, PresetInt, RunConfig
 from common.run import Progress
 from common.seeding import rng_state, seed_everything, set_rng_state
 from optim.kfac import KFAC, gaussian_fisher_loss, policy_fisher_loss
 
 
 @dataclass
-class Config(LRScheduleConfig, RunConfig):
+class Config(OptimizerAidsConfig, RunConfig):
     """SAC. Fields that say "preset" take the value of the env family's preset unless typed: mujoco =
     Haarnoja et al. (2018) and CleanRL's sac_continuous_action.py; classic = the same agent on a
     15k-step budget for Pendulum-v1 and other small Box-action envs."""
@@ -120,7 +120,8 @@ class Config(LRScheduleConfig, RunConfig):
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "base_optimizer", "kfac_mode", "autotune", "lr_mult")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "base_optimizer", "kfac_mode", "autotune", "lr_mult",
+                   "optimizer_switch")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -222,7 +223,7 @@ def make_optimizer(cfg: Config, params, lr: float, what: str) -> torch.optim.Opt
     if optim.accepts(name, "fused") and name.lower() != "sharedadam":
         hparams["fused"] = True
     try:
-        return optim.build(name, params, **hparams)
+        return optim.build(name, params, cfg.optimizer_switch, **hparams)
     except ValueError as e:
         fail(f"--optimizer ({what}): {e}")
 

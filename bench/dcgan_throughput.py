@@ -48,7 +48,7 @@ def trainer_loop(device: torch.device):
     def step():
         dcgan.train_step(m, lambda: real, BATCH, Z, device)
 
-    return step, m.amp_dtype
+    return step, m.g_amp.dtype
 
 
 def reference_loop(device: torch.device):

@@ -10,9 +10,10 @@
 #   - the GPU (nvidia-smi -L), torch / CUDA / cuDNN versions;
 #   - the CUDA tests (pytest -m cuda tests/test_cuda.py);
 #   - each trainer's CUDA path on a short budget: DQN and Rainbow on Breakout, SAC + K-FAC on HalfCheetah
-#     (steps/s after learning starts),
+#     (steps/s after learning starts), DQN (one update per step) and PPO on Breakout with --amp off,
+#     bf16 and fp16,
 #     DCGAN on a 2D mixture and on images (a generated image folder, and generated CIFAR-10-format
-#     batches, since there is no download there), with AMP (the default) and with --no-amp; images/s
+#     batches, since there is no download there), with --amp bf16, fp16 and off; images/s
 #     is the median of the run's charts/images_per_sec intervals, the first (warm-up) left out;
 #   - the speed benchmarks with their CUDA flags (bench/replay_memory.py has none: CPU only), and a
 #     replay-memory sampling time to CUDA against the CPU.
@@ -149,6 +150,17 @@ run_step dqn_breakout_cuda 150 "steps/s after learning starts" 1 \
     "$PY" -m agents.dqn --env Breakout --device cuda --total-timesteps 30000 --learning-starts 5000 \
     --buffer-size 100000 --batch-size 32 --checkpoint-interval 0 --eval-interval 0 --logdir "$WORK/dqn"
 
+# --amp on the CNN agents: steps/s with each precision against float32, on short runs
+for amp in off bf16 fp16; do
+    run_step "dqn_breakout_amp_${amp}_cuda" 45 "steps/s after learning starts" 1 \
+        "$PY" -m agents.dqn --env Breakout --device cuda --amp "$amp" --total-timesteps 12000 \
+        --learning-starts 4000 --train-frequency 1 --buffer-size 20000 --checkpoint-interval 0 --eval-interval 0 \
+        --logdir "$WORK/dqn_amp_$amp"
+    run_step "ppo_breakout_amp_${amp}_cuda" 45 "^steps/s" 1 \
+        "$PY" -m agents.ppo --env Breakout --device cuda --amp "$amp" --total-timesteps 8192 --eval-interval 0 \
+        --checkpoint-interval 0 --logdir "$WORK/ppo_amp_$amp"
+done
+
 run_step rainbow_breakout_cuda 90 "steps/s after learning starts" 1 \
     "$PY" -m agents.rainbow --env Breakout --device cuda --total-timesteps 12000 --learning-starts 4000 \
     --buffer-size 100000 --checkpoint-interval 0 --eval-interval 0 --logdir "$WORK/rainbow"
@@ -201,9 +213,9 @@ for src in folder cifar10; do
     else
         data=(--dataset cifar10 --data-dir "$WORK/cifar")
     fi
-    for amp in amp no-amp; do
-        run_step "dcgan_${src}_${amp}_cuda" 75 "^done:" 1 \
-            "$PY" -m gans.dcgan "${data[@]}" --no-download "--$amp" "${DCGAN_IMAGES[@]}" \
+    for amp in bf16 fp16 off; do
+        run_step "dcgan_${src}_amp_${amp}_cuda" 60 "^done:" 1 \
+            "$PY" -m gans.dcgan "${data[@]}" --no-download --amp "$amp" "${DCGAN_IMAGES[@]}" \
             --logdir "$WORK/dcgan_${src}_${amp}"
         ((LAST_RC == 0)) && tb_figure "$WORK/dcgan_${src}_${amp}" charts/images_per_sec
     done

@@ -75,10 +75,12 @@ class RunConfig:
 
 
 @dataclass
-class LRScheduleConfig:
-    """Fields of a trainer whose learning rate follows a named schedule (optim.schedules.from_spec),
-    counted in optimizer updates. A trainer that has them builds the schedule after its optimizers,
-    steps it after each update, saves it in checkpoints and hands it to BestCheckpoint (for plateau)."""
+class OptimizerAidsConfig:
+    """A trainer's optimizer fields beyond the hyper-parameters: a learning rate that follows a named
+    schedule (optim.schedules.from_spec), counted in the trainer's updates, after a warmup; per-module
+    multipliers; a switch from Adam to SGD. A trainer that has them builds the schedule after its
+    optimizers, steps it after each update, saves it in checkpoints and hands it to BestCheckpoint
+    (for plateau), and passes optimizer_switch to optim.build."""
 
     lr_schedule: str = "constant"
     """Learning-rate schedule over the run's optimizer updates: NAME[:key=value,...], stages joined by
@@ -89,6 +91,10 @@ class LRScheduleConfig:
     """PATTERN=FACTOR ...: parameters of the modules a pattern names (anywhere in the dotted name, or
     fnmatch with * ? [) in a group of their own at FACTOR x the learning rate, e.g. torso=0.1 head=1;
     listed at start."""
+    optimizer_switch: str = ""
+    """sgd@STEP: Adam until update STEP, then SGD with momentum at the learning rate Adam's steps
+    estimate, per tensor (SWATS, Keskar & Socher 2017, as optim.SWATS); sgd@auto: when that estimate
+    settles (the paper's criterion). Only for Adam; the schedule scales the SGD phase's rate too."""
     warmup_steps: int = 0
     """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
     goes on with the schedule's state as saved: a larger budget on --resume stretches the closed-form
@@ -101,6 +107,7 @@ def check_lr_schedule(cfg) -> None:
     negative, and --lr-mult reads as PATTERN=FACTOR. (optim is torch-only, below common in the house.)"""
     import torch
 
+    import optim
     from optim import groups, schedules
 
     non_negative(cfg, "warmup_steps")
@@ -109,6 +116,11 @@ def check_lr_schedule(cfg) -> None:
         groups.parse(cfg.lr_mult)
     except ValueError as e:
         fail(f"--lr-mult: {e}")
+    if cfg.optimizer_switch:
+        try:
+            optim.parse_switch(cfg.optimizer_switch)
+        except ValueError as e:
+            fail(f"--optimizer-switch: {e}")
     stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     try:
         schedules.from_spec(cfg.lr_schedule, stand_in, 1000, cfg.warmup_steps)
@@ -136,6 +148,16 @@ def param_groups(cfg, modules: dict, lrs: dict) -> dict:
         tops = sorted({n.split(".")[0] for m in modules.values() for n, _ in m.named_parameters()})
         fail(f"--lr-mult: {unused[0]!r} matches no parameter; the top-level modules are {', '.join(tops)}")
     return out
+
+
+def check_grad_accum(cfg, batch_field: str) -> None:
+    """--grad-accum K is at least 1 and slices the batch (`batch_field`, or a number) evenly."""
+    if cfg.grad_accum < 1:
+        fail(f"--grad-accum must be at least 1 (got {cfg.grad_accum})")
+    batch = getattr(cfg, batch_field) if isinstance(batch_field, str) else batch_field
+    if batch % cfg.grad_accum:
+        what = f"--{flag(batch_field)} {batch}" if isinstance(batch_field, str) else f"the minibatch of {batch}"
+        fail(f"--grad-accum {cfg.grad_accum} does not divide {what} into equal micro-batches")
 
 
 def off_policy_updates(cfg, train_frequency: int = 1, gradient_steps: int = 1) -> int:

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 
 from common import lifecycle
 from common.errors import fail
-from common.lifecycle import PresetFloat, PresetInt, RunConfig
+from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetStr, RunConfig
+from common.precision import AmpConfig, AmpMode, Precision
 from gans.data import MIXTURES
 
 
 @dataclass
-class Config(RunConfig):
+class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """Train a DCGAN. Fields that say "preset" take the preset of the chosen --dataset (images or 2D mixture)
     unless typed. --eval CHECKPOINT scores a generator: modes and high-quality share for 2D mixtures, FID,
     IS and KID for images."""
@@ -74,11 +75,13 @@ class Config(RunConfig):
     """discriminator RMSprop smoothing constant, for optimizers that take alpha (default 0.9)"""
     d_steps: int = 1
     """discriminator steps per generator step, each on a fresh real batch"""
-    lr_decay: Literal["none", "linear"] | None = None
-    """learning-rate schedule of both networks: none, or linear to 0 over --steps (images: none, Radford et al.; 2D mixtures: linear, which settles the generator onto the modes instead of circling them)"""
+    lr_schedule: PresetStr = None
+    """learning-rate schedule of both networks over the generator steps, NAME[:key=value,...] with stages joined by ' then ' (python -m optim --schedules; plateau has no evaluation return to follow here) (images: constant, Radford et al.; 2D mixtures: linear to 0, which settles the generator onto the modes instead of circling them)"""
+    grad_accum: int = 1
+    """micro-batches per batch: each network's gradients are summed over K slices of --batch-size before its step, the same update with a K-th of the discriminator's activations in memory (exact for the 2D mixtures' MLPs; BatchNorm in the image networks normalizes over each slice, as it would over a smaller batch)"""
 
-    amp: bool = True
-    """CUDA: mixed precision (bfloat16 autocast, or float16 with loss scaling on GPUs without bfloat16); ignored on CPU"""
+    amp: AmpMode = "auto"
+    """mixed precision: bf16 (autocast), fp16 (autocast and loss scaling, the scales kept in checkpoints), off (float32), or auto (bf16 where the GPU has it, else fp16; float32 on the CPU, where fp16 is refused)"""
     channels_last: bool = True
     """CUDA, images: channels-last memory format, faster convolutions on tensor cores; ignored otherwise"""
     workers: int = 4
@@ -101,9 +104,9 @@ class Config(RunConfig):
 # Presets for the fields left at None. Images: Radford et al. 2016. 2D mixtures: settings that
 # capture all modes of ring8 and grid25 on a CPU in a minute or two (see gans/README.md).
 IMAGE_PRESET = dict(steps=100_000, batch_size=128, z_dim=100, g_width=64, d_width=64, g_lr=2e-4, d_lr=2e-4,
-                    lr_decay="none", sample_every=1000, save_every=5000)
+                    lr_schedule="constant", sample_every=1000, save_every=5000)
 MIXTURE_PRESET = dict(steps=6000, batch_size=256, z_dim=2, g_width=128, d_width=128, g_lr=1e-3, d_lr=1e-3,
-                      lr_decay="linear", sample_every=500, save_every=1000)
+                      lr_schedule="linear", sample_every=500, save_every=1000)
 PRESETS = {"cifar10": IMAGE_PRESET, "folder": IMAGE_PRESET, "ring8": MIXTURE_PRESET,
            "grid25": {**MIXTURE_PRESET, "steps": 20_000}}
 DEFAULT_G_BETAS = (0.5, 0.999)
@@ -111,7 +114,7 @@ DEFAULT_D_ALPHA = 0.9
 
 # Fields that fix the networks' shapes and the optimizers' state layout: a resumed run keeps them.
 FIXED_ON_RESUME = ("dataset", "image_size", "z_dim", "g_width", "d_width", "mlp_layers", "g_optimizer",
-                   "d_optimizer")
+                   "d_optimizer", "lr_mult", "optimizer_switch")
 
 
 def _drivable(flag: str, optimizer: str) -> None:
@@ -150,6 +153,16 @@ def resolve(cfg: Config) -> Config:
     lifecycle.fits_in_memory(lambda: build_generator(cfg), copies=4, what="the generator (--g-width, --z-dim)")
     lifecycle.fits_in_memory(lambda: build_discriminator(cfg), copies=4, what="the discriminator (--d-width)")
     lifecycle.at_most(cfg, "d_steps", 1 << 16, "each is a full discriminator step")
+    lifecycle.check_lr_schedule(cfg)
+    if cfg.optimizer_switch and "adam" not in (cfg.g_optimizer.lower(), cfg.d_optimizer.lower()):
+        fail(f"--optimizer-switch {cfg.optimizer_switch} moves Adam to SGD (SWATS); neither --g-optimizer "
+             f"{cfg.g_optimizer} nor --d-optimizer {cfg.d_optimizer} is Adam")
+    if cfg.lr_schedule.split(":")[0].strip() == "plateau":
+        fail("--lr-schedule plateau follows an evaluation return, which a GAN has not; choose a step schedule")
+    lifecycle.check_grad_accum(cfg, "batch_size")
+    from common.precision import check_amp
+
+    check_amp(cfg)
     return cfg
 
 
@@ -290,58 +303,60 @@ def g_loss_fn(fake_logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Models:
-    """The two networks, their optimizers and loss scalers, and how to run their forward passes."""
+    """The two networks, their optimizers, and each one's precision (autocast and float16 loss scaling)."""
 
     G: nn.Module
     D: nn.Module
     g_opt: torch.optim.Optimizer
     d_opt: torch.optim.Optimizer
-    g_scaler: torch.amp.GradScaler
-    d_scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype | None = None
-    device_type: str = "cpu"
+    g_amp: Precision
+    d_amp: Precision
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device_type, dtype=self.amp_dtype)
+        return self.g_amp.autocast()  # one dtype for both
 
 
-def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.device, d_steps: int = 1
-               ) -> torch.Tensor:
-    """`d_steps` discriminator steps, then one generator step. Returns a tensor
-    [d_loss, g_loss, mean D(x), mean D(G(z))] left on the device: no host sync here.
+def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.device, d_steps: int = 1,
+               grad_accum: int = 1) -> torch.Tensor:
+    """`d_steps` discriminator steps, then one generator step, each over the batch in `grad_accum`
+    slices whose gradients add up (the losses are means: each slice's is weighted by its share).
+    Returns a tensor [d_loss, g_loss, mean D(x), mean D(G(z))] left on the device: no host sync here.
     """
+    stats = torch.zeros(4, device=device)
     for i in range(d_steps):
         real = next_real()
         z = torch.randn(batch_size, z_dim, device=device)
         last = i == d_steps - 1
-        # the last fake batch is kept, with its graph, for the generator step: one G forward per iteration
-        with m.autocast(), (nullcontext() if last else torch.no_grad()):
-            fake = m.G(z)
-        with m.autocast():
-            real_logits = m.D(real)
-            fake_logits = m.D(fake.detach())
-        d_loss = d_loss_fn(real_logits, fake_logits)
         m.d_opt.zero_grad(set_to_none=True)
-        m.d_scaler.scale(d_loss).backward()
-        m.d_scaler.step(m.d_opt)
-        m.d_scaler.update()
+        fakes, d_stats = [], torch.zeros(3, device=device)
+        for real_k, z_k in zip(real.chunk(grad_accum), z.chunk(grad_accum)):
+            # the last fake batch is kept, with its graph, for the generator step: one G forward per iteration
+            with m.autocast(), (nullcontext() if last else torch.no_grad()):
+                fake = m.G(z_k)
+            with m.autocast():
+                real_logits = m.D(real_k)
+                fake_logits = m.D(fake.detach())
+            d_loss = d_loss_fn(real_logits, fake_logits) / grad_accum
+            m.d_amp.backward(d_loss)
+            with torch.no_grad():
+                d_stats += torch.stack([d_loss.detach(), torch.sigmoid(real_logits.float()).mean() / grad_accum,
+                                        torch.sigmoid(fake_logits.float()).mean() / grad_accum])
+            fakes.append(fake)
+        m.d_amp.step(m.d_opt)
+    stats[0], stats[2], stats[3] = d_stats[0], d_stats[1], d_stats[2]
 
     # D's weights need no gradients in the generator step: skipping them saves a third of its backward
     m.D.requires_grad_(False)
-    with m.autocast():
-        gen_logits = m.D(fake)
-    g_loss = g_loss_fn(gen_logits)
     m.g_opt.zero_grad(set_to_none=True)
-    m.g_scaler.scale(g_loss).backward()
-    m.g_scaler.step(m.g_opt)
-    m.g_scaler.update()
+    for fake in fakes:
+        with m.autocast():
+            gen_logits = m.D(fake)
+        g_loss = g_loss_fn(gen_logits) / grad_accum
+        m.g_amp.backward(g_loss)
+        stats[1] += g_loss.detach()
+    m.g_amp.step(m.g_opt)
     m.D.requires_grad_(True)
-
-    with torch.no_grad():
-        return torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.float()).mean(),
-                            torch.sigmoid(fake_logits.float()).mean()])
+    return stats
 
 
 def build_models(cfg: Config, device: torch.device) -> Models:
@@ -357,33 +372,29 @@ def build_models(cfg: Config, device: torch.device) -> Models:
     d_hp: dict = {"lr": cfg.d_lr}
     if cfg.d_alpha is not None:
         d_hp["alpha"] = cfg.d_alpha
+    params = lifecycle.param_groups(cfg, {"G": G, "D": D}, {"G": cfg.g_lr, "D": cfg.d_lr})
+
+    def switch_of(name: str) -> str:  # --optimizer-switch moves whichever network's optimizer is Adam
+        return cfg.optimizer_switch if name.lower() == "adam" else ""
+
     try:
-        g_opt = optim.build(cfg.g_optimizer, G.parameters(), **g_hp)
+        g_opt = optim.build(cfg.g_optimizer, params["G"], switch_of(cfg.g_optimizer), **g_hp)
     except ValueError as e:
         fail(f"--g-optimizer: {e}")
     try:
-        d_opt = optim.build(cfg.d_optimizer, D.parameters(), **d_hp)
+        d_opt = optim.build(cfg.d_optimizer, params["D"], switch_of(cfg.d_optimizer), **d_hp)
     except ValueError as e:
         fail(f"--d-optimizer: {e}")
-    amp_dtype = None
-    if device.type == "cuda" and cfg.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # loss scaling only for float16, whose range is too narrow for small gradients
-    fp16 = amp_dtype is torch.float16
-    return Models(G, D, g_opt, d_opt, torch.amp.GradScaler("cuda", enabled=fp16),
-                  torch.amp.GradScaler("cuda", enabled=fp16), amp_dtype, device.type)
+    return Models(G, D, g_opt, d_opt, Precision.of(cfg.amp, device), Precision.of(cfg.amp, device))
 
 
-def set_hparams(m: Models, cfg: Config, step: int = 0) -> None:
-    """The config's learning rates at `step` of the schedule, and betas/alpha: called before every
-    step, and so also after loading optimizer state on resume, where changed flags then apply."""
-    scale = 1.0 - step / cfg.steps if cfg.lr_decay == "linear" else 1.0
+def set_hparams(m: Models, cfg: Config) -> None:
+    """The config's betas and alpha, after loading optimizer state on resume, where changed flags then
+    apply (changed learning rates scale the schedule: lifecycle.lr_schedule)."""
     for group in m.g_opt.param_groups:
-        group["lr"] = cfg.g_lr * scale
         if cfg.g_betas is not None and "betas" in group:
             group["betas"] = tuple(cfg.g_betas)
     for group in m.d_opt.param_groups:
-        group["lr"] = cfg.d_lr * scale
         if cfg.d_alpha is not None and "alpha" in group:
             group["alpha"] = cfg.d_alpha
 
@@ -473,7 +484,8 @@ class Evaluator:
 # ---------------------------------------------------------------------------------------------
 
 
-def checkpoint_payload(cfg: Config, m: Models, step: int, fixed_z: torch.Tensor, source, images_seen: int) -> dict:
+def checkpoint_payload(cfg: Config, m: Models, schedule, step: int, fixed_z: torch.Tensor, source,
+                       images_seen: int) -> dict:
     from common.seeding import rng_state
 
     return {
@@ -484,8 +496,9 @@ def checkpoint_payload(cfg: Config, m: Models, step: int, fixed_z: torch.Tensor,
         "D": m.D.state_dict(),
         "g_opt": m.g_opt.state_dict(),
         "d_opt": m.d_opt.state_dict(),
-        "g_scaler": m.g_scaler.state_dict(),
-        "d_scaler": m.d_scaler.state_dict(),
+        "g_scaler": m.g_amp.state_dict(),
+        "d_scaler": m.d_amp.state_dict(),
+        "lr_schedule": schedule.state_dict(),
         "fixed_z": fixed_z.cpu(),
         "rng": rng_state(),
         "data": source.state_dict(),
@@ -522,14 +535,16 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
             m.D.load_state_dict(ckpt["D"])
             m.g_opt.load_state_dict(ckpt["g_opt"])
             m.d_opt.load_state_dict(ckpt["d_opt"])
-            m.g_scaler.load_state_dict(ckpt["g_scaler"])
-            m.d_scaler.load_state_dict(ckpt["d_scaler"])
+            m.g_amp.load_state_dict(ckpt["g_scaler"])
+            m.d_amp.load_state_dict(ckpt["d_scaler"])
             fixed_z = ckpt["fixed_z"].to(device)
             step, images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
             set_rng_state(ckpt["rng"])
             source.load_state_dict(ckpt["data"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+        set_hparams(m, cfg)
+    schedule = lifecycle.lr_schedule(cfg, [m.g_opt, m.d_opt], cfg.steps, ckpt, lr_fields=("g_lr", "d_lr"), done=step)
 
     folder, run = lifecycle.open_run(cfg, cfg.dataset, "dcgan", step if ckpt is not None else None)
     ckpt_path = folder / "checkpoint.pt"
@@ -552,18 +567,19 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
             good = f"the last good checkpoint is {ckpt_path} (step {last_save_step})" if ckpt_path.exists() \
                 else "no checkpoint was written"
             fail(f"training diverged: non-finite loss at step {bad}; {good}. "
-                 f"Try lower learning rates (--g-lr, --d-lr) or --no-amp", code=3)
+                 f"Try lower learning rates (--g-lr, --d-lr) or --amp off", code=3)
 
     def save(path: Path) -> None:
         nonlocal last_save_step
         check_finite()  # never overwrite a good checkpoint with NaN weights
-        checkpoint.save(path, checkpoint_payload(cfg, m, step, fixed_z, source, images_seen), "dcgan")
+        checkpoint.save(path, checkpoint_payload(cfg, m, schedule, step, fixed_z, source, images_seen), "dcgan")
         last_save_step = step
 
     with checkpoint.StopSignal() as stop:
         while step < cfg.steps:
-            set_hparams(m, cfg, step)
-            stats = train_step(m, source.next, cfg.batch_size, cfg.z_dim, device, cfg.d_steps)
+            lr = m.g_opt.param_groups[0]["lr"]
+            stats = train_step(m, source.next, cfg.batch_size, cfg.z_dim, device, cfg.d_steps, cfg.grad_accum)
+            schedule.step()
             step += 1
             images_seen += cfg.batch_size * cfg.d_steps
             interval_steps += 1
@@ -578,7 +594,7 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
                 ips = interval_steps * cfg.batch_size * cfg.d_steps / max(now - t_log, 1e-9)
                 run.scalars({"losses/d_loss": mean[0], "losses/g_loss": mean[1], "charts/d_real": mean[2],
                              "charts/d_fake": mean[3], "charts/images_per_sec": ips,
-                             "charts/learning_rate": m.g_opt.param_groups[0]["lr"]}, step)
+                             "charts/learning_rate": lr}, step)
                 progress.update(step, ips / (cfg.batch_size * cfg.d_steps),  # generator steps/s
                                 img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}")
                 sums.zero_()

@@ -81,8 +81,25 @@ def drivable_names() -> list[str]:
     return [n for n in names() if n not in NOT_DRIVABLE]
 
 
-def build(name: str, params, **hparams) -> torch.optim.Optimizer:
-    """Make optimizer `name` (case-insensitive) over `params`.
+def parse_switch(spec: str) -> int | None:
+    """`sgd@N` -> N (switch after Adam's N-th step), `sgd@auto` -> None (SWATS's own criterion)."""
+    target, _, when = spec.strip().partition("@")
+    if target.lower() != "sgd" or not when:
+        raise ValueError(f"{spec!r}: write sgd@STEP (e.g. sgd@10000) or sgd@auto; Adam switches to SGD only")
+    if when == "auto":
+        return None
+    try:
+        step = int(when)
+    except ValueError:
+        raise ValueError(f"{spec!r}: the step after @ must be a whole number or auto") from None
+    if step < 1:
+        raise ValueError(f"{spec!r}: the switch step must be at least 1")
+    return step
+
+
+def build(name: str, params, switch: str = "", **hparams) -> torch.optim.Optimizer:
+    """Make optimizer `name` (case-insensitive) over `params`; with `switch` (`sgd@N`, `sgd@auto`) an
+    Adam is made as SWATS with Adam's hyper-parameters, which moves to SGD then.
 
     One policy for hyper-parameters, which trainers follow before calling this: what a user typed must
     be taken by the optimizer (or it is a ValueError naming it); a trainer's defaults go only to the
@@ -91,6 +108,11 @@ def build(name: str, params, **hparams) -> torch.optim.Optimizer:
     """
     check_drivable(name)
     key = name.lower()
+    if switch:
+        if key != "adam":
+            raise ValueError(f"--optimizer-switch {switch} moves Adam to SGD (SWATS); {name} is not Adam")
+        hparams = {k: v for k, v in hparams.items() if k not in ("fused", "foreach")}  # no such kernels
+        name, key, hparams = "swats", "swats", {**hparams, "switch_step": parse_switch(switch)}
     unknown = [k for k in hparams if not accepts(key, k)]
     if unknown:
         raise ValueError(f"optimizer {name!r} takes no {', '.join(unknown)}")
@@ -101,4 +123,4 @@ def build(name: str, params, **hparams) -> torch.optim.Optimizer:
 
 
 __all__ = ["AdaBelief", "AdaBound", "KFAC", "SWATS", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
-           "names", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS", "ADAMS"]
+           "names", "parse_switch", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS", "ADAMS"]

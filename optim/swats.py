@@ -12,7 +12,9 @@ Per parameter tensor, at step k with g the gradient (plus the L2 term weight_dec
 
 gamma is the step size along -g whose SGD step would project onto Adam's step p; lam is its bias-
 corrected running mean, and the switch happens once that mean has settled. `switch_step=N` switches at
-step N instead (after its Adam step, at the estimate then), the `sgd@N` form of a fixed schedule. The
+step N instead (after its Adam step, at the estimate then), the `sgd@N` form of a fixed schedule.
+A learning-rate schedule scales the SGD phase's rate by the lr's ratio to its value at the switch, as
+the paper decays both phases' rates at the same epochs. The
 paper estimates one rate for the whole network or per layer; here each tensor gets its own, as with
 per-layer estimates. The automatic criterion reads one number per tensor per step from the device; a
 fixed `switch_step` reads none.
@@ -76,7 +78,9 @@ class SWATS(Optimizer):
                 if state["sgd"]:
                     buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
                     buf.mul_(beta1).add_(g)
-                    p.add_(buf * state["sgd_lr"], alpha=-(1 - beta1))
+                    # a schedule moves SGD's rate as it moved Adam's: by the lr's ratio to its value at the switch
+                    scale = group["lr"] / state.get("switch_lr", group["lr"])
+                    p.add_(buf * state["sgd_lr"], alpha=-(1 - beta1) * scale)
                     continue
                 m, a = state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(g, 1 - beta1)
@@ -96,6 +100,7 @@ class SWATS(Optimizer):
                 if switch:
                     state["sgd"] = True
                     state["sgd_lr"] = estimate.clone()
+                    state["switch_lr"] = group["lr"]
         return loss
 
 

@@ -26,13 +26,13 @@ def agent_and_batch():
 
 agent, batch = agent_and_batch()
 half = {k: v[world.rank * 32:(world.rank + 1) * 32] for k, v in batch.items()}
-loss, _ = ppo.ppo_loss(agent, half, 0.2, cfg, world)
+loss, _ = ppo.ppo_loss(agent, half, 0.2, cfg, *ppo.minibatch_statistics(half, world))
 loss.backward()
 world.sum_grads_(agent.parameters())
 
 if world.rank == 0:
     alone, full = agent_and_batch()
-    loss, _ = ppo.ppo_loss(alone, full, 0.2, cfg, distributed.World())
+    loss, _ = ppo.ppo_loss(alone, full, 0.2, cfg, *ppo.minibatch_statistics(full, distributed.World()))
     loss.backward()
     diff = max((a.grad - b.grad).abs().max().item() for a, b in zip(agent.parameters(), alone.parameters()))
     scale = max(b.grad.abs().max().item() for b in alone.parameters())

@@ -138,9 +138,9 @@ def assert_float32_and_trained(m, before, stats):
 def test_dcgan_amp_uses_the_gpus_half_precision_and_keeps_float32_weights():
     cfg, m = small_dcgan()
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    assert m.amp_dtype is expected
+    assert m.g_amp.dtype is m.d_amp.dtype is expected
     # loss scaling exactly when float16 is used
-    assert m.g_scaler.is_enabled() == m.d_scaler.is_enabled() == (expected is torch.float16)
+    assert m.g_amp.scaler.is_enabled() == m.d_amp.scaler.is_enabled() == (expected is torch.float16)
     # channels-last weights on CUDA for images
     convs = [mod for mod in [*m.G.modules(), *m.D.modules()] if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -156,24 +156,22 @@ def test_dcgan_amp_uses_the_gpus_half_precision_and_keeps_float32_weights():
 @pytest.mark.cuda
 @needs_cuda
 def test_dcgan_float16_with_loss_scaling_trains():
-    """The fallback for GPUs without bfloat16, forced here: float16 autocast with GradScalers."""
-    cfg, m = small_dcgan()
-    m.amp_dtype = torch.float16
-    m.g_scaler = torch.amp.GradScaler("cuda", enabled=True)
-    m.d_scaler = torch.amp.GradScaler("cuda", enabled=True)
+    """--amp fp16, the fallback for GPUs without bfloat16: float16 autocast with GradScalers."""
+    cfg, m = small_dcgan(amp="fp16")
+    assert m.g_amp.dtype is m.d_amp.dtype is torch.float16
     with m.autocast():
         assert m.G(torch.randn(4, cfg.z_dim, device="cuda")).dtype is torch.float16
     stats, before = train_a_few_steps(m, cfg)
     assert_float32_and_trained(m, before, stats)
-    for scaler in (m.g_scaler, m.d_scaler):
+    for scaler in (m.g_amp.scaler, m.d_amp.scaler):
         assert np.isfinite(scaler.get_scale()) and scaler.get_scale() > 0
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_dcgan_no_amp_is_float32():
-    cfg, m = small_dcgan(amp=False)
-    assert m.amp_dtype is None and not m.g_scaler.is_enabled()
+    cfg, m = small_dcgan(amp="off")
+    assert m.g_amp.dtype is None and not m.g_amp.scaler.is_enabled()
     with m.autocast():
         assert m.G(torch.randn(4, cfg.z_dim, device="cuda")).dtype is torch.float32
     stats, before = train_a_few_steps(m, cfg, steps=3)

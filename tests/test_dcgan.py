@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from common import checkpoint
+from common.precision import Precision
 from gans import dcgan, metrics
 from gans.data import ImageFiles, TensorImageSource, load_cifar10, mixture, real_images_uint8, scatter_image
 
@@ -207,7 +208,7 @@ def test_nonsaturating_loss_and_autocast_step():
     cfg = dcgan.resolve(dcgan.Config(dataset="cifar10", z_dim=8, g_width=8, d_width=8))
     m = dcgan.build_models(cfg, torch.device("cpu"))
     m.G, m.D = m.G.to(memory_format=torch.channels_last), m.D.to(memory_format=torch.channels_last)
-    m.amp_dtype = torch.bfloat16
+    m.g_amp, m.d_amp = Precision(torch.bfloat16, torch.device("cpu")), Precision(torch.bfloat16, torch.device("cpu"))
     before = [p.detach().clone() for p in m.G.parameters()]
     real_batch = torch.rand(8, 3, 32, 32).mul(2).sub(1).contiguous(memory_format=torch.channels_last)
     stats = dcgan.train_step(m, lambda: real_batch, 8, 8, torch.device("cpu"))
@@ -240,7 +241,7 @@ def test_optimizers_and_presets():
     assert type(m.g_opt) is torch.optim.AdamW and type(m.d_opt) is torch.optim.Adam
 
     ring = dcgan.resolve(dcgan.Config(dataset="ring8"))
-    assert ring.lr_decay == "linear" and ring.steps == 6000 and ring.z_dim == 2
+    assert ring.lr_schedule == "linear" and ring.steps == 6000 and ring.z_dim == 2
     assert dcgan.resolve(dcgan.Config(dataset="grid25")).steps == 20_000
     assert isinstance(dcgan.build_generator(ring), dcgan.MLPGenerator)
 

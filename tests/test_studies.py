@@ -170,8 +170,9 @@ def test_yes_no_fields_become_flag_pairs():
     from studies.trainers import AGENTS, flags
 
     bools = AGENTS["dcgan"].bool_fields()
-    assert {"download", "amp"} <= bools
-    assert flags({"download": "False", "amp": "true", "g_lr": "1e-3"}, bools) == ["--no-download", "--amp", "--g-lr", "1e-3"]
+    assert {"download", "channels_last"} <= bools and "amp" not in bools  # --amp takes a value
+    assert flags({"download": "False", "channels_last": "true", "amp": "bf16"}, bools) == [
+        "--no-download", "--channels-last", "--amp", "bf16"]
     with pytest.raises(ValueError):
         flags({"download": "maybe"}, bools)
 
