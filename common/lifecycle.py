@@ -130,7 +130,8 @@ def check_lr_schedule(cfg) -> None:
 
 def param_groups(cfg, modules: dict, lrs: dict) -> dict:
     """Each named module's parameters for its optimizer: as they are without --lr-mult, else in
-    groups by pattern at their factors of `lrs[name]`, printed once. A pattern must match somewhere."""
+    groups by pattern at their factors of `lrs[name]`, printed once. A pattern must match somewhere;
+    with several modules it may start with the module's name (G.net.6, critics)."""
     if not cfg.lr_mult:
         return {name: list(m.parameters()) for name, m in modules.items()}
     from optim import groups
@@ -138,15 +139,18 @@ def param_groups(cfg, modules: dict, lrs: dict) -> dict:
     mults = groups.parse(cfg.lr_mult)
     out, used = {}, set()
     for name, module in modules.items():
-        named = list(module.named_parameters())
+        # with several networks a parameter is also known by its network's name (G.net.6.weight)
+        named = [(f"{name}.{n}" if len(modules) > 1 else n, p) for n, p in module.named_parameters()]
         mine = {p: f for p, f in mults.items() if any(groups.matches(p, n) for n, _ in named)}
         used |= set(mine)
         out[name] = groups.by_pattern(named, mine, lrs[name])
-        print(groups.describe(out[name], name if len(modules) > 1 else ""), file=sys.stderr)
     unused = [p for p in mults if p not in used]
     if unused:
-        tops = sorted({n.split(".")[0] for m in modules.values() for n, _ in m.named_parameters()})
+        tops = sorted({n.split(".")[0] for m in modules.values() for n, _ in m.named_parameters()} |
+                      (set(modules) if len(modules) > 1 else set()))
         fail(f"--lr-mult: {unused[0]!r} matches no parameter; the top-level modules are {', '.join(tops)}")
+    for name, built in out.items():
+        print(groups.describe(built, name if len(modules) > 1 else ""), file=sys.stderr)
     return out
 
 

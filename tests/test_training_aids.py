@@ -235,3 +235,30 @@ def test_dcgan_schedule_moves_both_networks_and_a_changed_lr_scales_it_on_resume
     dcgan.main(["--resume", str(folder / "checkpoint.pt"), "--steps", "20", "--g-lr", str(2 * lr)])
     got = dict((s, v) for _, s, v in read_scalars(folder, "charts/learning_rate"))
     assert [got[t + 1] for t in range(10, 20)] == pytest.approx([2 * c for c in cosine[10:]], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# --lr-mult in PPO and the DCGAN trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ppo_lr_mult_groups_the_critic_and_the_schedule_keeps_the_ratio(tmp_path, capsys):
+    ppo.main(["--env", "CartPole-v1", "--total-timesteps", "1024", "--eval-interval", "0", "--lr-mult", "critic=0.5",
+              "--lr-schedule", "cosine:final=0.1", "--logdir", str(tmp_path)])
+    assert "critic x0.5" in capsys.readouterr().err
+    groups = final(tmp_path)["optimizer"]["param_groups"]
+    lrs = sorted(g["lr"] for g in groups)
+    assert len(lrs) == 2 and lrs[0] == pytest.approx(0.5 * lrs[1]) and lrs[1] > 0  # at cosine's end, both still in ratio
+
+
+def test_dcgan_lr_mult_reaches_into_either_network(tmp_path, capsys):
+    # the generator's output layer at a tenth of --g-lr, named through its network (D has a net.6 too)
+    dcgan.main(["--dataset", "ring8", "--steps", "4", "--log-every", "2", "--sample-every", "4", "--save-every", "4",
+                "--lr-schedule", "constant", "--lr-mult", "G.net.6=0.1", "--device", "cpu", "--logdir", str(tmp_path)])
+    saved = final(tmp_path)
+    lr = dcgan.MIXTURE_PRESET["g_lr"]
+    assert sorted(g["lr"] for g in saved["g_opt"]["param_groups"]) == pytest.approx([0.1 * lr, lr])
+    assert [g["lr"] for g in saved["d_opt"]["param_groups"]] == pytest.approx([lr])
+    capsys.readouterr()
+    expect_user_error(capsys, dcgan.main, ["--dataset", "ring8", "--lr-mult", "trunk=0.1", "--logdir", str(tmp_path / "x")],
+                      "'trunk' matches no parameter; the top-level modules are D, G, net")
