@@ -129,6 +129,8 @@ def _drivable(flag: str, optimizer: str) -> None:
 def resolve(cfg: Config) -> Config:
     """Fill the None fields from the dataset's preset and check every value; a bad one is a UserError."""
     cfg = lifecycle.fill_preset(cfg, PRESETS[cfg.dataset])
+    if isinstance(cfg.amp, bool):  # a checkpoint of an earlier version, whose --amp/--no-amp was auto/off
+        cfg.amp = "auto" if cfg.amp else "off"
     import optim
 
     _drivable("g-optimizer", cfg.g_optimizer)
