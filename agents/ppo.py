@@ -182,6 +182,9 @@ def prepare(cfg: Config) -> Config:
     except ValueError as e:
         fail(f"--optimizer: {e}")
     lifecycle.check_lr_schedule(cfg)
+    if world.size > 1 and optim.schedules.parse(cfg.lr_schedule)[0][0] == "plateau":
+        fail("--lr-schedule plateau follows rank 0's evaluations, which the other torchrun processes do not see; "
+             "choose a step schedule")
     lifecycle.check_grad_accum(cfg, local_batch // cfg.num_minibatches)
     check_amp(cfg)
     return cfg
@@ -442,6 +445,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 generator.manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank + global_step))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+    if saved and "lr_schedule" not in saved["config"] and cfg.lr_schedule == "linear":  # --no-anneal-lr, before
+        cfg.lr_schedule = "linear" if saved["config"].get("anneal_lr", True) else "constant"
     schedule = lifecycle.lr_schedule(cfg, [optimizer], num_updates, saved, lr_fields=("learning_rate",), done=update_i)
     if world.is_main:
         if not saved:

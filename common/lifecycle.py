@@ -139,11 +139,24 @@ def param_groups(cfg, modules: dict, lrs: dict) -> dict:
     mults = groups.parse(cfg.lr_mult)
     out, used = {}, set()
     for name, module in modules.items():
-        # with several networks a parameter is also known by its network's name (G.net.6.weight)
-        named = [(f"{name}.{n}" if len(modules) > 1 else n, p) for n, p in module.named_parameters()]
-        mine = {p: f for p, f in mults.items() if any(groups.matches(p, n) for n, _ in named)}
-        used |= set(mine)
-        out[name] = groups.by_pattern(named, mine, lrs[name])
+        named = list(module.named_parameters())
+        mine = {}
+        for pattern, factor in mults.items():
+            # with several networks a pattern may start with one's name (G.net.6): only that one's
+            own, _, rest = pattern.partition(".")
+            if len(modules) > 1 and own in modules and rest:
+                if own != name:
+                    continue
+                pattern_here = rest
+            else:
+                pattern_here = pattern
+            if any(groups.matches(pattern_here, n) for n, _ in named):
+                mine[pattern_here] = factor
+                used.add(pattern)
+        try:
+            out[name] = groups.by_pattern(named, mine, lrs[name])
+        except ValueError as e:  # a pattern whose parameters an earlier pattern took, say
+            fail(f"--lr-mult ({name}): {e}" if len(modules) > 1 else f"--lr-mult: {e}")
     unused = [p for p in mults if p not in used]
     if unused:
         tops = sorted({n.split(".")[0] for m in modules.values() for n, _ in m.named_parameters()} |
@@ -179,16 +192,24 @@ def lr_schedule(cfg, optimizers, total_updates: int, saved: dict | None = None, 
     has its schedule advanced by the `done` updates it made."""
     from optim import schedules
 
+    legacy = saved is not None and "lr_schedule" not in saved
+    if legacy:  # its groups hold the lr it had reached: the schedule starts from the config's
+        for opt, name in zip(optimizers, lr_fields):
+            for group in opt.param_groups:
+                group["lr"] = getattr(cfg, name) * group.get("lr_mult", 1.0)
+                group.pop("initial_lr", None)
     try:
         schedule = schedules.from_spec(cfg.lr_schedule, optimizers, max(total_updates, 1), cfg.warmup_steps)
-        if saved is not None and "lr_schedule" in saved:
+        if saved is not None and not legacy:
             schedule.load_state_dict(saved["lr_schedule"])
-        elif saved is not None:
-            for _ in range(done):
-                schedule.step()
+        for _ in range(done if legacy else 0):
+            schedule.step()
     except ValueError as e:
         fail(f"--lr-schedule: {e}")
-    before = saved.get("config", {}) if saved is not None else {}
+    except (KeyError, TypeError, IndexError) as e:
+        fail(f"--lr-schedule: the checkpoint's schedule state does not fit {cfg.lr_schedule!r} "
+             f"(--warmup-steps {cfg.warmup_steps}): {type(e).__name__} {e}")
+    before = saved.get("config", {}) if saved is not None and not legacy else {}
     for i, name in enumerate(lr_fields):
         old, new = before.get(name), getattr(cfg, name)
         if isinstance(old, (int, float)) and old > 0 and old != new:

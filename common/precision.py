@@ -47,9 +47,11 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def check_amp(cfg) -> None:
-    """Refuse, before anything is built, an --amp the chosen device cannot run."""
+    """Refuse, before anything is built, an --amp the chosen device cannot run (--eval plays in float32)."""
     from common.device import pick
 
+    if cfg.eval:
+        return
     amp_dtype(cfg.amp, pick(cfg.device))
 
 

@@ -159,7 +159,7 @@ def resolve(cfg: Config) -> Config:
     if cfg.optimizer_switch and "adam" not in (cfg.g_optimizer.lower(), cfg.d_optimizer.lower()):
         fail(f"--optimizer-switch {cfg.optimizer_switch} moves Adam to SGD (SWATS); neither --g-optimizer "
              f"{cfg.g_optimizer} nor --d-optimizer {cfg.d_optimizer} is Adam")
-    if cfg.lr_schedule.split(":")[0].strip() == "plateau":
+    if optim.schedules.parse(cfg.lr_schedule)[0][0] == "plateau":
         fail("--lr-schedule plateau follows an evaluation return, which a GAN has not; choose a step schedule")
     lifecycle.check_grad_accum(cfg, "batch_size")
     from common.precision import check_amp
@@ -546,6 +546,8 @@ def train(cfg: Config, ckpt: dict | None = None) -> dict:
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
         set_hparams(m, cfg)
+        if "lr_schedule" not in ckpt["config"] and "lr_decay" in ckpt["config"]:  # an earlier version's flag
+            cfg.lr_schedule = "linear" if ckpt["config"]["lr_decay"] == "linear" else "constant"
     schedule = lifecycle.lr_schedule(cfg, [m.g_opt, m.d_opt], cfg.steps, ckpt, lr_fields=("g_lr", "d_lr"), done=step)
 
     folder, run = lifecycle.open_run(cfg, cfg.dataset, "dcgan", step if ckpt is not None else None)

@@ -112,7 +112,8 @@ def build(name: str, params, switch: str = "", **hparams) -> torch.optim.Optimiz
         if key != "adam":
             raise ValueError(f"--optimizer-switch {switch} moves Adam to SGD (SWATS); {name} is not Adam")
         hparams = {k: v for k, v in hparams.items() if k not in ("fused", "foreach")}  # no such kernels
-        name, key, hparams = "swats", "swats", {**hparams, "switch_step": parse_switch(switch)}
+        # torch Adam's eps where the trainer set none (SWATS's own default is the paper's 1e-9)
+        name, key, hparams = "swats", "swats", {"eps": 1e-8, **hparams, "switch_step": parse_switch(switch)}
     unknown = [k for k in hparams if not accepts(key, k)]
     if unknown:
         raise ValueError(f"optimizer {name!r} takes no {', '.join(unknown)}")

@@ -224,7 +224,7 @@ def _stage(name: str, values: dict[str, str], optimizer: Optimizer, length: int)
 
 
 def _closed_form_now(scheduler) -> list[float] | None:
-    """The lrs of a LambdaLR stage (constant, linear, cosine: rebuilt with this run's length) at the
+    """The lrs of a closed-form stage (constant, linear, cosine, warmup-cosine: this run's length) at the
     step it was restored to; None for the recursive schedulers, whose lr is what they had reached."""
     from bisect import bisect_right
 
@@ -235,6 +235,8 @@ def _closed_form_now(scheduler) -> list[float] | None:
         i = bisect_right(s._milestones, epoch)
         s = s._schedulers[i]
         epoch = s.last_epoch  # the stage's own count, from its milestone
+    if isinstance(s, _FactorSchedule):
+        return s.get_lr()
     if not isinstance(s, L.LambdaLR):
         return None
     return [base * f(epoch) for base, f in zip(s.base_lrs, s.lr_lambdas)]
@@ -253,6 +255,7 @@ class Schedule:
                 raise ValueError("plateau follows evaluations, not steps: it cannot follow a warmup")
             stages = [("warmup-linear", {"steps": str(warmup_steps)}), *stages]
         self.spec, self.optimizers, self.plateau = spec, optimizers, stages[0][0] == "plateau"
+        self.warmup_steps = warmup_steps
         self.schedulers = [self._build(stages, opt, total_steps) for opt in optimizers]
 
     @staticmethod
@@ -319,13 +322,24 @@ class Schedule:
                 s.eta_min *= ratio
 
     def state_dict(self) -> dict:
-        return {"spec": self.spec, "schedulers": [s.state_dict() for s in self.schedulers]}
+        return {"spec": self.spec, "warmup_steps": self.warmup_steps,
+                "schedulers": [s.state_dict() for s in self.schedulers]}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("spec") != self.spec:
             raise ValueError(f"the checkpoint's schedule is {state.get('spec')!r}, not {self.spec!r}")
+        if state.get("warmup_steps", 0) != self.warmup_steps:
+            raise ValueError(f"the checkpoint's schedule has --warmup-steps {state.get('warmup_steps', 0)}, "
+                             f"not {self.warmup_steps}")
         for s, sd, opt in zip(self.schedulers, state["schedulers"], self.optimizers):
+            # a stage's length is this run's (a larger budget on --resume stretches the closed forms);
+            # the schedulers' own state_dicts would restore the first run's
+            stages = [s, *getattr(s, "_schedulers", ())]
+            totals = [getattr(stage, "total_steps", None) for stage in stages]
             s.load_state_dict(sd)
+            for stage, total in zip(stages, totals):
+                if isinstance(stage, _FactorSchedule) and total is not None:
+                    stage.total_steps = total
             # building a scheduler set its first lr; the run goes on at the lr it had reached, or, in a
             # closed-form stage, at the lr of that step in the run as long as it is now (a larger budget)
             lrs = _closed_form_now(s) or (s.get_last_lr() if hasattr(s, "get_last_lr") else s._last_lr)

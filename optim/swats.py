@@ -79,7 +79,8 @@ class SWATS(Optimizer):
                     buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
                     buf.mul_(beta1).add_(g)
                     # a schedule moves SGD's rate as it moved Adam's: by the lr's ratio to its value at the switch
-                    scale = group["lr"] / state.get("switch_lr", group["lr"])
+                    at_switch = state.get("switch_lr", group["lr"])
+                    scale = group["lr"] / at_switch if at_switch else 1.0
                     p.add_(buf * state["sgd_lr"], alpha=-(1 - beta1) * scale)
                     continue
                 m, a = state["exp_avg"], state["exp_avg_sq"]

@@ -205,6 +205,7 @@ def test_linear_is_ppo_annealing_to_the_last_bit():
 @pytest.mark.parametrize("spec, form", [
     ("linear", lambda t: 0.1 * (1 - t / 300)),
     ("warmup-linear:steps=10 then cosine", lambda t: 0.1 * t / 10 if t < 10 else cosine(t - 10, 290)),
+    ("warmup-cosine:warmup=10", lambda t: 0.1 * t / 10 if t < 10 else cosine(t - 10, 290)),
 ])
 def test_a_larger_budget_on_resume_stretches_a_closed_form_stage(spec, form):
     # 100 updates planned and made, then resumed with 300: PPO's anneal goes on from 1 - 100/300

@@ -262,3 +262,28 @@ def test_dcgan_lr_mult_reaches_into_either_network(tmp_path, capsys):
     capsys.readouterr()
     expect_user_error(capsys, dcgan.main, ["--dataset", "ring8", "--lr-mult", "trunk=0.1", "--logdir", str(tmp_path / "x")],
                       "'trunk' matches no parameter; the top-level modules are D, G, net")
+
+
+def test_an_earlier_versions_dcgan_checkpoint_resumes_with_its_flags(tmp_path):
+    # --lr-decay linear and --amp (a bool) as an earlier version saved them, with no schedule state and
+    # the optimizers' lr where the decay had taken them: the schedule goes on from the config's lr
+    from common import checkpoint
+
+    dcgan.main(["--dataset", "ring8", "--steps", "5", "--log-every", "1", "--sample-every", "5", "--save-every", "5",
+                "--device", "cpu", "--logdir", str(tmp_path)])
+    folder = only_run(tmp_path)
+    old = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert old["step"] == 5
+    old["config"].update(amp=True, lr_decay="linear")
+    del old["config"]["lr_schedule"], old["lr_schedule"]
+    for opt in ("g_opt", "d_opt"):
+        for group in old[opt]["param_groups"]:
+            group.pop("initial_lr", None)
+    checkpoint.save(folder / "checkpoint.pt", old, kind="dcgan")
+    (folder / "final.pt").unlink()
+    dcgan.main(["--resume", str(folder / "checkpoint.pt"), "--steps", "20"])
+    saved = final(tmp_path)
+    assert saved["config"]["amp"] == "auto" and saved["config"]["lr_schedule"] == "linear"
+    lr = dcgan.MIXTURE_PRESET["g_lr"]
+    got = dict((s, v) for _, s, v in read_scalars(folder, "charts/learning_rate"))
+    assert [got[t + 1] for t in range(5, 20)] == pytest.approx([lr * (1 - t / 20) for t in range(5, 20)], rel=1e-6)
