@@ -287,3 +287,24 @@ def test_an_earlier_versions_dcgan_checkpoint_resumes_with_its_flags(tmp_path):
     lr = dcgan.MIXTURE_PRESET["g_lr"]
     got = dict((s, v) for _, s, v in read_scalars(folder, "charts/learning_rate"))
     assert [got[t + 1] for t in range(5, 20)] == pytest.approx([lr * (1 - t / 20) for t in range(5, 20)], rel=1e-6)
+
+
+def test_ppo_plateau_cuts_the_lr_after_evaluations_that_do_not_improve(tmp_path):
+    # an evaluation every iteration (256 steps), patience 0: every evaluation that is not a new best
+    # (ReduceLROnPlateau's mode max, threshold 1e-4 relative) halves the lr for the iterations after it
+    ppo.main(["--env", "CartPole-v1", "--total-timesteps", "2048", "--eval-interval", "256", "--eval-episodes", "2",
+              "--lr-schedule", "plateau:patience=0,factor=0.5", "--logdir", str(tmp_path)])
+    run = only_run(tmp_path)
+    scores = [v for _, _, v in read_scalars(run, "eval/episodic_return")]
+    lrs = [v for _, _, v in read_scalars(run, "charts/learning_rate")]
+    assert len(scores) == 8 and len(lrs) == 8
+    want, best, lr = [], -float("inf"), ppo.CLASSIC["learning_rate"]
+    for score in scores[:-1]:  # the lr logged at iteration i + 1 follows the evaluations up to i
+        want.append(lr)
+        if score > best * (1 + 1e-4) if best > 0 else score > best:
+            best = score
+        else:
+            lr *= 0.5
+    want.append(lr)
+    assert lrs == pytest.approx(want, rel=1e-6)
+    assert min(lrs) < lrs[0]  # some evaluation did not improve: the test exercised a cut
