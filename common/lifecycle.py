@@ -98,7 +98,7 @@ class OptimizerAidsConfig:
     warmup_steps: int = 0
     """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
     goes on with the schedule's state as saved: a larger budget on --resume stretches the closed-form
-    stages, linear, cosine and constant, to the new length; torch's recursive schedulers go on from
+    stages, constant, linear, cosine and warmup-cosine, to the new length; torch's recursive schedulers go on from
     the lr they had reached. A learning rate changed on --resume scales the rest of the schedule.)"""
 
 

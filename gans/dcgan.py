@@ -324,13 +324,12 @@ def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.
     slices whose gradients add up (the losses are means: each slice's is weighted by its share).
     Returns a tensor [d_loss, g_loss, mean D(x), mean D(G(z))] left on the device: no host sync here.
     """
-    stats = torch.zeros(4, device=device)
     for i in range(d_steps):
         real = next_real()
         z = torch.randn(batch_size, z_dim, device=device)
         last = i == d_steps - 1
         m.d_opt.zero_grad(set_to_none=True)
-        fakes, d_stats = [], torch.zeros(3, device=device)
+        fakes, d_stats = [], 0  # [d_loss, mean D(x), mean D(G(z))] summed over the slices
         for real_k, z_k in zip(real.chunk(grad_accum), z.chunk(grad_accum)):
             # the last fake batch is kept, with its graph, for the generator step: one G forward per iteration
             with m.autocast(), (nullcontext() if last else torch.no_grad()):
@@ -341,24 +340,24 @@ def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.
             d_loss = d_loss_fn(real_logits, fake_logits) / grad_accum
             m.d_amp.backward(d_loss)
             with torch.no_grad():
-                d_stats += torch.stack([d_loss.detach(), torch.sigmoid(real_logits.float()).mean() / grad_accum,
-                                        torch.sigmoid(fake_logits.float()).mean() / grad_accum])
+                d_stats = d_stats + torch.stack([d_loss.detach(), torch.sigmoid(real_logits.float()).mean() / grad_accum,
+                                                 torch.sigmoid(fake_logits.float()).mean() / grad_accum])
             fakes.append(fake)
         m.d_amp.step(m.d_opt)
-    stats[0], stats[2], stats[3] = d_stats[0], d_stats[1], d_stats[2]
 
     # D's weights need no gradients in the generator step: skipping them saves a third of its backward
     m.D.requires_grad_(False)
     m.g_opt.zero_grad(set_to_none=True)
+    g_total = 0
     for fake in fakes:
         with m.autocast():
             gen_logits = m.D(fake)
         g_loss = g_loss_fn(gen_logits) / grad_accum
         m.g_amp.backward(g_loss)
-        stats[1] += g_loss.detach()
+        g_total = g_total + g_loss.detach()
     m.g_amp.step(m.g_opt)
     m.D.requires_grad_(True)
-    return stats
+    return torch.stack([d_stats[0], g_total, d_stats[1], d_stats[2]])
 
 
 def build_models(cfg: Config, device: torch.device) -> Models:
