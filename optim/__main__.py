@@ -2,7 +2,7 @@
 optimizer that this toolkit's trainers use by default, each with the paper it comes from.
 
     python -m optim            # both tables
-    python -m optim adabound   # one optimizer's defaults and docstring's first line
+    python -m optim adabound   # one optimizer's defaults, docstring's first line and what its eps/alpha mean
     python -m optim --schedules   # the --lr-schedule names, their parameters and defaults
 """
 from __future__ import annotations
@@ -55,6 +55,14 @@ def defaults(name: str) -> str:
     return ", ".join(out) or "(see its docstring)"
 
 
+def means(name: str) -> str:
+    """`eps adam, alpha sq-decay`: the declared meanings (optim.SEMANTICS); `-` where none is declared."""
+    s = optim.semantics(name)
+    if s is None:
+        return "-"
+    return ", ".join(f"{k} {v}" for k, v in (("eps", s.eps), ("alpha", s.alpha)) if v is not None) or "-"
+
+
 def source(name: str) -> str:
     cls = optim.REGISTRY[name]
     return SOURCES.get(name, f"torch.optim.{cls.__name__}")
@@ -88,11 +96,20 @@ def main(args: list[str] | None = None) -> None:
         cls = optim.REGISTRY[name]
         doc = (cls.__dict__.get("__doc__") or sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
         print(f"{name}: {defaults(name)}\n{source(name)}\n{doc}")
+        for hp, meaning, table_ in (("eps", optim.eps_means(name), optim.EPS_MEANINGS),
+                                    ("alpha", optim.alpha_means(name), optim.ALPHA_MEANINGS)):
+            if meaning is not None:
+                print(f"{hp} ({meaning}): {table_[meaning]}")
         return
-    rows = [[n, defaults(n), source(n) + (f" (not for a backward(); step() loop: {optim.NOT_DRIVABLE[n]})"
+    rows = [[n, defaults(n), means(n), source(n) + (f" (not for a backward(); step() loop: {optim.NOT_DRIVABLE[n]})"
                                            if n in optim.NOT_DRIVABLE else "")] for n in optim.names()]
     print("Optimizers (--optimizer NAME in every trainer; K-FAC is a preconditioner: SAC's --optimizer kfac):\n")
-    print(table(["name", "defaults", "source"], rows))
+    print(table(["name", "defaults", "eps/alpha mean", "source"], rows))
+    print("\neps/alpha mean: what a trainer's family defaults rely on (optim.SEMANTICS; '-': none declared, so "
+          "none given). Adam-family eps defaults go to eps " + ", ".join(optim.ADAM_EPS) + " (optim.ADAMS), "
+          "RMSprop alpha to alpha sq-decay (optim.RMSPROPS):")
+    used = [("eps", k, v) for k, v in optim.EPS_MEANINGS.items()] + [("alpha", k, v) for k, v in optim.ALPHA_MEANINGS.items()]
+    print(table(["", "meaning", "what it is"], [[hp, k, v] for hp, k, v in used]))
     print("\nWhat each trainer uses by default:\n")
     print(table(["task", "optimizer", "hyper-parameters", "source"], [list(p) for p in PAIRINGS]))
 

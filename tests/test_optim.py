@@ -8,6 +8,7 @@ arithmetic is checked against the definition rather than against itself.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import math
 import re
@@ -710,11 +711,198 @@ def test_optim_command_lists_every_optimizer(capsys):
     main([])
     out = capsys.readouterr().out
     assert all(f"\n{name} " in out for name in optim.names())
+    for name in optim.SEMANTICS:  # each row says what its eps/alpha mean
+        row = re.search(rf"\n{name} .*", out).group(0)
+        said = (("eps", optim.eps_means(name)), ("alpha", optim.alpha_means(name)))
+        assert all(f"{hp} {v}" in row for hp, v in said if v), row
     main(["adabound"])
     assert "Luo et al. 2019" in capsys.readouterr().out
+    main(["adabelief"])
+    assert "eps (belief): s = b2 s" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["adamx"])
     assert e.value.code == 2 and "unknown optimizer 'adamx'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# What eps and alpha mean (optim.SEMANTICS), against the optimizers themselves: each declared meaning is
+# checked by stepping the real optimizer and comparing with a float64 transcription of that meaning, on
+# gradients that straddle eps so that an eps placed elsewhere fails. Each check also shows that its
+# inputs tell the meanings apart (the neighbouring meaning's prediction does not match).
+
+SEM_LR = 1e-3
+SEM_W = np.array([0.5, -0.3, 0.8, -1.2, 0.1])
+SEM_G = np.array([1e-4, -3e-4, 1e-3, -3e-3, 1e-2])  # |g| from below to above the eps values used
+B1, B2 = 0.9, 0.999
+
+
+def _declared(eps=None, alpha=None):
+    return [n for n, s in optim.SEMANTICS.items()
+            if (eps is None or s.eps in eps) and (alpha is None or s.alpha == alpha)]
+
+
+def _steps(name, grads, **hparams):
+    """Step optimizer `name` (from the registry, float64, weight decay 0) on SEM_W with `grads` in turn;
+    return the weights before the last step and the last step's change."""
+    p = torch.nn.Parameter(torch.tensor(SEM_W))
+    if optim.accepts(name, "weight_decay"):
+        hparams.setdefault("weight_decay", 0.0)
+    opt = optim.build(name, [p], lr=SEM_LR, **hparams)
+    before = None
+    for g in grads:
+        before = p.detach().numpy().copy()
+        p.grad = torch.tensor(g)
+        opt.step()
+    return before, p.detach().numpy() - before
+
+
+def _adam_step(name, w, g, eps, t, hat):
+    """Step t of `name` under a constant gradient g, where m_hat = g and v_hat = g^2 exactly: Adam's
+    -lr * m_hat / (sqrt(v_hat) + eps), eps-hat's with eps / sqrt(1 - b2^t) in place of eps; times the
+    per-tensor factor that NAdam's Nesterov weights, LAMB's trust ratio and RAdam's rectification put
+    on the whole step."""
+    r = g / (np.abs(g) + (eps / math.sqrt(1 - B2**t) if hat else eps))
+    c = 1.0
+    if name == "nadam":  # torch's momentum_decay 4e-3; the step is lr (1 - mu) / (1 - mu) g + lr mu' / (1 - mu mu') m
+        mu, mu_next = (B1 * (1 - 0.5 * 0.96 ** (k * 4e-3)) for k in (t, t + 1))
+        assert t == 1
+        c = 1 + mu_next * (1 - B1) / (1 - mu * mu_next)
+    elif name == "lamb":
+        c = np.linalg.norm(w) / np.linalg.norm(r)
+    elif name == "radam":
+        rho_inf = 2 / (1 - B2) - 1
+        rho_t = rho_inf - 2 * t * B2**t / (1 - B2**t)
+        assert rho_t > 5
+        c = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    return -SEM_LR * c * r
+
+
+# RAdam takes an eps-free momentum step until rho_t > 5 (its 6th step at b2 0.999).
+FIRST_ADAPTIVE_STEP = {"radam": 6}
+# SWATS's eps is eps-hat in its Adam phase (and its switch tolerance besides, see test_swats_*).
+PLACEMENT = {"swats": "adam-hat"}
+
+
+@pytest.mark.parametrize("name", _declared(eps=("adam", "adam-hat", "swats")))
+@pytest.mark.parametrize("eps", [1e-3, 1e-4])
+def test_adam_eps_is_where_the_declaration_says(name, eps):
+    meaning = PLACEMENT.get(optim.eps_means(name), optim.eps_means(name))
+    t = FIRST_ADAPTIVE_STEP.get(name, 1)
+    w, delta = _steps(name, [SEM_G] * t, eps=eps)
+    # rtol 1e-6: NAdam keeps its mu product in float32
+    np.testing.assert_allclose(delta, _adam_step(name, w, SEM_G, eps, t, hat=meaning == "adam-hat"), rtol=1e-6, atol=0)
+    other = _adam_step(name, w, SEM_G, eps, t, hat=meaning != "adam-hat")
+    assert not np.allclose(delta, other, rtol=1e-2, atol=0)
+
+
+def test_radam_takes_no_eps_before_rectifying():
+    for eps in (1e-3, 1e-4):
+        _, delta = _steps("radam", [SEM_G] * 5, eps=eps)
+        np.testing.assert_allclose(delta, -SEM_LR * SEM_G, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("name", _declared(eps=("inside-max",)))
+@pytest.mark.parametrize("eps", [1e-3, 1e-4])
+def test_adamax_eps_is_inside_the_infinity_norm(name, eps):
+    # b2 0.5, so that the decayed u wins the max and eps's place in it shows (at 0.999 it hardly does)
+    grads, b2 = [10 * SEM_G, SEM_G, -3 * SEM_G, 0.1 * SEM_G], 0.5
+
+    def reference(inside):
+        w, m, u = SEM_W.copy(), np.zeros(5), np.zeros(5)
+        for t, g in enumerate(grads, 1):
+            before = w.copy()
+            m = B1 * m + (1 - B1) * g
+            u = np.maximum(b2 * u, np.abs(g) + (eps if inside else 0.0))
+            w = w - SEM_LR / (1 - B1**t) * m / (u if inside else u + eps)
+        return w - before
+
+    _, delta = _steps(name, grads, eps=eps, betas=(B1, b2))
+    np.testing.assert_allclose(delta, reference(inside=True), rtol=1e-9, atol=0)
+    assert not np.allclose(delta, reference(inside=False), rtol=1e-2, atol=0)
+    # gradient units, as Adam's: the first step is Adam's for the same eps
+    _, first = _steps(name, [SEM_G], eps=eps)
+    np.testing.assert_allclose(first, _adam_step("adam", SEM_W, SEM_G, eps, 1, hat=False), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("name", _declared(eps=("belief",)))
+def test_adabelief_eps_is_inside_its_s_so_it_is_not_an_adam(name):
+    for eps in (1e-8, 1e-10):
+        _, delta = _steps(name, [SEM_G], eps=eps)
+        # m = (1 - b1) g, so g - m = b1 g and s_hat = b1^2 g^2 + eps / (1 - b2); eps again outside the root
+        s_hat = B1**2 * SEM_G**2 + eps / (1 - B2)
+        np.testing.assert_allclose(delta, -SEM_LR * SEM_G / (np.sqrt(s_hat) + eps), rtol=1e-9, atol=0)
+        assert not np.allclose(delta, _adam_step("adam", SEM_W, SEM_G, eps, 1, hat=False), rtol=1e-2, atol=0)
+    # Rainbow's Adam eps 1.5e-4 would make AdaBelief's steps on these gradients >30x smaller than Adam's
+    _, belief = _steps(name, [SEM_G], eps=1.5e-4)
+    _, adam = _steps("adam", [SEM_G], eps=1.5e-4)
+    assert np.all(np.abs(belief) * 30 < np.abs(adam))
+    assert name not in optim.ADAMS and not optim.takes_adam_eps(name)
+
+
+@pytest.mark.parametrize("name", optim.RMSPROPS)
+@pytest.mark.parametrize("alpha", [0.9, 0.7])
+def test_rmsprops_alpha_is_the_squared_gradient_decay(name, alpha):
+    eps, grads = 1e-5, [10 * SEM_G, SEM_G, -0.5 * SEM_G]
+    inside = {"inside-sqrt": True, "outside-sqrt": False}[optim.eps_means(name)]
+
+    def reference(decay, inside):
+        w, v = SEM_W.copy(), np.zeros(5)
+        for g in grads:
+            before = w.copy()
+            v = decay * v + (1 - decay) * g * g
+            w = w - SEM_LR * g / (np.sqrt(v + eps) if inside else np.sqrt(v) + eps)
+        return w - before
+
+    _, delta = _steps(name, grads, alpha=alpha, eps=eps, centered=False)
+    np.testing.assert_allclose(delta, reference(alpha, inside), rtol=1e-9, atol=0)
+    assert not np.allclose(delta, reference(1 - alpha, inside), rtol=1e-2, atol=0)
+    assert not np.allclose(delta, reference(alpha, not inside), rtol=1e-2, atol=0)  # eps where declared
+
+
+@pytest.mark.parametrize("name", _declared(alpha="interpolation"))
+def test_lookahead_alpha_is_the_interpolation(name):
+    for alpha in (0.5, 0.25):
+        _, delta = _steps(name, [SEM_G], base="sgd", k=1, alpha=alpha)
+        np.testing.assert_allclose(delta, -alpha * SEM_LR * SEM_G, rtol=1e-9, atol=0)
+    assert name not in optim.RMSPROPS
+
+
+def test_semantics_are_declared_for_the_registry():
+    for name, s in optim.SEMANTICS.items():
+        assert name in optim.REGISTRY, name
+        for hp in ("eps", "alpha"):
+            if getattr(s, hp) is not None:
+                assert optim.accepts(name, hp), (name, hp)
+    # every drivable optimizer with Adam's (betas, eps) or with an alpha says what they mean
+    for name in optim.drivable_names():
+        params = inspect.signature(optim.REGISTRY[name].__init__).parameters
+        if {"betas", "eps"} <= set(params) or "alpha" in params:
+            assert name in optim.SEMANTICS, name
+    with pytest.raises(ValueError, match="eps='outside': not one of adam"):
+        optim.Semantics(eps="outside")
+
+
+def test_families_follow_the_declarations():
+    assert "adabelief" not in optim.ADAMS and optim.eps_means("AdaBelief") == "belief"
+    assert {"adam", "adamw", "sharedadam", "nadam", "lamb", "radam", "adabound", "adamax"} == set(optim.ADAMS)
+    assert set(optim.RMSPROPS) == {"rmsprop", "rmsproptf"} and "lookahead" not in optim.RMSPROPS
+    assert optim.eps_means("rmsproptf") == "inside-sqrt" and optim.eps_means("rmsprop") == "outside-sqrt"
+    assert "swats" not in optim.ADAMS  # its eps is the switch tolerance too
+    # no declaration, no family: torch's Adagrad adds its eps like Adam, to a sum that never decays
+    assert optim.eps_means("adagrad") is None and not optim.takes_adam_eps("adagrad")
+    assert optim.alpha_means("sgd") is None and not optim.takes_rmsprop_alpha("sgd")
+    assert isinstance(optim.ADAMS, tuple) and isinstance(optim.RMSPROPS, tuple)
+
+
+def test_rainbow_leaves_adabelief_its_own_eps():
+    """The defect this guards: Rainbow gave every ADAMS member its Adam eps 1.5e-4, AdaBelief included."""
+    from agents import rainbow
+    from common.errors import UserError
+
+    assert rainbow.prepare(rainbow.Config(env="Breakout", optimizer="adabelief")).adam_eps is None  # its 1e-16
+    assert rainbow.prepare(rainbow.Config(env="Breakout", optimizer="adam")).adam_eps == 1.5e-4
+    with pytest.raises(UserError, match="--adam-eps: optimizer 'adabelief' takes no Adam epsilon"):
+        rainbow.prepare(rainbow.Config(env="Breakout", optimizer="adabelief", adam_eps=1e-3))
 
 
 # ---------------------------------------------------------------------------------------------------
