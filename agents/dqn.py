@@ -13,12 +13,9 @@ it) for ALE games, `classic` (RL Zoo's tuned CartPole-v1 DQN) for vector observa
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -29,16 +26,19 @@ import gymnasium as gym
 
 import envs
 import optim
-from agents import env_setup
+from agents import env_setup, off_policy, replay
 from agents.batches import micro_batches
 from agents.networks import torso_for
-from agents import replay
-from common import checkpoint, device as devices, lifecycle
+from common import device as devices, lifecycle
+from common.checks import (BELOW_ONE, LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, check_grad_accum,
+                           family_default, fits_in_memory, limit)
+from common.config import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig, describe_preset, fill_preset
 from common.errors import fail
-from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig
+from common.optimizers import OptimizerAidsConfig, check_lr_schedule, off_policy_updates, param_groups
 from common.precision import AmpConfig, Precision, check_amp
-from common.run import Progress
-from common.seeding import rng_state, seed_everything, set_rng_state
+from common.seeding import EVAL_SEED_OFFSET, derived_seed, seed_everything
+from common.session import Session
+from common.state import RNG, Adapter, Counters, RunState
 
 
 @dataclass
@@ -49,75 +49,75 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
 
     env: str = "Breakout"
     """Atari game (`Breakout`, `Pong`, ...) or a gymnasium id with discrete actions (`CartPole-v1`)."""
-    total_timesteps: PresetInt = None
+    total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps (agent steps; 4 frames each on Atari). Preset atari 10,000,000 (Nature trained
     50M), classic 50,000."""
-    num_envs: int = 1
+    num_envs: Annotated[int, POSITIVE, limit(1024, "one process steps them all")] = 1
     """Parallel environments (Atari: ale-py's C++ vector env)."""
     vector_mode: Literal["sync", "async"] = "sync"
     """Gymnasium envs (not Atari): step the envs in this process (sync) or one subprocess each (async)."""
-    buffer_size: PresetInt = None
+    buffer_size: Annotated[PresetInt, POSITIVE] = None
     """Replay memory capacity in transitions. Preset atari 1,000,000; classic 100,000."""
-    learning_starts: PresetInt = None
+    learning_starts: Annotated[PresetInt, NON_NEGATIVE] = None
     """Steps played at start_e (random play) before the first update (after --resume: steps of the
     restored policy that refill the replay memory).
     Preset atari 50,000; classic 1,000."""
-    train_frequency: PresetInt = None
+    train_frequency: Annotated[PresetInt, POSITIVE] = None
     """Environment steps between rounds of updates. Preset atari 4; classic 256."""
-    gradient_steps: PresetInt = None
+    gradient_steps: Annotated[PresetInt, POSITIVE] = None
     """Gradient updates per round. Preset atari 1; classic 128."""
-    batch_size: PresetInt = None
+    batch_size: Annotated[PresetInt, POSITIVE, limit(1 << 20, "a batch lives in memory at once")] = None
     """Transitions per update. Preset atari 32; classic 64."""
     grad_accum: int = 1
     """Micro-batches per update: the batch's loss is summed over K equal slices, each's gradient added
     before the step (the same update, one K-th of the activations in memory at a time)."""
-    gamma: float = 0.99
+    gamma: Annotated[float, UNIT] = 0.99
     """Discount factor."""
-    target_network_frequency: PresetInt = None
+    target_network_frequency: Annotated[PresetInt, POSITIVE] = None
     """Environment steps between copies of the Q-network into the target network. Preset atari 10,000;
     classic 10."""
-    start_e: float = 1.0
+    start_e: Annotated[float, UNIT] = 1.0
     """Exploration epsilon until learning_starts, from where it anneals."""
-    end_e: PresetFloat = None
+    end_e: Annotated[PresetFloat, UNIT] = None
     """Final exploration epsilon. Preset atari 0.1; classic 0.04."""
-    exploration_steps: PresetInt = None
+    exploration_steps: Annotated[PresetInt, POSITIVE] = None
     """Steps over which epsilon anneals linearly from start_e to end_e, counted from learning_starts as
     DeepMind's code and Dopamine count them. Preset atari 1,000,000; classic 8,000."""
     optimizer: PresetStr = None
     """Optimizer by name from optim's registry (rmsproptf, adam, rmsprop, lamb, ...). Preset atari
     rmsproptf (DeepMind's RMSprop); classic adam."""
-    learning_rate: PresetFloat = None
+    learning_rate: Annotated[PresetFloat, POSITIVE] = None
     """Learning rate. Preset atari 2.5e-4; classic 2.3e-3."""
-    rmsprop_alpha: PresetFloat = None
+    rmsprop_alpha: Annotated[PresetFloat, BELOW_ONE] = None
     """Squared-gradient decay, for rmsproptf and rmsprop only (refused with other optimizers). 0.95
     with either, as DeepMind's."""
-    rmsprop_eps: PresetFloat = None
+    rmsprop_eps: Annotated[PresetFloat, POSITIVE] = None
     """Epsilon, for rmsproptf (inside the square root) and rmsprop (outside) only. 0.01 with either,
     as DeepMind's, for its loss *summed* over the batch, which is the loss here. Dopamine keeps the
     mean and uses 1e-5 instead: with a mean the gradient is batch_size times smaller, its square
     batch_size^2 times, and 0.01 would swamp it."""
-    max_grad_norm: float = 0.0
+    max_grad_norm: Annotated[float, NON_NEGATIVE] = 0.0
     """Clip the gradient's global norm to this; 0 turns clipping off (the clipped TD error bounds it).
     RL Zoo's CartPole DQN clips at 10 on a mean loss; the classic preset leaves it off (on the summed loss
     here a norm of 10 would clip far more often than theirs), and 5 of 5 seeds evaluate at 500 after
     50k steps without it."""
-    sticky_actions: float = 0.25
+    sticky_actions: Annotated[float, UNIT] = 0.25
     """Atari: probability of repeating the previous action (Machado et al. 2018); 0 for Nature-comparable runs."""
-    hidden_sizes: PresetInts = None
+    hidden_sizes: Annotated[PresetInts, LAYER_WIDTH] = None
     """Hidden layers of the Q-network for vector observations (Atari uses the Nature CNN). Preset
     classic 256 256."""
-    checkpoint_interval: PresetInt = None
+    checkpoint_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only at the end.
     Preset atari 250,000; classic 10,000."""
-    log_interval: int = 1_000
+    log_interval: Annotated[int, POSITIVE] = 1_000
     """Environment steps between logged losses (each log costs one host-device sync)."""
-    eval_interval: PresetInt = None
+    eval_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between evaluations during training (--eval-episodes on a separate env,
     logged as eval/episodic_return; best.pt keeps the best); 0: none. Preset atari 250,000;
     classic 10,000."""
-    eval_episodes: int = 10
+    eval_episodes: Annotated[int, POSITIVE, limit(100_000, "evaluation plays them all")] = 10
     """Episodes (full games) per evaluation, during training and with --eval."""
-    eval_epsilon: PresetFloat = None
+    eval_epsilon: Annotated[PresetFloat, UNIT] = None
     """Epsilon while evaluating. Preset atari 0.05 (Mnih et al.); classic 0 (greedy)."""
     capture_video: bool = False
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
@@ -152,46 +152,40 @@ def preset_name(cfg: Config) -> str:
 
 
 def prepare(cfg: Config) -> Config:
-    """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
-    cfg = lifecycle.fill_preset(cfg, PRESETS[preset_name(cfg)])
+    """Fill the preset's fields and check them (each field's declared rules, then what relates fields
+    to each other), flag named, before anything is built."""
+    cfg = fill_preset(cfg, PRESETS[preset_name(cfg)])
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
-    lifecycle.positive(cfg, "total_timesteps", "num_envs", "buffer_size", "train_frequency", "gradient_steps",
-                       "batch_size", "target_network_frequency", "exploration_steps", "log_interval",
-                       "eval_episodes", "learning_rate")
-    lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "max_grad_norm")
-    lifecycle.in_unit_interval(cfg, "gamma", "start_e", "end_e", "eval_epsilon", "sticky_actions")
     try:
         optim.check_drivable(cfg.optimizer)
     except ValueError as e:
         fail(f"--optimizer: {e}")
-    lifecycle.check_lr_schedule(cfg)
-    lifecycle.check_grad_accum(cfg, "batch_size")
-    check_amp(cfg)
     # optim's policy: a hyper-parameter typed for an optimizer that does not take it is an error; the
-    # defaults go only to the optimizers they belong to.
-    rmsprop = cfg.optimizer.lower() in optim.RMSPROPS
+    # defaults go only to the optimizers they belong to (RMSprop's alpha as its squared-gradient decay).
+    rmsprop = optim.takes_rmsprop_alpha(cfg.optimizer)
     for name, default in (("rmsprop_alpha", 0.95), ("rmsprop_eps", 0.01)):
-        lifecycle.family_default(cfg, name, default, cfg.optimizer, rmsprop, "RMSprop " + name.split("_")[1],
-                                 "rmsproptf and rmsprop")
-    if rmsprop:
-        lifecycle.positive(cfg, "rmsprop_eps")  # centred: v - m^2 can be 0
-        if not 0.0 <= cfg.rmsprop_alpha < 1.0:
-            fail(f"--rmsprop-alpha must be in [0, 1) (got {cfg.rmsprop_alpha})")
-    lifecycle.at_most(cfg, "num_envs", 1024, "one process steps them all")
-    lifecycle.at_most(cfg, "batch_size", 1 << 20, "a batch lives in memory at once")
-    lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
-    if any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
-        fail(f"--hidden-sizes must be between 1 and 65,536 units per layer (got {cfg.hidden_sizes})")
+        family_default(cfg, name, default, cfg.optimizer, rmsprop, "RMSprop " + name.split("_")[1],
+                       "rmsproptf and rmsprop")
+    check_fields(cfg)
+    check_lr_schedule(cfg, updates(cfg), ("learning_rate",))
+    check_grad_accum(cfg, "batch_size")
+    check_amp(cfg)
     if cfg.buffer_size < cfg.batch_size:
         fail(f"--buffer-size {cfg.buffer_size} is smaller than --batch-size {cfg.batch_size}")
     if cfg.buffer_size < 5 * cfg.num_envs:  # each env's ring needs a 4-frame stack and a next slot
-        fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} (at least {5 * cfg.num_envs})")
+        fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} "
+             f"(at least {5 * cfg.num_envs})")
     return cfg
+
+
+def updates(cfg: Config) -> int:
+    """The optimizer updates of the run: what --lr-schedule counts."""
+    return off_policy_updates(cfg, cfg.train_frequency, cfg.gradient_steps)
 
 
 def announce(cfg: Config) -> str:
     name = preset_name(cfg)
-    return lifecycle.describe_preset(name, PRESETS[name], cfg)
+    return describe_preset(name, PRESETS[name], cfg)
 
 
 class QNetwork(nn.Module):
@@ -240,7 +234,7 @@ def act(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generat
 
 def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     hparams = {"lr": cfg.learning_rate}
-    if cfg.optimizer.lower() in optim.RMSPROPS:
+    if optim.takes_rmsprop_alpha(cfg.optimizer):
         hparams.update(alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
     try:
         return optim.build(cfg.optimizer, params, cfg.optimizer_switch, **hparams)
@@ -258,11 +252,34 @@ def make_q_network(cfg: Config, env, device: torch.device) -> QNetwork:
         return QNetwork(env.single_observation_space.shape, int(env.single_action_space.n), cfg.hidden_sizes)
 
     # network, target network, gradients and up to 2 optimizer states
-    lifecycle.fits_in_memory(build, copies=5, what=f"the Q-network (--hidden-sizes {cfg.hidden_sizes})")
+    fits_in_memory(build, copies=5, what=f"the Q-network (--hidden-sizes {cfg.hidden_sizes})")
     try:
         return build().to(device)
     except (RuntimeError, MemoryError) as e:
         fail(f"cannot build the Q-network {cfg.hidden_sizes}: {str(e).splitlines()[0][:160]}")
+
+
+def learn(q_net: QNetwork, target_net: QNetwork, optimizer, amp: Precision, batch: dict[str, torch.Tensor],
+          cfg: Config, measure_norm: bool = False):
+    """One update of the Q-network on `batch`: the summed Huber loss (over `cfg.grad_accum` slices),
+    the gradient clipped to `cfg.max_grad_norm` when set, one optimizer step. Returns the loss per
+    sample, the mean Q(s, a) and the gradient norm (None unless clipped or `measure_norm`), as tensors:
+    nothing is read back to the host here."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = q_mean = 0
+    for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
+        with amp.autocast():
+            part_loss, part_q = td_loss(q_net, target_net, part, cfg.gamma)
+        amp.backward(part_loss)
+        loss, q_mean = loss + part_loss.detach(), q_mean + part_q / cfg.grad_accum
+    amp.unscale_(optimizer)
+    grad_norm = None
+    if cfg.max_grad_norm > 0:
+        grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+    elif measure_norm:
+        grad_norm = optim.clip.grad_norm(q_net.parameters())
+    amp.step(optimizer)
+    return loss / len(batch["actions"]), q_mean, grad_norm
 
 
 def train(cfg: Config, saved: dict | None = None) -> Path:
@@ -275,154 +292,75 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     num_actions = int(env.single_action_space.n)
     q_net = make_q_network(cfg, env, device)
     target_net = copy.deepcopy(q_net)
-    optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"q": q_net}, {"q": cfg.learning_rate})["q"])
+    optimizer = make_optimizer(cfg, param_groups(cfg, {"q": q_net}, {"q": cfg.learning_rate})["q"])
     amp = Precision.of(cfg.amp, device)
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device)
-    if not saved:
-        print(announce(cfg), file=sys.stderr)
-
-    global_step, update_debt, learning_starts, best = 0, 0, cfg.learning_starts, -math.inf
-    exploration_origin = cfg.learning_starts  # kept when --learning-starts only sizes a refill
-    if saved:
-        if saved.get("loss") != LOSS:
-            fail(f"cannot resume from {cfg.resume}: it was trained with a mean loss by an earlier version, whose "
-                 f"optimizer state this one cannot continue (--eval still plays it)")
-        try:
-            q_net.load_state_dict(saved["q_net"])
-            target_net.load_state_dict(saved["target_net"])
-            optimizer.load_state_dict(saved["optimizer"])
-            amp.load_state_dict(saved.get("grad_scaler", {}))
-            global_step, update_debt = saved["global_step"], saved["update_debt"]
-            best = saved.get("best_eval", -math.inf)
-            exploration_origin = saved["exploration_origin"]
-            set_rng_state(saved["rng"], rng)
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
-        learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
-        print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
-              f"{cfg.learning_starts} steps", file=sys.stderr)
-    schedule = lifecycle.lr_schedule(cfg, [optimizer], lifecycle.off_policy_updates(cfg, cfg.train_frequency, cfg.gradient_steps),
-                                     saved, lr_fields=("learning_rate",))
-    folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "dqn", global_step if saved else None)
-    evaluations = lifecycle.BestCheckpoint(run, best, schedule)
-
-    def save(name: str) -> Path:
-        return checkpoint.save(folder / name, {
-            "config": dataclasses.asdict(cfg),
-            "lr_schedule": schedule.state_dict(),
-            "q_net": q_net.state_dict(),
-            "target_net": target_net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "grad_scaler": amp.state_dict(),
-            "global_step": global_step,
-            "update_debt": update_debt,
-            "best_eval": evaluations.best,
-            "exploration_origin": exploration_origin,
-            "loss": LOSS,
-            "rng": rng_state(rng),
-        }, kind="dqn")
-
-    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step))
-    progress = Progress(cfg.total_timesteps, initial=global_step)
-    milestones = lifecycle.Milestones(global_step, cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval)
+    if saved and saved.get("loss") != LOSS:
+        fail(f"cannot resume from {cfg.resume}: it was trained with a mean loss by an earlier version, whose "
+             f"optimizer state this one cannot continue (--eval still plays it)")
+    # exploration_origin: where epsilon's anneal began, kept when --learning-starts only sizes a refill
+    c = Counters(global_step=0, update_debt=0, exploration_origin=cfg.learning_starts)
+    state = RunState(q_net=q_net, target_net=target_net, optimizer=optimizer).add("grad_scaler", amp, optional=True)
+    state.add("rng", RNG(rng)).add("counters", c).add("loss", Adapter(lambda: LOSS, lambda _: None))
+    session = Session(cfg, "dqn", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
+                      evaluate=lambda episodes, video, stop: evaluate(cfg, q_net, device, episodes, video, stop),
+                      weights=q_net.parameters, resume_note=off_policy.refill_note(cfg))
+    schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
+    learning_starts = off_policy.learning_starts(cfg, c.global_step, resumed=saved is not None)
+    obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     loss = q_mean = grad_norm = None
-    with checkpoint.StopSignal() as stop:
-        while global_step < cfg.total_timesteps and not stop:
-            epsilon = epsilon_at(global_step, cfg, exploration_origin)  # after --resume: the restored schedule
+    with session.open(c.global_step):
+        while c.global_step < cfg.total_timesteps and not session.stop:
+            epsilon = epsilon_at(c.global_step, cfg, c.exploration_origin)
             actions = act(q_net, obs, epsilon, rng, num_actions, device)
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
             obs = next_obs
-            global_step += cfg.num_envs
-            for ret, length in envs.finished_episodes(info):
-                run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, global_step)
-                progress.episode(ret)
+            c.global_step += cfg.num_envs
+            session.episodes(info, c.global_step)
 
-            if global_step > learning_starts and rb.can_sample:
-                milestones.updates_began(global_step)
-                update_debt += cfg.num_envs
-                while update_debt >= cfg.train_frequency:
-                    update_debt -= cfg.train_frequency
-                    log_soon = global_step + cfg.train_frequency > milestones.next_due("log")  # measure the norm
+            if c.global_step > learning_starts and rb.can_sample:
+                session.updates_began(c.global_step)
+                c.update_debt += cfg.num_envs
+                while c.update_debt >= cfg.train_frequency:
+                    c.update_debt -= cfg.train_frequency
+                    # unclipped runs measure the norm only in the round of updates before a log
+                    log_soon = c.global_step + cfg.train_frequency > session.milestones.next_due("log")
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss = q_mean = 0
-                        for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
-                            with amp.autocast():
-                                part_loss, part_q = td_loss(q_net, target_net, part, cfg.gamma)
-                            amp.backward(part_loss)
-                            loss, q_mean = loss + part_loss.detach(), q_mean + part_q / cfg.grad_accum
-                        amp.unscale_(optimizer)
-                        # The norm stays a tensor (no host sync) until logged; unclipped runs compute it
-                        # only for the round of updates that precedes a log.
-                        if cfg.max_grad_norm > 0:
-                            grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                        elif log_soon and i == cfg.gradient_steps - 1:
-                            grad_norm = optim.clip.grad_norm(q_net.parameters())
-                        amp.step(optimizer)
+                        loss, q_mean, grad_norm = learn(q_net, target_net, optimizer, amp, batch, cfg,
+                                                        measure_norm=log_soon and i == cfg.gradient_steps - 1)
                         schedule.step()
-            # Copy whenever global_step crosses a multiple of the target period.
-            if global_step // cfg.target_network_frequency != (global_step - cfg.num_envs) // cfg.target_network_frequency:
+            if off_policy.crossed(c.global_step, cfg.num_envs, cfg.target_network_frequency):
                 target_net.load_state_dict(q_net.state_dict())
 
-            if milestones.due("log", global_step):
-                sps = milestones.steps_per_second(global_step)
-                run.scalars({"charts/SPS": sps, "charts/epsilon": epsilon,
-                             "charts/learning_rate": optimizer.param_groups[0]["lr"]}, global_step)
-                if loss is not None:
-                    values = {"losses/td_loss": loss.item() / cfg.batch_size, "losses/q_values": q_mean.item()}
-                    if grad_norm is not None:
-                        values["losses/grad_norm"] = grad_norm.item()
-                    if not all(math.isfinite(v) for v in values.values()):
-                        lifecycle.diverged(f"td_loss={values['losses/td_loss']}", global_step, folder, progress, run)
-                    run.scalars(values, global_step)
-                progress.update(global_step, sps)
-            if milestones.due("eval", global_step):
-                with milestones.paused():
-                    scores = evaluate(cfg, q_net, device, cfg.eval_episodes, stop=stop)
-                if not stop:  # a signal cut it short: no score to record
-                    evaluations.record(scores, global_step, save)
-            if milestones.due("checkpoint", global_step):
-                if not lifecycle.finite(q_net.parameters()):
-                    lifecycle.diverged("non-finite weights", global_step, folder, progress, run)
-                save("checkpoint.pt")
-
+            session.tick(c.global_step, lambda: {
+                "charts/epsilon": epsilon, "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                "losses/td_loss": loss, "losses/q_values": q_mean, "losses/grad_norm": grad_norm})
         env.close()
-        play = lambda episodes, path, stop: evaluate(cfg, q_net, device, episodes, path, stop)  # noqa: E731
-        return lifecycle.finish(global_step, stop, save, q_net.parameters(), folder, progress, run, milestones,
-                                cfg, evaluations, play)
+        return session.finish(c.global_step)
 
 
-def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int,
-             video: Path | None = None, stop=None) -> list[float]:
-    """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon on envs of their own (the same
-    seeds every time, with or without `video`)."""
-    env = make_env(cfg, min(episodes, 8), render=video is not None)
-    rng = np.random.default_rng(lifecycle.derived_seed(cfg.seed, 1_000_003))
-    num_actions = int(env.single_action_space.n)
-    q_net.eval()
-    try:
-        return env_setup.play_episodes(env, lambda obs: act(q_net, obs, cfg.eval_epsilon, rng, num_actions, device),
-                                       episodes, cfg.seed, envs.resolve(cfg.env).is_atari, video, stop)
-    finally:
-        env.close()
-        q_net.train()
+def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int, video: Path | None = None,
+             stop=None, training: bool = True) -> list[float]:
+    """Full-game raw scores of `episodes` episodes at cfg.eval_epsilon, played at once on envs of their
+    own (the same seeds every time, with or without `video`)."""
+    rng = np.random.default_rng(derived_seed(cfg.seed, EVAL_SEED_OFFSET))
+    num_actions = q_net.head.out_features
+    return env_setup.evaluate(lambda n, render: make_env(cfg, n, render),
+                              lambda obs: act(q_net, obs, cfg.eval_epsilon, rng, num_actions, device),
+                              cfg, episodes, video, stop, training, modules=(q_net,))
 
 
 def run_eval(cfg: Config, saved: dict) -> list[float]:
     """Play `cfg.eval_episodes` games with the policy in `saved` (the checkpoint at `cfg.eval`)."""
     device = devices.pick(cfg.device)
-    env = make_env(cfg, 1)
-    q_net = QNetwork(env.single_observation_space.shape, int(env.single_action_space.n), cfg.hidden_sizes)
-    env.close()
-    try:
-        q_net.load_state_dict(saved["q_net"])
-    except (RuntimeError, KeyError) as e:
-        fail(f"{cfg.eval}: the checkpoint's network does not fit {cfg.env} ({str(e).splitlines()[0]})")
-    q_net.to(device)
+    q_net = env_setup.restore_policy(cfg, saved, lambda env: QNetwork(env.single_observation_space.shape,
+                                                                      int(env.single_action_space.n),
+                                                                      cfg.hidden_sizes),
+                                     "q_net", lambda n: make_env(cfg, n), device)
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
-    return env_setup.report(cfg.env, evaluate(cfg, q_net, device, cfg.eval_episodes, video), video)
+    return env_setup.report(cfg.env, evaluate(cfg, q_net, device, cfg.eval_episodes, video, training=False), video)
 
 
 TRAINER = lifecycle.Trainer(

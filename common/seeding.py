@@ -6,6 +6,24 @@ import random
 import numpy as np
 import torch
 
+# ALE's C++ reset takes seeds in [0, 2**31 - 1]; env i of a vector env gets seed + i. Derived seeds
+# (evaluation envs, resets after --resume, other ranks) wrap below this bound with room for 65,536 envs.
+MAX_SEED = 2**31 - 1
+_SEED_WRAP = 2**31 - 2**16
+
+# Offsets of the derived seeds, primes so that no two streams of one run or of neighbouring seeds meet.
+EVAL_SEED_OFFSET = 1_000_003
+"""Evaluation envs and the evaluation policy's own draws (epsilon): the same episodes every time."""
+RANK_SEED_OFFSET = 10_007
+"""Times the torchrun rank: each rank's envs and numpy draws."""
+RANK_SHUFFLE_SEED_OFFSET = 20_011
+"""Times the torchrun rank: each rank's minibatch shuffling."""
+
+
+def derived_seed(seed: int, offset: int) -> int:
+    """`seed + offset` folded into the range every component accepts (env i then adds i)."""
+    return (seed + offset) % _SEED_WRAP
+
 
 def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
     """Seed python, numpy's legacy global RNG and torch; return a fresh numpy Generator for our own draws."""

@@ -10,7 +10,9 @@ each `optimizer.step()`, as with any torch scheduler; the factor functions are a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Callable
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -187,7 +189,9 @@ def _stage(name: str, values: dict[str, str], optimizer: Optimizer, length: int)
             raise ValueError(f"{name}: {key} must be at least 1 (got {params[key]})")
         return value
 
-    lrs = [g["lr"] for g in optimizer.param_groups]
+    # the lr the run was configured with: an earlier stage of a chain has already moved group["lr"] (a
+    # warmup starts it near 0), while the first scheduler keeps the configured one as initial_lr
+    lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     if name == "constant":
         return L.LambdaLR(optimizer, lambda t: 1.0)
     if name == "linear":
@@ -242,6 +246,17 @@ def _closed_form_now(scheduler) -> list[float] | None:
     return [base * f(epoch) for base, f in zip(s.base_lrs, s.lr_lambdas)]
 
 
+def _lengths(stages, total_steps: int) -> list[int]:
+    """Each stage's length in updates: its steps=N, the last one's (when not given) the rest of the run."""
+    lengths = [_number(name, "steps", values["steps"], int) if "steps" in values else None for name, values in stages]
+    known = sum(n for n in lengths[:-1])
+    if lengths[-1] is None:
+        lengths[-1] = max(total_steps - known, 1)
+    if any(n < 1 for n in lengths):
+        raise ValueError(f"each stage's steps must be at least 1 (got {lengths})")
+    return lengths
+
+
 class Schedule:
     """What a trainer holds: `step()` after each update, `evaluated(score)` after each evaluation (only
     plateau uses it), `lr` for logging, and `state_dict()`/`load_state_dict()` for checkpoints."""
@@ -269,12 +284,7 @@ class Schedule:
                                        patience=_number(name, "patience", str(params["patience"]), int),
                                        threshold=_number(name, "threshold", str(params["threshold"])),
                                        min_lr=_number(name, "min", str(params["min"])) * optimizer.param_groups[0]["lr"])
-        lengths = [_number(name, "steps", values["steps"], int) if "steps" in values else None for name, values in stages]
-        known = sum(n for n in lengths[:-1])
-        if lengths[-1] is None:
-            lengths[-1] = max(total_steps - known, 1)
-        if any(n < 1 for n in lengths):
-            raise ValueError(f"each stage's steps must be at least 1 (got {lengths})")
+        lengths = _lengths(stages, total_steps)
         if len(stages) == 1:
             return _stage(stages[0][0], stages[0][1], optimizer, lengths[0])
         parts = [_stage(name, values, optimizer, n) for (name, values), n in zip(stages, lengths)]
@@ -348,6 +358,151 @@ class Schedule:
                 group["lr"] = lr
 
 
+# ------------------------------------------------------------------------------------------------
+# What a schedule will do over a run, without stepping it (lifecycle.check_lr_schedule)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stage:
+    """One stage of a spec laid over a run. `factor(t)` is the multiplier of each group's lr `t` updates
+    into the stage, in closed form (torch's own closed forms: StepLR gamma ** (t // every), MultiStepLR,
+    ExponentialLR, CosineAnnealingWarmRestarts, LinearLR; ours for the LambdaLR stages), or None where
+    the lr is only known to stay between `bounds`: cyclic (between low and high) and onecycle (lr / div
+    up to the lr, down to lr / (div * final_div)) are bounded by construction; plateau follows the
+    evaluations (from the lr down to min * lr). `points` are the updates into the stage where a closed
+    form is extreme or first changes (every, milestones, period, warmup, both ends)."""
+
+    name: str
+    start: int
+    length: int
+    factor: Callable[[int], float] | None
+    bounds: tuple[float, ...] = ()
+    points: tuple[int, ...] = ()
+
+    @property
+    def moves(self) -> bool:
+        """Whether the stage is meant to change the lr over the updates (constant and plateau are not)."""
+        return self.name not in ("constant", "plateau")
+
+
+def _pow(base: float, exponent: int) -> float:
+    try:
+        return base ** exponent
+    except OverflowError:
+        return math.copysign(math.inf, base if exponent % 2 else 1.0)
+
+
+def _restart_factor(t: int, period: int, mult: int, final: float) -> float:
+    """CosineAnnealingWarmRestarts' lr over the first group's lr, in torch's closed form."""
+    if mult == 1:
+        t_cur, t_i = t % period, period
+    else:
+        n = int(math.log(t / period * (mult - 1) + 1, mult))
+        t_cur, t_i = t - period * (mult ** n - 1) // (mult - 1), period * mult ** n
+    return final + (1.0 - final) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+def plan(spec: str, total_steps: int, warmup_steps: int = 0) -> list[Stage]:
+    """The stages of `spec` (after a `warmup_steps` warmup) over a run of `total_steps` updates, each
+    with its start and length as `from_spec` would make them; ValueError as `from_spec`'s."""
+    stages = parse(spec)
+    if warmup_steps:
+        stages = [("warmup-linear", {"steps": str(warmup_steps)}), *stages]
+    if stages[0][0] == "plateau":
+        params = dict(NAMED["plateau"][1], **stages[0][1])
+        return [Stage("plateau", 0, max(total_steps, 1), None, (1.0, _number("plateau", "min", str(params["min"]))))]
+    lengths = _lengths(stages, max(total_steps, 1))
+    out, start = [], 0
+    for (name, values), length in zip(stages, lengths):
+        out.append(_plan_stage(name, dict(NAMED[name][1], **values), start, length))
+        start += length
+    return out
+
+
+def _plan_stage(name: str, params: dict, start: int, length: int) -> Stage:
+    from bisect import bisect_right
+
+    def f(key: str) -> float:
+        return _number(name, key, str(params[key]))
+
+    def n(key: str) -> int:
+        return max(_number(name, key, str(params[key]), int), 1)
+
+    ends = (0, 1, length - 1)
+    if name == "constant":
+        return Stage(name, start, length, lambda t: 1.0, points=(0,))
+    if name == "linear":
+        final = f("final")
+        return Stage(name, start, length, lambda t: linear_factor(t, length, final), points=ends)
+    if name == "warmup-linear":
+        first = max(f("start"), 1e-8)
+        return Stage(name, start, length, lambda t: first + (1 - first) * min(t, length) / length, points=ends)
+    if name in ("step", "multistep", "exponential"):
+        gamma = f("gamma")
+        if name == "step":
+            every = n("every")
+            return Stage(name, start, length, lambda t: _pow(gamma, t // every), points=(*ends, every))
+        if name == "multistep":
+            ms = sorted(int(float(m)) for m in str(params["milestones"]).split(";") if m.strip())
+            return Stage(name, start, length, lambda t: _pow(gamma, bisect_right(ms, t)), points=(*ends, *ms))
+        return Stage(name, start, length, lambda t: _pow(gamma, t), points=ends)
+    if name == "cosine":
+        final = f("final")
+        return Stage(name, start, length, lambda t: warmup_cosine_factor(t, 0, length, final), points=ends)
+    if name == "cosine-restarts":
+        period, mult, final = n("period"), n("mult"), f("final")
+        return Stage(name, start, length, lambda t: _restart_factor(t, period, mult, final), points=(*ends, period - 1))
+    if name == "warmup-cosine":
+        warmup, final = n("warmup"), f("final")
+        return Stage(name, start, length, lambda t: warmup_cosine_factor(t, warmup, length, final),
+                     points=(*ends, warmup))
+    if name == "cyclic":
+        return Stage(name, start, length, None, (f("low"), f("high")))
+    if name == "onecycle":
+        div, final_div = f("div"), f("final_div")
+        if div == 0 or final_div == 0:
+            raise ValueError("onecycle: div and final_div must not be 0")
+        return Stage(name, start, length, None, (1.0 / div, 1.0, 1.0 / (div * final_div)))
+    raise ValueError(f"{name}: not a step schedule")
+
+
+def factors_over_run(spec: str, total_steps: int, warmup_steps: int = 0, samples: int = 10_000
+                     ) -> list[tuple[int, float, Stage]]:
+    """(update, lr factor, its stage) at the updates 0 .. total_steps - 1 that tell what `spec` does over
+    the run, in update order, computed in closed form (nothing is stepped, so a 10M-update run costs
+    the same as a short one): each reached stage's first and second update, its extremes and first
+    changes (`Stage.points`), `samples` updates evenly spread over the run, and the run's last update.
+    A bounded stage (cyclic, onecycle, plateau; `Stage.factor` None) gives each of its bounds at its
+    first update. Each closed form here is monotone between its points or bounded by their values,
+    so the samples hold its extremes."""
+    stages = plan(spec, total_steps, warmup_steps)
+    total = max(total_steps, 0)
+    if total == 0:
+        return []
+    reached = [s for s in stages if s.start < total]
+    updates = {total - 1}
+    if samples > 0:
+        step = max(total / samples, 1.0)
+        updates.update(int(i * step) for i in range(min(samples, total)))
+    for s in reached:
+        updates.update(s.start + p for p in s.points if p >= 0)
+    starts = [s.start for s in reached]
+    from bisect import bisect_right
+
+    out = []
+    for u in sorted(x for x in updates if 0 <= x < total):
+        stage = reached[bisect_right(starts, u) - 1]
+        if stage.factor is None:
+            continue
+        out.append((u, float(stage.factor(u - stage.start)), stage))
+    for s in reached:
+        if s.factor is None:
+            out.extend((s.start, float(b), s) for b in s.bounds)
+    out.sort(key=lambda x: x[0])
+    return out
+
+
 def from_spec(spec: str, optimizers, total_steps: int, warmup_steps: int = 0) -> Schedule:
     """The schedule `spec` over one optimizer or several (a GAN's two), for `total_steps` updates."""
     if isinstance(optimizers, Optimizer):
@@ -359,4 +514,4 @@ def from_spec(spec: str, optimizers, total_steps: int, warmup_steps: int = 0) ->
 
 
 __all__ = ["Constant", "LinearAnneal", "WarmupCosine", "SCHEDULES", "build", "linear_factor",
-           "warmup_cosine_factor", "NAMED", "Schedule", "from_spec", "parse"]
+           "warmup_cosine_factor", "NAMED", "Schedule", "from_spec", "parse", "Stage", "plan", "factors_over_run"]

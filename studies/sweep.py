@@ -150,7 +150,7 @@ SPACES = {"dqn": dqn_space, "rainbow": rainbow_space, "ppo": ppo_space, "sac": s
 
 
 class Reporter:
-    """Follows one run's evaluations (lifecycle.observe_evaluations): reports each to the trial at
+    """Follows one run's evaluations (common.observers.observe_evaluations): reports each to the trial at
     `seed_index * budget + step` and stops the run when the pruner says so."""
 
     def __init__(self, trial, seed_index: int, budget: int):
@@ -170,14 +170,14 @@ class Reporter:
 
 def train_once(agent: Agent, args: list[str], observer, log: Path) -> float:
     """Train the agent in this process with `args`; return its final evaluation. Its output goes to `log`."""
-    from common import lifecycle
+    from common import lifecycle, observers
 
     trainer = agent.trainer()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out, contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
         print(f"$ python -m {agent.module} {' '.join(args)}", flush=True)
         cfg, _ = lifecycle.load_config(trainer, args)
-        with lifecycle.observe_evaluations(observer):
+        with observers.observe_evaluations(observer):
             trainer.train(cfg, None)
     if observer.last is None:
         fail(f"the run logged no evaluation (see {log})")

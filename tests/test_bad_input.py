@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from agents import dqn, ppo, rainbow, replay, sac
-from common import lifecycle
+from common import lifecycle, optimizers
 from common.errors import UserError
 from gans import dcgan
 
@@ -196,3 +196,70 @@ def test_end_to_end_one_line(module, args, word, tmp_path):
     assert "Traceback" not in out.stderr and len(lines) == 1, out.stderr
     assert lines[0].startswith("error: ") and word in lines[0], lines[0]
     assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def refused(main, args, capsys, code=2) -> str:
+    """Run a trainer's CLI entry in process; it must exit with `code` and one `error:` line on stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert e.value.code == code, err
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+FLOAT32 = [
+    (dqn.main, ["--env", "CartPole-v1", "--learning-rate", "1e39"], "--learning-rate", "float32"),
+    (dqn.main, ["--env", "CartPole-v1", "--gamma", "-3.5e38"], "--gamma", "float32"),
+    (dcgan.main, ["--dataset", "ring8", "--g-betas", "0.5", "1e39"], "--g-betas", "float32"),  # a tuple of floats
+    (dqn.main, ["--env", "CartPole-v1", "--learning-rate", "1e-50"], "--learning-rate", "0 in float32"),
+]
+
+
+@pytest.mark.parametrize("main,args,word,why", FLOAT32, ids=[" ".join(a[2:]) for _, a, _, _ in FLOAT32])
+def test_numbers_a_float32_cannot_hold_are_one_line(main, args, word, why, tmp_path, capsys):
+    line = refused(main, [*args, "--logdir", str(tmp_path / "runs")], capsys)
+    assert word in line and why in line, line
+    assert not list(tmp_path.iterdir())  # no run folder, not even --logdir
+
+
+# 1,000 optimizer updates: one per env step from the first
+THOUSAND_UPDATES = ["--env", "CartPole-v1", "--total-timesteps", "1000", "--learning-starts", "0",
+                    "--train-frequency", "1", "--gradient-steps", "1", "--learning-rate", "0.001"]
+SCHEDULES = [
+    (["--lr-schedule", "exponential:gamma=10"], ("takes the learning rate to 1e+39 (1e+42 x --learning-rate 0.001) "
+                                                 "at update 42 of this run's 1,000 optimizer updates")),
+    (["--lr-schedule", "step:every=1e9"], ("never changes the learning rate within this run's 1,000 optimizer updates "
+                                           "(its first change would come at update 1,000,000,000)")),
+    (["--lr-schedule", "cosine:final=-0.5"], "makes the learning rate negative"),
+    (["--lr-schedule", "warmup-linear:steps=10 then step:every=100,gamma=-1"],
+     "negative (-1 x --learning-rate 0.001) at update 110"),
+    (["--lr-schedule", "cyclic:half=10,low=-0.5"], "negative (-0.5 x --learning-rate 0.001) in its cyclic stage"),
+    (["--lr-schedule", "exponential:gamma=1.2", "--lr-mult", "0=1e30"], "x --lr-mult 0=1e+30) at update 146 of"),
+    (["--lr-mult", "0=1e39", "--learning-rate", "10"], "--lr-mult 0=1e+39 times --learning-rate 10"),
+]
+
+
+@pytest.mark.parametrize("args,says", SCHEDULES, ids=[" ".join(a) for a, _ in SCHEDULES])
+def test_schedules_are_checked_for_what_they_do_over_the_run(args, says, tmp_path, capsys, monkeypatch):
+    line = refused(dqn.main, [*THOUSAND_UPDATES, *args, "--logdir", str(tmp_path / "runs")], capsys)
+    assert says in line, line
+    assert line.startswith("error: --lr-schedule" if "--lr-schedule" in args else "error: --lr-mult"), line
+    assert not list(tmp_path.iterdir())
+
+
+def test_schedule_checks_over_a_long_run_and_the_old_call():
+    cfg, _ = lifecycle.load_config(dqn.TRAINER, [*THOUSAND_UPDATES, "--lr-schedule", "exponential:gamma=1.0001"])
+    optimizers.check_lr_schedule(cfg)  # without the run's length: as before (builds over 1,000 stand-in updates)
+    optimizers.check_lr_schedule(cfg, 50_000, ("learning_rate",))  # 1.0001**50k = 148: fine
+    with pytest.raises(UserError, match="at update 956,354 of this run's 10,000,000 optimizer updates"):
+        optimizers.check_lr_schedule(cfg, 10_000_000, ("learning_rate",))  # closed form: nothing stepped 10M times
+    for spec in ("linear", "cosine:final=0.1", "warmup-cosine:warmup=1000", "step:every=1e6",
+                 "multistep:milestones=1e6;5e6", "cosine-restarts:period=1e5,mult=2", "cyclic:half=1000", "onecycle",
+                 "warmup-linear:steps=1000 then exponential:gamma=0.999999", "plateau", "constant"):
+        cfg.lr_schedule = spec
+        optimizers.check_lr_schedule(cfg, 10_000_000, ("learning_rate",))
+    cfg.lr_schedule = "linear"  # a run of one update cannot change its lr: not refused for that
+    optimizers.check_lr_schedule(cfg, 1, ("learning_rate",))

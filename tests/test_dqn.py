@@ -252,7 +252,7 @@ def test_lr_schedule_counts_updates_and_resumes_where_it_was(tmp_path):
     # A run stopped at step 2,000 (by an observer of its evaluations) after its checkpoint at 1,500
     # (500 updates: 3/4 of the lr) resumes there: its refill makes no updates, so at step 2,500 the lr is
     # still 3/4, and the 500 updates after it take it to 1/2 by step 3,000.
-    from common import lifecycle
+    from common import observers
 
     class Stop(Exception):
         pass
@@ -261,7 +261,7 @@ def test_lr_schedule_counts_updates_and_resumes_where_it_was(tmp_path):
         if step == 2000:
             raise Stop
 
-    with pytest.raises(Stop), lifecycle.observe_evaluations(stop_at_2000):
+    with pytest.raises(Stop), observers.observe_evaluations(stop_at_2000):
         dqn.main([*args[:-1], str(tmp_path / "second"), "--checkpoint-interval", "1500", "--eval-interval", "2000",
                   "--eval-episodes", "1"])
     second = only_run(tmp_path / "second")

@@ -1,13 +1,17 @@
 """The run lifecycle every trainer shares: run folders, resume over the checkpoint's config, device
 chosen again on resume, --eval, refusals."""
 import json
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from agents import dqn
-from common import checkpoint, lifecycle
+from common import checkpoint, lifecycle, run as runs
 from common.errors import UserError
 from gans import dcgan
 
@@ -16,7 +20,7 @@ TINY_DQN = ["--env", "CartPole-v1", "--total-timesteps", "400", "--learning-star
 
 
 def test_run_folders_are_unique_within_a_second(tmp_path):
-    folders = {lifecycle.new_run_folder(tmp_path, "ALE/Breakout-v5", "dqn", 1) for _ in range(3)}
+    folders = {runs.new_run_folder(tmp_path, "ALE/Breakout-v5", "dqn", 1) for _ in range(3)}
     assert len(folders) == 3
     names = sorted(f.name for f in folders)
     stamp = names[0]
@@ -81,3 +85,137 @@ def test_dcgan_eval_prints_its_score(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("ring8: 2500 samples, ") and "of 8 modes" in out and "% high quality" in out
     assert scores["modes"] == result["modes"] and scores["high_quality"] == result["high_quality"]
+
+
+V0_DQN = Path(__file__).parent / "data" / "v0_checkpoints" / "dqn.pt"  # step 1500, CartPole-v1
+
+
+def refused(main, args, capsys, code=2) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert e.value.code == code, err
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def failed(main, args, capsys) -> str:
+    """A failure after the start (the trainer may have said what it built): exit 2, the error as the last line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and err.count("error: ") == 1, err
+    return err.strip().splitlines()[-1]
+
+
+def a_run_folder(tmp_path) -> Path:
+    """A run folder holding a checkpoint, made without training: the v0 DQN checkpoint and a config.json."""
+    folder = tmp_path / "runs" / "CartPole-v1__dqn__3__1700000000"
+    folder.mkdir(parents=True)
+    shutil.copy(V0_DQN, folder / "checkpoint.pt")
+    (folder / "config.json").write_text(json.dumps(torch.load(V0_DQN, weights_only=True)["config"]))
+    return folder
+
+
+def contents(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tmp_path, capsys):
+    folder = a_run_folder(tmp_path)
+    before = contents(folder)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        line = refused(dqn.main, ["--resume", str(folder / "checkpoint.pt"), "--total-timesteps", "1600"], capsys)
+        assert str(folder) in line and f"(pid {holder.pid})" in line and "another process" in line, line
+        assert contents(folder) == before  # config.json untouched, no event file
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel released the dead holder's lock; a Run takes it, and frees it on close
+    from common.run import Run, lock_folder
+
+    run = Run(folder, dqn.Config(), resume_step=1501)
+    with pytest.raises(UserError, match="being written by another process"):
+        lock_folder(folder)
+    run.close()
+    lock_folder(folder).close()
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+h = open(os.path.join(sys.argv[1], ".lock"), "a+")
+fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)
+h.seek(0); h.truncate(); h.write(str(os.getpid())); h.flush()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_loose_checkpoint_resumes_into_a_new_run_folder(tmp_path, capsys):
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    shutil.copy(V0_DQN, downloads / "dqn.pt")
+    logdir = tmp_path / "runs"
+    # --logdir may be chosen (the checkpoint's own was /tmp/legacy/runs), and it is the folder checked
+    (tmp_path / "a_file").write_text("")
+    assert "--logdir" in refused(dqn.main, ["--resume", str(downloads / "dqn.pt"), "--total-timesteps", "1600",
+                                            "--logdir", str(tmp_path / "a_file")], capsys)
+    final = dqn.main(["--resume", str(downloads / "dqn.pt"), "--total-timesteps", "1600", "--logdir", str(logdir),
+                      "--eval-interval", "0"])
+    err = capsys.readouterr().err
+    (folder,) = [p for p in logdir.iterdir() if p.is_dir()]
+    assert folder.name.startswith("CartPole-v1__dqn__3__") and final == folder / "final.pt"
+    assert err.count("is not in a run folder") == 1 and f"new run folder, {folder}" in err, err
+    assert json.loads((folder / "config.json").read_text())["logdir"] == str(logdir)
+    assert torch.load(final, weights_only=True)["global_step"] == 1600
+    assert [p.name for p in downloads.iterdir()] == ["dqn.pt"] and (downloads / "dqn.pt").read_bytes() == V0_DQN.read_bytes()
+    from common.run import lock_folder
+
+    lock_folder(folder).close()  # the finished run released its folder
+
+
+class FirstStepFails(Exception):
+    pass
+
+
+REAL_OPEN_RUN = runs.open_run
+
+
+def failing_start(monkeypatch, started: bool, error: BaseException):
+    """open_run as the session will call it (started=False until its first step), then a failure."""
+    opened = []
+
+    def open_run(cfg, env, algo, resume_step, **kw):
+        folder, run = REAL_OPEN_RUN(cfg, env, algo, resume_step, started=False)
+        opened.append(folder)
+        if started:
+            run.mark_started()
+        raise error
+
+    monkeypatch.setattr(runs, "open_run", open_run)  # what the session opens its run with
+    return opened
+
+
+def test_a_run_folder_is_not_left_behind_when_the_start_fails(tmp_path, capsys, monkeypatch):
+    logdir = tmp_path / "runs"
+    args = [*TINY_DQN, "--hidden-sizes", "8", "--logdir", str(logdir)]
+    opened = failing_start(monkeypatch, started=False, error=UserError("the first batch failed"))
+    assert failed(dqn.main, args, capsys) == "error: the first batch failed"
+    assert opened and not opened[0].exists() and not [p for p in logdir.iterdir() if p.is_dir()]
+    opened = failing_start(monkeypatch, started=False, error=FirstStepFails("a bug"))
+    with pytest.raises(FirstStepFails):  # not a user error: its traceback shows, and the folder goes
+        dqn.main(args)
+    assert opened and not opened[0].exists()
+    # a run that started keeps its folder; a resumed folder is never removed
+    opened = failing_start(monkeypatch, started=True, error=UserError("diverged"))
+    failed(dqn.main, args, capsys)
+    assert opened[0].is_dir()
+    folder = a_run_folder(tmp_path / "resumed")
+    opened = failing_start(monkeypatch, started=False, error=UserError("the first batch failed"))
+    failed(dqn.main, ["--resume", str(folder / "checkpoint.pt"), "--total-timesteps", "1600"], capsys)
+    assert opened == [folder] and (folder / "checkpoint.pt").read_bytes() == V0_DQN.read_bytes()

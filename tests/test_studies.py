@@ -159,7 +159,7 @@ def test_a_run_stopped_after_its_last_step_resumes_into_its_end(tmp_path):
 
 
 def test_evaluations_fall_on_multiples_of_the_interval_after_a_resume():
-    from common.lifecycle import Milestones
+    from common.milestones import Milestones
 
     m = Milestones(1234, log_interval=100, eval_interval=1000, checkpoint_interval=0)
     assert (m.next_due("log"), m.next_due("eval"), m.next_due("checkpoint")) == (1300, 2000, float("inf"))

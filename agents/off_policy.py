@@ -1,0 +1,25 @@
+"""What the replay-based agents (DQN, Rainbow, SAC) share around their loops: the refill of the
+replay memory after a resume, and the target network's copy period."""
+from __future__ import annotations
+
+
+def refill_note(cfg, replay_restored: bool = False) -> str:
+    """What a resumed run says of its replay memory: refilled for `learning_starts` steps of the
+    restored policy before updates resume (the memory is not in checkpoints unless saved with it)."""
+    if replay_restored:
+        return "with its replay memory"
+    return f"refilling the replay memory for {cfg.learning_starts} steps"
+
+
+def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False) -> int:
+    """The step after which updates run: `learning_starts`, or after a resume that many steps of
+    refill from where the checkpoint stood (none when the replay memory came with it)."""
+    if not resumed:
+        return cfg.learning_starts
+    return step if replay_restored else step + cfg.learning_starts
+
+
+def crossed(step: int, stride: int, period: int) -> bool:
+    """Whether `step`, just advanced by `stride` env steps, crossed a multiple of `period` (a target
+    network's copy falls due once per period, whatever the number of envs)."""
+    return step // period != (step - stride) // period
