@@ -1,5 +1,6 @@
-"""Config: the fields every trainer has, fields whose default comes from a preset, and a config read
-back from a checkpoint."""
+"""Config: the fields every trainer has (RunConfig), the optimizer aids' fields (OptimizerAidsConfig),
+fields whose default comes from a preset, old flag names kept as aliases, and a config read back from
+a checkpoint."""
 from __future__ import annotations
 
 import dataclasses
@@ -58,11 +59,14 @@ def describe_preset(name: str, preset: dict, cfg) -> str:
     return f"preset {name}: {taken}"
 
 def config_from_checkpoint(config_cls: type, saved: dict, path: str):
-    """The config a checkpoint was trained with (fields this version does not know are dropped)."""
+    """The config a checkpoint was trained with (fields renamed since, in the config class's `RENAMED`, read
+    under their new names; fields this version does not know are dropped)."""
     values = saved.get("config")
     if not isinstance(values, dict):
         fail(f"{path} holds no config this version can read")
     fields = {f.name for f in dataclasses.fields(config_cls)}
+    renamed = getattr(config_cls, "RENAMED", {})  # an earlier version's field names
+    values = {renamed.get(k, k): v for k, v in values.items()}
     try:
         cfg = config_cls(**{k: v for k, v in values.items() if k in fields})
     except TypeError as e:
@@ -71,3 +75,36 @@ def config_from_checkpoint(config_cls: type, saved: dict, path: str):
         if isinstance(value, list):  # json/torch round trips make tuples lists
             setattr(cfg, name, tuple(value))
     return cfg
+
+
+@dataclass
+class OptimizerAidsConfig:
+    """A trainer's optimizer fields beyond the hyper-parameters: a learning rate that follows a named
+    schedule (optim.schedules.from_spec), counted in the trainer's updates, after a warmup; per-module
+    multipliers; a switch from Adam to SGD. A trainer that has them builds the schedule after its
+    optimizers, steps it after each update, saves it in checkpoints and hands it to BestCheckpoint
+    (for plateau), and passes optimizer_switch to optim.build."""
+
+    lr_schedule: str = "constant"
+    """Learning-rate schedule over the run's optimizer updates: NAME[:key=value,...], stages joined by
+    ' then ' (constant, linear, step, multistep, exponential, cosine, cosine-restarts, cyclic, onecycle,
+    warmup-cosine, plateau; e.g. 'warmup-linear:steps=1000 then cosine'; python -m optim --schedules
+    lists each one's parameters)."""
+    lr_mult: tuple[str, ...] = ()
+    """PATTERN=FACTOR ...: parameters of the modules a pattern names (anywhere in the dotted name, or
+    fnmatch with * ? [) in a group of their own at FACTOR x the learning rate, e.g. torso=0.1 head=1;
+    listed at start."""
+    optimizer_switch: str = ""
+    """sgd@STEP: Adam until update STEP, then SGD with momentum at the learning rate Adam's steps
+    estimate, per tensor (SWATS, Keskar & Socher 2017, as optim.SWATS); sgd@auto: when that estimate
+    settles (the paper's criterion). Only for Adam; the schedule scales the SGD phase's rate too."""
+    warmup_steps: int = 0
+    """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
+    goes on with the schedule's state as saved: a larger budget on --resume stretches the closed-form
+    stages, constant, linear, cosine and warmup-cosine, to the new length; torch's recursive schedulers go on from
+    the lr they had reached. A learning rate changed on --resume scales the rest of the schedule.)"""
+
+
+def alias(*flags: str):
+    """An earlier name of a field's flag, still accepted (`--save-every` for --checkpoint-interval)."""
+    return tyro.conf.arg(aliases=flags)

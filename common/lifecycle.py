@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from common import checkpoint, cli, run as runs
+from common import checkpoint, cli
 from common.checks import check_common, check_fields, flag
 from common.config import PER_INVOCATION, config_from_checkpoint
 from common.errors import exits_cleanly, fail
@@ -60,6 +60,8 @@ def parse(trainer: Trainer, args, default=None):
 
 def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
     """Parse the command line, over the checkpoint's config when it names one; check it."""
+    from common import run as runs
+
     cfg = parse(trainer, args)
     path = cfg.eval or cfg.resume
     saved = None
@@ -107,6 +109,8 @@ def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
 def main(trainer: Trainer, args=None):
     """One invocation of a trainer: its config, then --eval or training (inside `run.invocation()`:
     a run folder made here whose run never started is removed if it fails)."""
+    from common import run as runs
+
     with runs.invocation():
         cfg, saved = load_config(trainer, args)
         if cfg.eval:
@@ -114,15 +118,25 @@ def main(trainer: Trainer, args=None):
         return trainer.train(cfg, saved)
 
 
-# Names that moved out of this module when common/ was split by concern, for trainers not yet moved on.
-from common.checks import (FLOAT32_MAX, as_float32, at_most, check_grad_accum, family_default,  # noqa: E402,F401
-                           fits_in_memory, in_unit_interval, non_negative, physical_memory, positive,
-                           writable_folder)
-from common.config import (PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig,  # noqa: E402,F401
-                           describe_preset, fill_preset)
-from common.optimizers import (OptimizerAidsConfig, check_lr_schedule, lr_schedule,  # noqa: E402,F401
-                               off_policy_updates, param_groups)
-from common.run import free, is_run_folder, new_run_folder, open_run, resume_folder, write_config  # noqa: E402,F401
-from common.seeding import MAX_SEED, derived_seed  # noqa: E402,F401
-from common.session import (Milestones, evaluated, finite, next_multiple, observe_evaluations,  # noqa: E402,F401
-                            score_line, stopped)
+# Names that moved out of this module when common/ was split by concern, for code not yet moved on,
+# imported only when asked for (gans.sample loads this module without the training stack).
+_MOVED = {
+    "common.checks": ("FLOAT32_MAX", "as_float32", "at_most", "check_grad_accum", "family_default", "fits_in_memory",
+                      "in_unit_interval", "non_negative", "physical_memory", "positive", "writable_folder"),
+    "common.config": ("OptimizerAidsConfig", "PresetFloat", "PresetInt", "PresetInts", "PresetStr", "RunConfig",
+                      "describe_preset", "fill_preset"),
+    "common.optimizers": ("check_lr_schedule", "lr_schedule", "off_policy_updates", "param_groups"),
+    "common.run": ("free", "is_run_folder", "new_run_folder", "open_run", "resume_folder", "write_config"),
+    "common.seeding": ("MAX_SEED", "derived_seed"),
+    "common.session": ("Milestones", "evaluated", "finite", "next_multiple", "observe_evaluations", "score_line",
+                       "stopped"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    for module, names in _MOVED.items():
+        if name in names:
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

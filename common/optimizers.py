@@ -1,6 +1,7 @@
-"""Optimizer wiring every trainer shares: the optimizer-aid fields (--lr-schedule, --warmup-steps,
---lr-mult, --optimizer-switch), their checks (what a schedule does over the run, as float32), the
-parameter groups --lr-mult makes, and the schedule itself, built and restored from a checkpoint.
+"""Optimizer wiring every trainer shares: the checks of the optimizer aids (common.config's
+OptimizerAidsConfig: --lr-schedule, --warmup-steps, --lr-mult, --optimizer-switch), what a schedule
+does over the run as float32, the parameter groups --lr-mult makes, and the schedule itself, built
+and restored from a checkpoint.
 
 Depends on torch and optim (below common in the house: optim depends on torch only).
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 
 import torch
 
@@ -16,33 +16,6 @@ import optim
 from common.checks import FLOAT32_MAX, as_float32, flag, non_negative
 from common.errors import fail
 from optim import groups, schedules
-
-@dataclass
-class OptimizerAidsConfig:
-    """A trainer's optimizer fields beyond the hyper-parameters: a learning rate that follows a named
-    schedule (optim.schedules.from_spec), counted in the trainer's updates, after a warmup; per-module
-    multipliers; a switch from Adam to SGD. A trainer that has them builds the schedule after its
-    optimizers, steps it after each update, saves it in checkpoints and hands it to BestCheckpoint
-    (for plateau), and passes optimizer_switch to optim.build."""
-
-    lr_schedule: str = "constant"
-    """Learning-rate schedule over the run's optimizer updates: NAME[:key=value,...], stages joined by
-    ' then ' (constant, linear, step, multistep, exponential, cosine, cosine-restarts, cyclic, onecycle,
-    warmup-cosine, plateau; e.g. 'warmup-linear:steps=1000 then cosine'; python -m optim --schedules
-    lists each one's parameters)."""
-    lr_mult: tuple[str, ...] = ()
-    """PATTERN=FACTOR ...: parameters of the modules a pattern names (anywhere in the dotted name, or
-    fnmatch with * ? [) in a group of their own at FACTOR x the learning rate, e.g. torso=0.1 head=1;
-    listed at start."""
-    optimizer_switch: str = ""
-    """sgd@STEP: Adam until update STEP, then SGD with momentum at the learning rate Adam's steps
-    estimate, per tensor (SWATS, Keskar & Socher 2017, as optim.SWATS); sgd@auto: when that estimate
-    settles (the paper's criterion). Only for Adam; the schedule scales the SGD phase's rate too."""
-    warmup_steps: int = 0
-    """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
-    goes on with the schedule's state as saved: a larger budget on --resume stretches the closed-form
-    stages, constant, linear, cosine and warmup-cosine, to the new length; torch's recursive schedulers go on from
-    the lr they had reached. A learning rate changed on --resume scales the rest of the schedule.)"""
 
 
 def check_lr_schedule(cfg, total_updates: int | None = None, lr_fields: tuple[str, ...] = ()) -> None:

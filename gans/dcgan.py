@@ -17,19 +17,20 @@ import dataclasses
 import hashlib
 import math
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from common import lifecycle
+from common.checks import (BELOW_ONE, NON_NEGATIVE, POSITIVE, check_fields, check_grad_accum, family_default,
+                           fits_in_memory, limit)
+from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetStr, RunConfig, alias, describe_preset,
+                           fill_preset)
 from common.errors import fail
-from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetStr, RunConfig
 from common.precision import AmpConfig, AmpMode, Precision
 from gans.data import MIXTURES
 
@@ -48,32 +49,32 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """download CIFAR-10 into --data-dir when it is not there"""
     image_size: Literal[32, 64] = 32
     """side of generated images; 64 adds one up/down-sampling block to each network"""
-    steps: PresetInt = None
+    steps: Annotated[PresetInt, POSITIVE] = None
     """generator steps to train for (images: 100,000; ring8: 6,000; grid25: 20,000)"""
-    batch_size: PresetInt = None
+    batch_size: Annotated[PresetInt, POSITIVE, limit(1 << 16, "a batch lives in memory at once")] = None
     """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 256)"""
-    z_dim: PresetInt = None
+    z_dim: Annotated[PresetInt, POSITIVE] = None
     """size of the generator's standard normal noise (images: 100, Radford et al.; 2D mixtures: 2, the data's own dimension, which keeps far more modes than 16)"""
-    g_width: PresetInt = None
+    g_width: Annotated[PresetInt, POSITIVE] = None
     """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64), or hidden units per layer (2D mixtures: 128)"""
-    d_width: PresetInt = None
+    d_width: Annotated[PresetInt, POSITIVE] = None
     """discriminator width: feature maps of its first conv layer, doubled in each layer after (images: 64), or hidden units per layer (2D mixtures: 128)"""
-    mlp_layers: int = 3
+    mlp_layers: Annotated[int, POSITIVE, limit(1024, "one network's depth")] = 3
     """hidden layers of each MLP for 2D mixtures"""
 
     g_optimizer: str = "adam"
     """generator optimizer, any name in optim's registry (adam, rmsprop, rmsproptf, sgd, ...)"""
-    g_lr: PresetFloat = None
+    g_lr: Annotated[PresetFloat, POSITIVE] = None
     """generator learning rate (images: 2e-4, Radford et al.; 2D mixtures: 1e-3)"""
-    g_betas: tuple[float, float] | None = None
+    g_betas: Annotated[tuple[float, float] | None, BELOW_ONE] = None
     """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999, the variant of later GAN work, kept 21.4 of grid25's 25 modes against 24.6 over 5 seeds: gans/README.md)"""
     d_optimizer: str = "rmsprop"
     """discriminator optimizer, any name in optim's registry"""
-    d_lr: PresetFloat = None
+    d_lr: Annotated[PresetFloat, POSITIVE] = None
     """discriminator learning rate (images: 2e-4; 2D mixtures: 1e-3)"""
-    d_alpha: PresetFloat = None
+    d_alpha: Annotated[PresetFloat, BELOW_ONE] = None
     """discriminator RMSprop smoothing constant, for optimizers that take alpha (default 0.9)"""
-    d_steps: int = 1
+    d_steps: Annotated[int, POSITIVE, limit(1 << 16, "each is a full discriminator step")] = 1
     """discriminator steps per generator step, each on a fresh real batch"""
     lr_schedule: PresetStr = None
     """learning-rate schedule of both networks over the generator steps, NAME[:key=value,...] with stages joined by ' then ' (python -m optim --schedules; plateau has no evaluation return to follow here) (images: constant, Radford et al.; 2D mixtures: linear to 0, which settles the generator onto the modes instead of circling them)"""
@@ -84,29 +85,34 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """mixed precision: bf16 (autocast), fp16 (autocast and loss scaling, the scales kept in checkpoints), off (float32), or auto (bf16 where the GPU has it, else fp16; float32 on the CPU, where fp16 is refused)"""
     channels_last: bool = True
     """CUDA, images: channels-last memory format, faster convolutions on tensor cores; ignored otherwise"""
-    workers: int = 4
+    workers: Annotated[int, NON_NEGATIVE, limit(256, "each is a process")] = 4
     """DataLoader processes decoding images for --dataset folder"""
 
-    log_every: int = 100
+    log_interval: Annotated[int, POSITIVE, alias("--log-every")] = 100
     """generator steps between scalar logs (means over the interval)"""
-    sample_every: PresetInt = None
+    sample_interval: Annotated[PresetInt, POSITIVE, alias("--sample-every")] = None
     """generator steps between sample grids from the fixed noise, or scatter plots and mode metrics for 2D mixtures (images: 1,000; 2D mixtures: 500)"""
-    save_every: PresetInt = None
+    checkpoint_interval: Annotated[PresetInt, POSITIVE, alias("--save-every")] = None
     """generator steps between checkpoints, written atomically to the run folder's checkpoint.pt (images: 5,000; 2D mixtures: 1,000)"""
-    fidelity_every: int = 10_000
+    fidelity_interval: Annotated[int, NON_NEGATIVE, alias("--fidelity-every")] = 10_000
     """images: FID, IS and KID every N generator steps and at the end (needs pip install 'rlgan[metrics]'); 0 turns them off"""
-    fidelity_samples: int = 10_000
+    fidelity_samples: Annotated[int, POSITIVE, limit(1_000_000, "they are generated and held at once")] = 10_000
     """generated (and real) images for FID, IS and KID"""
     inception_weights: str | None = None
     """local file of torch-fidelity's Inception weights, for machines that cannot download them"""
+
+    # Flags renamed to the *_interval every trainer uses; the old ones stay aliases, and checkpoints of
+    # earlier versions read under the new names.
+    RENAMED: ClassVar[dict[str, str]] = {"log_every": "log_interval", "sample_every": "sample_interval",
+                                         "save_every": "checkpoint_interval", "fidelity_every": "fidelity_interval"}
 
 
 # Presets for the fields left at None. Images: Radford et al. 2016. 2D mixtures: settings that
 # capture all modes of ring8 and grid25 on a CPU in a minute or two (see gans/README.md).
 IMAGE_PRESET = dict(steps=100_000, batch_size=128, z_dim=100, g_width=64, d_width=64, g_lr=2e-4, d_lr=2e-4,
-                    lr_schedule="constant", sample_every=1000, save_every=5000)
+                    lr_schedule="constant", sample_interval=1000, checkpoint_interval=5000)
 MIXTURE_PRESET = dict(steps=6000, batch_size=256, z_dim=2, g_width=128, d_width=128, g_lr=1e-3, d_lr=1e-3,
-                      lr_schedule="linear", sample_every=500, save_every=1000)
+                      lr_schedule="linear", sample_interval=500, checkpoint_interval=1000)
 PRESETS = {"cifar10": IMAGE_PRESET, "folder": IMAGE_PRESET, "ring8": MIXTURE_PRESET,
            "grid25": {**MIXTURE_PRESET, "steps": 20_000}}
 DEFAULT_G_BETAS = (0.5, 0.999)
@@ -127,41 +133,33 @@ def _drivable(flag: str, optimizer: str) -> None:
 
 
 def resolve(cfg: Config) -> Config:
-    """Fill the None fields from the dataset's preset and check every value; a bad one is a UserError."""
-    cfg = lifecycle.fill_preset(cfg, PRESETS[cfg.dataset])
+    """Fill the None fields from the dataset's preset and check them (each field's declared rules, then
+    what relates fields to each other); a bad one is a UserError."""
+    cfg = fill_preset(cfg, PRESETS[cfg.dataset])
     if isinstance(cfg.amp, bool):  # a checkpoint of an earlier version, whose --amp/--no-amp was auto/off
         cfg.amp = "auto" if cfg.amp else "off"
     import optim
 
     _drivable("g-optimizer", cfg.g_optimizer)
     _drivable("d-optimizer", cfg.d_optimizer)
-    lifecycle.family_default(cfg, "g_betas", DEFAULT_G_BETAS, cfg.g_optimizer, optim.accepts(cfg.g_optimizer, "betas"),
-                             "betas", "optimizers that take them (adam, ...)")
-    lifecycle.family_default(cfg, "d_alpha", DEFAULT_D_ALPHA, cfg.d_optimizer, cfg.d_optimizer.lower() in optim.RMSPROPS,
-                             "RMSprop alpha", "rmsprop and rmsproptf")
+    family_default(cfg, "g_betas", DEFAULT_G_BETAS, cfg.g_optimizer, optim.accepts(cfg.g_optimizer, "betas"),
+                   "betas", "optimizers that take them (adam, ...)")
+    family_default(cfg, "d_alpha", DEFAULT_D_ALPHA, cfg.d_optimizer, optim.takes_rmsprop_alpha(cfg.d_optimizer),
+                   "RMSprop alpha", "rmsprop and rmsproptf")
     cfg.g_betas = tuple(float(b) for b in cfg.g_betas) if cfg.g_betas is not None else None
-    lifecycle.positive(cfg, "steps", "batch_size", "z_dim", "g_width", "d_width", "mlp_layers", "d_steps",
-                       "log_every", "sample_every", "save_every", "fidelity_samples", "g_lr", "d_lr")
-    lifecycle.non_negative(cfg, "fidelity_every", "workers")
-    if cfg.g_betas is not None and not all(0.0 <= b < 1.0 for b in cfg.g_betas):
-        fail(f"--g-betas must be in [0, 1) (got {' '.join(map(str, cfg.g_betas))})")
-    if cfg.d_alpha is not None and not 0.0 <= cfg.d_alpha < 1.0:
-        fail(f"--d-alpha must be in [0, 1) (got {cfg.d_alpha})")
-    lifecycle.at_most(cfg, "batch_size", 1 << 16, "a batch lives in memory at once")
-    lifecycle.at_most(cfg, "workers", 256, "each is a process")
-    lifecycle.at_most(cfg, "fidelity_samples", 1_000_000, "they are generated and held at once")
-    lifecycle.at_most(cfg, "mlp_layers", 1024, "one network's depth")
+    check_fields(cfg)
     # weights, gradients, and two optimizer states
-    lifecycle.fits_in_memory(lambda: build_generator(cfg), copies=4, what="the generator (--g-width, --z-dim)")
-    lifecycle.fits_in_memory(lambda: build_discriminator(cfg), copies=4, what="the discriminator (--d-width)")
-    lifecycle.at_most(cfg, "d_steps", 1 << 16, "each is a full discriminator step")
-    lifecycle.check_lr_schedule(cfg)
+    fits_in_memory(lambda: build_generator(cfg), copies=4, what="the generator (--g-width, --z-dim)")
+    fits_in_memory(lambda: build_discriminator(cfg), copies=4, what="the discriminator (--d-width)")
+    from common.optimizers import check_lr_schedule  # (optim: not for gans.sample)
+
+    check_lr_schedule(cfg, cfg.steps, ("g_lr", "d_lr"))
     if cfg.optimizer_switch and "adam" not in (cfg.g_optimizer.lower(), cfg.d_optimizer.lower()):
         fail(f"--optimizer-switch {cfg.optimizer_switch} moves Adam to SGD (SWATS); neither --g-optimizer "
              f"{cfg.g_optimizer} nor --d-optimizer {cfg.d_optimizer} is Adam")
     if optim.schedules.parse(cfg.lr_schedule)[0][0] == "plateau":
         fail("--lr-schedule plateau follows an evaluation return, which a GAN has not; choose a step schedule")
-    lifecycle.check_grad_accum(cfg, "batch_size")
+    check_grad_accum(cfg, "batch_size")
     from common.precision import check_amp
 
     check_amp(cfg)
@@ -373,7 +371,9 @@ def build_models(cfg: Config, device: torch.device) -> Models:
     d_hp: dict = {"lr": cfg.d_lr}
     if cfg.d_alpha is not None:
         d_hp["alpha"] = cfg.d_alpha
-    params = lifecycle.param_groups(cfg, {"G": G, "D": D}, {"G": cfg.g_lr, "D": cfg.d_lr})
+    from common.optimizers import param_groups
+
+    params = param_groups(cfg, {"G": G, "D": D}, {"G": cfg.g_lr, "D": cfg.d_lr})
 
     def switch_of(name: str) -> str:  # --optimizer-switch moves whichever network's optimizer is Adam
         return cfg.optimizer_switch if name.lower() == "adam" else ""
@@ -391,7 +391,7 @@ def build_models(cfg: Config, device: torch.device) -> Models:
 
 def set_hparams(m: Models, cfg: Config) -> None:
     """The config's betas and alpha, after loading optimizer state on resume, where changed flags then
-    apply (changed learning rates scale the schedule: lifecycle.lr_schedule)."""
+    apply (changed learning rates scale the schedule: common.optimizers.lr_schedule)."""
     for group in m.g_opt.param_groups:
         if cfg.g_betas is not None and "betas" in group:
             group["betas"] = tuple(cfg.g_betas)
@@ -431,6 +431,7 @@ class Evaluator:
         self.fidelity_failed = False
 
     def samples(self, G: nn.Module, fixed_z: torch.Tensor, step: int) -> dict:
+        from common.session import evaluated
         from gans import metrics
         from gans.data import mixture, scatter_image
 
@@ -440,7 +441,7 @@ class Evaluator:
             score = metrics.mixture_score(points, mix.means, mix.std)
             self.run.scalars({"metrics/modes": score.modes, "metrics/high_quality": score.high_quality}, step)
             self.run.writer.add_image("images/samples", scatter_image(points, mix), step)
-            lifecycle.evaluated(step, float(score.modes))  # what a sweep's pruner follows
+            evaluated(step, float(score.modes))  # what a sweep's pruner follows
             return {"modes": score.modes, "high_quality": score.high_quality}
         import torchvision
 
@@ -450,10 +451,11 @@ class Evaluator:
 
     def fidelity(self, G: nn.Module, step: int) -> dict:
         """FID/IS/KID; when torch-fidelity cannot run, one message and training goes on."""
+        from common.session import evaluated
         from gans import metrics
         from gans.data import real_images_uint8
 
-        if self.fidelity_failed or self.cfg.dataset in MIXTURES or self.cfg.fidelity_every == 0:
+        if self.fidelity_failed or self.cfg.dataset in MIXTURES or self.cfg.fidelity_interval == 0:
             return {}
 
         def give_up(reason: str) -> dict:
@@ -476,7 +478,7 @@ class Evaluator:
             return give_up(str(e))
         self.run.scalars({"metrics/fid": scores["fid"], "metrics/is": scores["is"], "metrics/kid": scores["kid"]},
                          step)
-        lifecycle.evaluated(step, float(scores["is"]))
+        evaluated(step, float(scores["is"]))
         return scores
 
 
@@ -484,152 +486,112 @@ class Evaluator:
 # Training loop
 # ---------------------------------------------------------------------------------------------
 
-
-def checkpoint_payload(cfg: Config, m: Models, schedule, step: int, fixed_z: torch.Tensor, source,
-                       images_seen: int) -> dict:
-    from common.seeding import rng_state
-
-    return {
-        "config": dataclasses.asdict(cfg),
-        "step": step,
-        "images_seen": images_seen,
-        "G": m.G.state_dict(),
-        "D": m.D.state_dict(),
-        "g_opt": m.g_opt.state_dict(),
-        "d_opt": m.d_opt.state_dict(),
-        "g_scaler": m.g_amp.state_dict(),
-        "d_scaler": m.d_amp.state_dict(),
-        "lr_schedule": schedule.state_dict(),
-        "fixed_z": fixed_z.cpu(),
-        "rng": rng_state(),
-        "data": source.state_dict(),
-    }
+DIVERGED_HINT = ". Try lower learning rates (--g-lr, --d-lr) or --amp off"
 
 
-def train(cfg: Config, ckpt: dict | None = None) -> dict:
-    """Train from scratch, or from checkpoint `ckpt` (already loaded, `cfg` already merged with it).
+class Interval:
+    """The training figures since the last log, left on the device: the sums of train_step's
+    [d_loss, g_loss, D(x), D(G(z))] and the first step whose figures were not finite (-1: none yet).
+    The divergence guard reads that step at logs, samples and saves only: no host sync per step."""
+
+    def __init__(self, device: torch.device):
+        self.sums, self.steps = torch.zeros(4, device=device), 0
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, stats: torch.Tensor, step: int) -> None:
+        self.sums += stats
+        self.steps += 1
+        fine = torch.isfinite(stats).all() | (self.first_bad >= 0)
+        self.first_bad = torch.where(fine, self.first_bad, torch.full_like(self.first_bad, step))
+
+    def check(self, session) -> None:
+        """A loss that was not finite stops the run (exit 3) before anything more is logged, drawn or saved."""
+        bad = int(self.first_bad)
+        if bad >= 0:
+            session.diverged("non-finite loss", bad, hint=DIVERGED_HINT)
+
+    def log(self, session, step: int, lr: float, images_per_step: int) -> None:
+        """The interval's means, images/s (training time only) and the learning rate; then a new interval."""
+        self.check(session)
+        sps = session.milestones.steps_per_second(step)  # generator steps/s
+        d_loss, g_loss, d_real, d_fake = (self.sums / self.steps).tolist()
+        session.run.scalars({"losses/d_loss": d_loss, "losses/g_loss": g_loss, "charts/d_real": d_real,
+                             "charts/d_fake": d_fake, "charts/images_per_sec": sps * images_per_step,
+                             "charts/learning_rate": lr}, step)
+        session.progress.update(step, sps, img_s=f"{sps * images_per_step:.0f}", d_loss=f"{d_loss:.3f}",
+                                g_loss=f"{g_loss:.3f}")
+        self.sums.zero_()
+        self.steps = 0
+
+
+def train(cfg: Config, saved: dict | None = None) -> dict:
+    """Train from scratch, or from checkpoint `saved` (already loaded, `cfg` already merged with it).
 
     Returns the last evaluation (mode metrics for 2D mixtures, FID/IS/KID where computed) and paths.
     """
     # the training stack: imported here so that gans.sample can rebuild a generator without it
-    from common import checkpoint
     from common.device import pick
-    from common.run import Progress
-    from common.seeding import seed_everything, set_rng_state
+    from common.seeding import seed_everything
+    from common.session import Session
+    from common.state import RNG, Counters, RunState, Tensor
     from gans.data import make_source
 
     device = pick(cfg.device)
     seed_everything(cfg.seed)
     images = cfg.dataset not in MIXTURES
-    channels_last = images and device.type == "cuda" and cfg.channels_last
     source = make_source(cfg.dataset, cfg.data_dir, cfg.batch_size, device, cfg.seed, cfg.image_size,
-                         cfg.download, cfg.workers, channels_last)
+                         cfg.download, cfg.workers, images and device.type == "cuda" and cfg.channels_last)
     m = build_models(cfg, device)
-    if ckpt is None:
-        print(lifecycle.describe_preset(cfg.dataset, PRESETS[cfg.dataset], cfg), file=sys.stderr)
-    fixed_z = torch.randn(64, cfg.z_dim).to(device)  # the 8x8 grid: the same noise all run long
-    step, images_seen = 0, 0
+    fixed_z = Tensor(torch.randn(64, cfg.z_dim).to(device))  # the 8x8 grid: the same noise all run long
+    c, interval, last = Counters(step=0, images_seen=0), Interval(device), {}
+    state = RunState(G=m.G, D=m.D, g_opt=m.g_opt, d_opt=m.d_opt, g_scaler=m.g_amp, d_scaler=m.d_amp,
+                     fixed_z=fixed_z, rng=RNG(), data=source, counters=c)
 
-    if ckpt is not None:
-        try:
-            m.G.load_state_dict(ckpt["G"])
-            m.D.load_state_dict(ckpt["D"])
-            m.g_opt.load_state_dict(ckpt["g_opt"])
-            m.d_opt.load_state_dict(ckpt["d_opt"])
-            m.g_amp.load_state_dict(ckpt["g_scaler"])
-            m.d_amp.load_state_dict(ckpt["d_scaler"])
-            fixed_z = ckpt["fixed_z"].to(device)
-            step, images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
-            set_rng_state(ckpt["rng"])
-            source.load_state_dict(ckpt["data"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
+    def weights():  # what must be finite to be saved; a loss that was not stops the run first
+        interval.check(session)
+        return [*m.G.parameters(), *m.D.parameters()]
+
+    session = Session(cfg, "dcgan", cfg.dataset, state, saved, evaluate=None, weights=weights, best=False,
+                      budget="steps", intervals={"log": cfg.log_interval, "checkpoint": cfg.checkpoint_interval,
+                                                 "sample": cfg.sample_interval, "fidelity": cfg.fidelity_interval},
+                      announce=describe_preset(cfg.dataset, PRESETS[cfg.dataset], cfg),
+                      resume_note=f"{cfg.dataset} on {device}, to step {cfg.steps}")
+    if saved is not None:
         set_hparams(m, cfg)
-        if "lr_schedule" not in ckpt["config"] and "lr_decay" in ckpt["config"]:  # an earlier version's flag
-            cfg.lr_schedule = "linear" if ckpt["config"]["lr_decay"] == "linear" else "constant"
-    schedule = lifecycle.lr_schedule(cfg, [m.g_opt, m.d_opt], cfg.steps, ckpt, lr_fields=("g_lr", "d_lr"), done=step)
-
-    folder, run = lifecycle.open_run(cfg, cfg.dataset, "dcgan", step if ckpt is not None else None)
-    ckpt_path = folder / "checkpoint.pt"
-    evaluator = Evaluator(cfg, run, source, device)
-    progress = Progress(cfg.steps, initial=step)
-    print(f"{'resuming' if ckpt else 'training'} {cfg.dataset} on {device} at step {step}/{cfg.steps}: {folder}",
-          file=sys.stderr)
-
-    # Divergence guard without a host sync per step: interval sums of the stats (non-finite as soon as
-    # one loss is) and the first bad step stay on the device and are read at log and save time only.
-    sums = torch.zeros(4, device=device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    interval_steps, last_save_step, t_log, last = 0, step, time.perf_counter(), {}
-
-    def check_finite():
-        bad = int(first_bad)
-        if bad >= 0:
-            run.close()
-            progress.close()
-            good = f"the last good checkpoint is {ckpt_path} (step {last_save_step})" if ckpt_path.exists() \
-                else "no checkpoint was written"
-            fail(f"training diverged: non-finite loss at step {bad}; {good}. "
-                 f"Try lower learning rates (--g-lr, --d-lr) or --amp off", code=3)
-
-    def save(path: Path) -> None:
-        nonlocal last_save_step
-        check_finite()  # never overwrite a good checkpoint with NaN weights
-        checkpoint.save(path, checkpoint_payload(cfg, m, schedule, step, fixed_z, source, images_seen), "dcgan")
-        last_save_step = step
-
-    with checkpoint.StopSignal() as stop:
-        while step < cfg.steps:
+        if "lr_schedule" not in saved["config"] and "lr_decay" in saved["config"]:  # an earlier version's flag
+            cfg.lr_schedule = "linear" if saved["config"]["lr_decay"] == "linear" else "constant"
+    schedule = session.lr_schedule([m.g_opt, m.d_opt], cfg.steps, ("g_lr", "d_lr"), done=c.step)
+    with session.open(c.step):
+        evaluator = Evaluator(cfg, session.run, source, device)
+        if saved is None:
+            print(f"training {cfg.dataset} on {device} to step {cfg.steps}: {session.folder}", file=sys.stderr)
+        while c.step < cfg.steps and not session.stop:
             lr = m.g_opt.param_groups[0]["lr"]
             stats = train_step(m, source.next, cfg.batch_size, cfg.z_dim, device, cfg.d_steps, cfg.grad_accum)
             schedule.step()
-            step += 1
-            images_seen += cfg.batch_size * cfg.d_steps
-            interval_steps += 1
-            sums += stats
-            finite = torch.isfinite(stats).all()
-            first_bad = torch.where(finite | (first_bad >= 0), first_bad, torch.full_like(first_bad, step))
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                check_finite()
-                mean = (sums / interval_steps).tolist()
-                now = time.perf_counter()
-                ips = interval_steps * cfg.batch_size * cfg.d_steps / max(now - t_log, 1e-9)
-                run.scalars({"losses/d_loss": mean[0], "losses/g_loss": mean[1], "charts/d_real": mean[2],
-                             "charts/d_fake": mean[3], "charts/images_per_sec": ips,
-                             "charts/learning_rate": lr}, step)
-                progress.update(step, ips / (cfg.batch_size * cfg.d_steps),  # generator steps/s
-                                img_s=f"{ips:.0f}", d_loss=f"{mean[0]:.3f}", g_loss=f"{mean[1]:.3f}")
-                sums.zero_()
-                interval_steps, t_log = 0, now
-            t_pause = time.perf_counter()
-            if step % cfg.sample_every == 0 or step == cfg.steps:
-                check_finite()
-                last.update(evaluator.samples(m.G, fixed_z, step))
-            if images and cfg.fidelity_every and (step % cfg.fidelity_every == 0 or step == cfg.steps):
-                check_finite()
-                last.update(evaluator.fidelity(m.G, step))
-            if step % cfg.save_every == 0:
-                save(ckpt_path)
-            t_log += time.perf_counter() - t_pause  # images/s counts training time, not evaluations and saves
-            if stop:
-                save(ckpt_path)
-                run.close()
-                progress.close()
-                lifecycle.stopped(stop.received, step, ckpt_path)
-
-    save(ckpt_path)
-    final = folder / "final.pt"
-    save(final)
-    run.hparams(cfg, {f"hparams/{k}": float(v) for k, v in last.items() if isinstance(v, (int, float))}, step)
-    run.close()
-    progress.close()
+            c.step += 1
+            c.images_seen += cfg.batch_size * cfg.d_steps
+            interval.add(stats, c.step)
+            end = c.step == cfg.steps  # the last step logs, draws and scores whatever the intervals
+            if session.due("log", c.step) or end:
+                interval.log(session, c.step, lr, cfg.batch_size * cfg.d_steps)
+            with session.paused():  # images/s counts training time, not samples, scores and saves
+                if session.due("sample", c.step) or end:
+                    interval.check(session)
+                    last.update(evaluator.samples(m.G, fixed_z.tensor, c.step))
+                if images and cfg.fidelity_interval and (session.due("fidelity", c.step) or end):
+                    interval.check(session)
+                    last.update(evaluator.fidelity(m.G, c.step))
+                if session.due("checkpoint", c.step):
+                    session.checkpoint(c.step)
+        final = session.finish(c.step, {f"hparams/{k}": float(v) for k, v in last.items()
+                                        if isinstance(v, (int, float))})
     summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items())
-    print(f"done: step {step}{', ' + summary if summary else ''}; checkpoint {final}", file=sys.stderr)
-    return {**last, "step": step, "folder": str(folder), "final": str(final)}
+    print(f"done: step {c.step}{', ' + summary if summary else ''}; checkpoint {final}", file=sys.stderr)
+    return {**last, "step": c.step, "folder": str(session.folder), "final": str(final)}
 
 
-def evaluate(cfg: Config, ckpt: dict) -> dict:
+def run_eval(cfg: Config, ckpt: dict) -> dict:
     """--eval: score the checkpoint's generator (as `Evaluator` does during training) and print it."""
     from common.device import pick
 
@@ -659,7 +621,7 @@ def evaluate(cfg: Config, ckpt: dict) -> dict:
     if missing:
         fail(f"--eval of an image GAN scores FID/IS/KID, which cannot run here: {missing}")
     # scored whatever --fidelity-every the run trained with
-    evaluator = Evaluator(dataclasses.replace(cfg, fidelity_every=1), _NoRun(), source, device)
+    evaluator = Evaluator(dataclasses.replace(cfg, fidelity_interval=1), _NoRun(), source, device)
     scores = evaluator.fidelity(G, int(ckpt["step"]))
     if not scores:
         fail("FID/IS/KID could not be computed (the reason is the line above)")
@@ -677,7 +639,7 @@ class _NoRun:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dcgan", prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
-    prepare=resolve, train=train, evaluate=evaluate, fixed_on_resume=FIXED_ON_RESUME,
+    prepare=resolve, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME,
     budget="steps", progress=lambda ckpt: int(ckpt["step"]),
     canonical=lambda name, value: value.lower() if name.endswith("_optimizer") else value,
 )

@@ -20,7 +20,7 @@ import tyro
 from common.checkpoint import load
 from common.cli import parse
 from common.errors import exits_cleanly, fail
-from common.lifecycle import config_from_checkpoint
+from common.config import config_from_checkpoint
 from gans.dcgan import MIXTURES, Config, build_generator, generate
 
 

@@ -104,9 +104,9 @@ CLAIMS = {
         metric="metrics/is",
         budgets={
             "small": Budget(seeds=2, steps=2_000, eval_interval=1_000,
-                            set=("fidelity_every=2000", "fidelity_samples=5000", "download=False")),
+                            set=("fidelity_interval=2000", "fidelity_samples=5000", "download=False")),
             "paper": Budget(seeds=5, steps=100_000, eval_interval=5_000,
-                            set=("fidelity_every=10000", "download=False")),
+                            set=("fidelity_interval=10000", "download=False")),
         },
         needs="cifar10"),
 }

@@ -52,8 +52,8 @@ class Config:
 # is the resolved id (`Breakout` and `ALE/Breakout-v5` are one env) and is part of the group already.
 IGNORED_FIELDS = (
     "seed", "env", "logdir", "resume", "eval", "eval_episodes", "device", "capture_video",
-    "checkpoint_interval", "save_every", "log_interval", "data_dir", "download", "workers",
-    "inception_weights", "eval_interval", "vector_mode", "sample_every", "fidelity_every", "fidelity_samples",
+    "checkpoint_interval", "save_every", "log_interval", "log_every", "data_dir", "download", "workers",
+    "inception_weights", "eval_interval", "vector_mode", "sample_every", "fidelity_every", "sample_interval", "fidelity_interval", "fidelity_samples",
     # a budget, not a setting: a run resumed with a larger --total-timesteps stays with its seeds
     "total_timesteps",
 )

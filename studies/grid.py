@@ -66,7 +66,7 @@ class Config:
     """Each run's budget (env steps; dcgan: generator steps); default: the preset's."""
     eval_interval: Optional[int] = None
     """Steps between the trainers' evaluations, the points of the curves (default: the preset's; dcgan:
-    --sample-every). Every run also evaluates its final weights."""
+    --sample-interval). Every run also evaluates its final weights."""
     workers: int = 1
     """Runs at once; each gets (CPU cores / workers) threads."""
     out: Optional[str] = None

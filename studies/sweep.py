@@ -60,7 +60,7 @@ class Config:
     total_timesteps: Optional[int] = None
     """Each run's budget (env steps; dcgan: generator steps); default: the preset's."""
     eval_interval: Optional[int] = None
-    """Steps between evaluations, the pruner's checkpoints (default: the preset's; dcgan: --sample-every)."""
+    """Steps between evaluations, the pruner's checkpoints (default: the preset's; dcgan: --sample-interval)."""
     set: tuple[str, ...] = ()
     """KEY=VALUE config fields for every run, outside the search space (learning_starts=1000)."""
     storage: Optional[str] = None

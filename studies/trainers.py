@@ -22,7 +22,7 @@ class Agent:
     image_metric: str | None = None
     """The score on image datasets, where it differs (DCGAN: Inception Score, needs rlgan[metrics])."""
     image_eval_field: str | None = None
-    """The steps between those scores on image datasets (DCGAN: fidelity_every)."""
+    """The steps between those scores on image datasets (DCGAN: fidelity_interval)."""
     optimizer_fields: tuple[str, ...] = ("optimizer",)
     """Config fields one optimizer choice sets (the DCGAN trainer's GENERATOR/DISCRIMINATOR pair sets two)."""
 
@@ -50,8 +50,8 @@ AGENTS = {
     "rainbow": Agent("agents.rainbow"),
     "ppo": Agent("agents.ppo"),
     "sac": Agent("agents.sac"),
-    "dcgan": Agent("gans.dcgan", env_field="dataset", budget_field="steps", eval_field="sample_every",
-                   metric="metrics/modes", image_metric="metrics/is", image_eval_field="fidelity_every",
+    "dcgan": Agent("gans.dcgan", env_field="dataset", budget_field="steps", eval_field="sample_interval",
+                   metric="metrics/modes", image_metric="metrics/is", image_eval_field="fidelity_interval",
                    optimizer_fields=("g_optimizer", "d_optimizer")),
 }
 NAMES = tuple(AGENTS)

@@ -315,6 +315,13 @@ def test_cifar10_run_logs_everything(cifar_run, capsys):
     assert ckpt["config"]["dataset"] == "cifar10" and ckpt["config"]["g_betas"] == (0.5, 0.999)
 
 
+def test_checkpoints_keep_the_keys_earlier_versions_wrote(cifar_run):
+    # the run state saves every part under the key the trainer's own save listed before (no best_eval)
+    old = torch.load(ROOT / "tests" / "data" / "v0_checkpoints" / "dcgan.pt", weights_only=True)
+    for name in ("checkpoint.pt", "final.pt"):
+        assert sorted(checkpoint.load(cifar_run / name, "dcgan")) == sorted(old), name
+
+
 @pytest.mark.skipif(HAS_FIDELITY, reason="checks the message given when torch-fidelity is missing")
 def test_missing_torch_fidelity_is_one_message_and_training_goes_on(cifar_dir, tmp_path, capsys):
     result = dcgan.main(["--dataset", "cifar10", "--data-dir", str(cifar_dir[0]), "--no-download",
