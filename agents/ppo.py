@@ -19,10 +19,9 @@ ranks, so each update is the one a single process would make over all ranks' sam
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -40,12 +39,17 @@ from agents import env_setup
 from agents.batches import micro_batches
 from agents.networks import MLP, NatureCNN, orthogonal_init
 from agents.rollout import RolloutStorage, gae
-from common import checkpoint, device as devices, distributed, lifecycle
+from common import device as devices, distributed, lifecycle
+from common.checks import (LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, check_grad_accum, family_default,
+                           fits_in_memory, limit)
+from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, RunConfig, describe_preset,
+                           fill_preset)
 from common.errors import fail
-from common.lifecycle import OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, RunConfig
+from common.optimizers import check_lr_schedule, param_groups
 from common.precision import AmpConfig, Precision, check_amp
-from common.run import Progress
-from common.seeding import rng_state, seed_everything, set_rng_state
+from common.seeding import RANK_SEED_OFFSET, RANK_SHUFFLE_SEED_OFFSET, derived_seed, rng_state, seed_everything
+from common.session import Session
+from common.state import RNG, Adapter, Counters, RunState
 
 
 @dataclass
@@ -56,53 +60,54 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
 
     env: str = "Breakout"
     """Atari game, MuJoCo env (`HalfCheetah`, `Hopper`, ...) or any gymnasium id with discrete or Box actions."""
-    total_timesteps: PresetInt = None
+    total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps over all envs and ranks. Preset atari 10,000,000; mujoco 1,000,000; classic 100,000."""
-    num_envs: PresetInt = None
+    num_envs: Annotated[PresetInt, POSITIVE, limit(4096, "one process steps its share of them")] = None
     """Parallel environments over all ranks (split evenly between torchrun's processes). Preset atari 8;
     mujoco 1; classic 8."""
-    num_steps: PresetInt = None
+    num_steps: Annotated[PresetInt, POSITIVE, limit(1 << 20, "a rollout lives in memory")] = None
     """Steps per env in each rollout. Preset atari 128; mujoco 2,048; classic 32."""
     optimizer: str = "adam"
     """One optimizer over actor and critic, by name from optim's registry (adam, adamw, lamb, ...)."""
-    learning_rate: PresetFloat = None
+    learning_rate: Annotated[PresetFloat, POSITIVE] = None
     """Learning rate (at the start of --lr-schedule). Preset atari 2.5e-4; mujoco 3e-4; classic 1e-3."""
-    adam_eps: Annotated[Optional[float], tyro.conf.arg(metavar="FLOAT",
-                                                       help_behavior_hint="(default: 1e-5 with Adam-family optimizers)")] = None
-    """Epsilon of Adam-family optimizers (optim.ADAMS; refused with others): 1e-5, Baselines', rather
+    adam_eps: Annotated[Optional[float], NON_NEGATIVE,
+                        tyro.conf.arg(metavar="FLOAT",
+                                      help_behavior_hint="(default: 1e-5 with Adam-family optimizers)")] = None
+    """Epsilon of optimizers whose eps is Adam's (optim.ADAMS; refused with others): 1e-5, Baselines', rather
     than torch's 1e-8."""
     lr_schedule: str = "linear"
     """Learning-rate schedule over the run's iterations (one rollout and its update epochs each):
     NAME[:key=value,...], stages joined by ' then ' (python -m optim --schedules lists them). linear
     is Baselines' and CleanRL's anneal to 0 (their --anneal-lr); constant is --no-anneal-lr."""
-    gamma: PresetFloat = None
+    gamma: Annotated[PresetFloat, UNIT] = None
     """Discount factor. Preset atari 0.99; mujoco 0.99; classic 0.98."""
-    gae_lambda: PresetFloat = None
+    gae_lambda: Annotated[PresetFloat, UNIT] = None
     """GAE's lambda. Preset atari 0.95; mujoco 0.95; classic 0.8."""
-    num_minibatches: PresetInt = None
+    num_minibatches: Annotated[PresetInt, POSITIVE] = None
     """Minibatches per epoch of the global batch (num_envs x num_steps). Preset atari 4; mujoco 32; classic 1."""
     grad_accum: int = 1
     """Micro-batches per minibatch: each of K equal slices of a process's minibatch adds its gradient
     before the step, its loss divided by the whole minibatch's count and its advantages normalized by
     the whole minibatch's statistics (the same update, one K-th of the activations in memory)."""
-    update_epochs: PresetInt = None
+    update_epochs: Annotated[PresetInt, POSITIVE, limit(10_000, "each is a pass over the rollout")] = None
     """Epochs over each rollout. Preset atari 4; mujoco 10; classic 20."""
-    clip_coef: PresetFloat = None
+    clip_coef: Annotated[PresetFloat, POSITIVE] = None
     """Surrogate clipping epsilon. Preset atari 0.1; mujoco 0.2; classic 0.2."""
     anneal_clip: bool | None = None
     """Anneal clip_coef linearly to 0 as the learning rate (RL Zoo's lin_0.2). Preset classic only."""
     clip_vloss: bool | None = None
     """Clip the value loss around the rollout's values, as Baselines. Preset atari and mujoco on;
     classic off (SB3's default)."""
-    ent_coef: PresetFloat = None
+    ent_coef: Annotated[PresetFloat, NON_NEGATIVE] = None
     """Entropy bonus coefficient. Preset atari 0.01; mujoco 0; classic 0."""
-    vf_coef: float = 0.5
+    vf_coef: Annotated[float, NON_NEGATIVE] = 0.5
     """Value loss coefficient."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: Annotated[float, NON_NEGATIVE] = 0.5
     """Global gradient-norm clipping (optim.clip)."""
-    target_kl: float = 0.0
+    target_kl: Annotated[float, NON_NEGATIVE] = 0.0
     """Stop an update's epochs early once the approximate KL exceeds this; 0: never."""
-    hidden_sizes: PresetInts = None
+    hidden_sizes: Annotated[PresetInts, LAYER_WIDTH] = None
     """Hidden layers of the policy and value MLPs for vector observations (tanh). Preset mujoco and
     classic 64 64 (Atari uses the Nature CNN)."""
     normalize_obs: bool | None = None
@@ -110,17 +115,17 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     Preset mujoco on."""
     normalize_reward: bool | None = None
     """Scale rewards by the running std of the discounted return. Preset mujoco on."""
-    sticky_actions: float = 0.25
+    sticky_actions: Annotated[float, UNIT] = 0.25
     """Atari: probability of repeating the previous action (Machado et al. 2018)."""
     vector_mode: Literal["sync", "async"] = "sync"
     """Gymnasium envs (not Atari): step the envs in this process (sync) or one subprocess each (async)."""
-    checkpoint_interval: PresetInt = None
+    checkpoint_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between checkpoints; 0: only at the end. Preset atari 500,000; mujoco 100,000;
     classic 10,000."""
-    eval_interval: PresetInt = None
+    eval_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between evaluations during training (deterministic policy, separate envs);
     0: none. Preset atari 500,000; mujoco 100,000; classic 25,000."""
-    eval_episodes: int = 10
+    eval_episodes: Annotated[int, POSITIVE, limit(100_000, "evaluation plays them all")] = 10
     """Episodes (full games) per evaluation, during training and with --eval."""
     capture_video: bool = False
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
@@ -152,24 +157,17 @@ def preset_name(cfg: Config) -> str:
 
 
 def prepare(cfg: Config) -> Config:
-    """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
-    cfg = lifecycle.fill_preset(cfg, PRESETS[preset_name(cfg)])
+    """Fill the preset's fields and check them (each field's declared rules, then what relates fields
+    to each other), flag named, before anything is built."""
+    cfg = fill_preset(cfg, PRESETS[preset_name(cfg)])
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
-    lifecycle.positive(cfg, "total_timesteps", "num_envs", "num_steps", "learning_rate", "num_minibatches",
-                       "update_epochs", "clip_coef", "eval_episodes")
-    lifecycle.family_default(cfg, "adam_eps", 1e-5, cfg.optimizer, cfg.optimizer.lower() in optim.ADAMS,
-                             "Adam epsilon", "Adam-family optimizers (optim.ADAMS)")
-    if cfg.adam_eps is not None:
-        lifecycle.non_negative(cfg, "adam_eps")
-    lifecycle.non_negative(cfg, "ent_coef", "vf_coef", "max_grad_norm", "target_kl",
-                           "checkpoint_interval", "eval_interval")
-    lifecycle.in_unit_interval(cfg, "gamma", "gae_lambda", "sticky_actions")
-    lifecycle.at_most(cfg, "num_envs", 4096, "one process steps its share of them")
-    lifecycle.at_most(cfg, "num_steps", 1 << 20, "a rollout lives in memory")
-    lifecycle.at_most(cfg, "update_epochs", 10_000, "each is a pass over the rollout")
-    lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
-    if any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
-        fail(f"--hidden-sizes must be between 1 and 65,536 units per layer (got {cfg.hidden_sizes})")
+    try:
+        optim.check_drivable(cfg.optimizer)
+    except ValueError as e:
+        fail(f"--optimizer: {e}")
+    family_default(cfg, "adam_eps", 1e-5, cfg.optimizer, optim.takes_adam_eps(cfg.optimizer), "Adam epsilon",
+                   "optimizers whose eps is Adam's (optim.ADAMS)")
+    check_fields(cfg)
     world = distributed.from_env()
     if cfg.num_envs % world.size:
         fail(f"--num-envs {cfg.num_envs} does not split evenly over {world.size} torchrun processes")
@@ -177,17 +175,18 @@ def prepare(cfg: Config) -> Config:
     if local_batch % cfg.num_minibatches:
         fail(f"--num-minibatches {cfg.num_minibatches} does not divide each process's batch of {local_batch} "
              f"(num_envs / processes x num_steps)")
-    try:
-        optim.check_drivable(cfg.optimizer)
-    except ValueError as e:
-        fail(f"--optimizer: {e}")
-    lifecycle.check_lr_schedule(cfg)
+    check_lr_schedule(cfg, iterations(cfg), ("learning_rate",))
     if world.size > 1 and optim.schedules.parse(cfg.lr_schedule)[0][0] == "plateau":
         fail("--lr-schedule plateau follows rank 0's evaluations, which the other torchrun processes do not see; "
              "choose a step schedule")
-    lifecycle.check_grad_accum(cfg, local_batch // cfg.num_minibatches)
+    check_grad_accum(cfg, local_batch // cfg.num_minibatches)
     check_amp(cfg)
     return cfg
+
+
+def iterations(cfg: Config) -> int:
+    """Rollouts (each with its update epochs) in the run: what --lr-schedule counts."""
+    return max(cfg.total_timesteps // (cfg.num_envs * cfg.num_steps), 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +292,8 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: C
 def update(agent: Agent, optimizer, amp: Precision, batch: dict[str, torch.Tensor], clip_coef: float, cfg: Config,
            world: distributed.World, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """`update_epochs` passes over this rank's batch in `num_minibatches` shuffled minibatches; the
-    gradients are summed over micro-batches and ranks, clipped, then stepped. Stats stay tensors (no host sync)."""
+    gradients are summed over micro-batches and ranks, clipped, then stepped. Stats stay tensors: the
+    one host read is --target-kl's, which every rank takes together after an epoch, and only when set."""
     size = batch["valid"].shape[0]
     mb_size = size // cfg.num_minibatches
     stats = {}
@@ -392,7 +392,7 @@ def make_agent(cfg: Config, env, device: torch.device) -> Agent:
     def build():
         return Agent(env.single_observation_space.shape, env.single_action_space, cfg.hidden_sizes)
 
-    lifecycle.fits_in_memory(build, copies=4, what=f"the actor-critic (--hidden-sizes {cfg.hidden_sizes})")
+    fits_in_memory(build, copies=4, what=f"the actor-critic (--hidden-sizes {cfg.hidden_sizes})")
     return build().to(device)
 
 
@@ -406,187 +406,164 @@ def make_optimizer(cfg: Config, params):
         fail(f"--optimizer: {e}")
 
 
-def train(cfg: Config, saved: dict | None = None) -> Path:
-    """Train, log (rank 0), evaluate and checkpoint; returns the final checkpoint's path."""
+def start(cfg: Config) -> tuple[distributed.World, torch.device]:
+    """This process's rank (the process group started under torchrun) and its device."""
     world = distributed.from_env()
     device = devices.pick(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
-    world = distributed.init(device.type)
-    # Identical initial weights on every rank (the seed), then rank-specific draws for envs and sampling.
-    seed_everything(cfg.seed)
+    return distributed.init(device.type), device
+
+
+def run_state(cfg: Config, world: distributed.World, agent: Agent, optimizer, amp: Precision, c: Counters, env,
+              rng: np.random.Generator, shuffle: torch.Generator) -> RunState:
+    """Every stateful part of the run by checkpoint key, the same on every rank, so that all restore the
+    same weights, optimizer and normalization. Rank 0's draws are the ones saved; the others draw anew
+    from where the run stands (counters restore first), not their first run's draws again."""
+    state = RunState(agent=agent, optimizer=optimizer).add("grad_scaler", amp, optional=True).add("counters", c)
+    state.add("normalization", Adapter(lambda: envs.normalization_state(env),
+                                       lambda saved: envs.load_normalization_state(env, saved, freeze=False)))
+    if world.is_main:
+        return state.add("rng", RNG(rng)).add("shuffle", Adapter(shuffle.get_state, shuffle.set_state))
+    state.add("rng", Adapter(lambda: rng_state(rng),
+                             lambda _: seed_everything(rank_seeds(cfg, world, c.global_step)[0])))
+    return state.add("shuffle", Adapter(shuffle.get_state,
+                                        lambda _: shuffle.manual_seed(rank_seeds(cfg, world, c.global_step)[1])))
+
+
+def rank_seeds(cfg: Config, world: distributed.World, step: int = 0) -> tuple[int, int]:
+    """The seeds of this rank's own draws (python, numpy, torch: the actions it samples) and of its
+    minibatch shuffling, from the run's seed, the rank and the step the run starts from."""
+    return (derived_seed(cfg.seed, RANK_SEED_OFFSET * world.rank + step),
+            derived_seed(cfg.seed, RANK_SHUFFLE_SEED_OFFSET * world.rank + step))
+
+
+def make_session(cfg: Config, world: distributed.World, state: RunState, saved: dict | None, agent: Agent, env,
+                 device: torch.device) -> Session:
+    """Rank 0's session logs every update, evaluates and checkpoints; the other ranks' restores the same
+    state and catches signals, and is never opened."""
+    if saved and "lr_schedule" not in saved["config"] and cfg.lr_schedule == "linear":  # --no-anneal-lr, before
+        cfg.lr_schedule = "linear" if saved["config"].get("anneal_lr", True) else "constant"
+
+    def play(episodes: int, video: Path | None, stop) -> list[float]:
+        return evaluate(cfg, agent, lambda: envs.normalization_state(env), device, episodes, video, stop)
+
+    return Session(cfg, "ppo", envs.resolve(cfg.env).id, state, saved, evaluate=play if world.is_main else None,
+                   weights=agent.parameters,
+                   intervals={"log": None, "eval": cfg.eval_interval, "checkpoint": cfg.checkpoint_interval},
+                   announce=describe_preset(preset_name(cfg), PRESETS[preset_name(cfg)], cfg),
+                   may_be_nan=("losses/explained_variance",))
+
+
+def opened(session: Session, world: distributed.World, step: int) -> Session:
+    """Rank 0's session opens the run folder and counts steps/s from here (PPO updates from its first
+    rollout); the other ranks' only catch signals."""
+    if world.is_main:
+        session.open(step).updates_began(step)
+    return session
+
+
+def leave(session: Session, world: distributed.World, env, step: int, failed: Exception | None) -> Path:
+    """The end of the run, inside `with session:`. The ranks leave the process group together (a rank
+    gone while another still used it could make gloo abort); then rank 0 alone evaluates the final
+    weights and saves them (session.finish), or raises what ended its run."""
+    env.close()  # its normalization statistics stay readable for the final evaluation
+    world.close()
+    if failed is not None:
+        raise failed
+    if not world.is_main:
+        if session.stop:
+            sys.exit(128 + session.stop.received)
+        return Path()
+    if world.distributed and not session.stop:
+        print(f"trained over {world.size} ranks, parameters identical after every update", file=sys.stderr)
+    return session.finish(step)
+
+
+def train(cfg: Config, saved: dict | None = None) -> Path:
+    """Train, log (rank 0), evaluate and checkpoint; returns the final checkpoint's path (Path() on the
+    other ranks). Every rank acts on its share of the envs and sums its gradients with the others'."""
+    world, device = start(cfg)
+    seed_everything(cfg.seed)  # identical initial weights on every rank, then the rank's own draws
     local_envs = cfg.num_envs // world.size
     env = make_env(cfg, local_envs)
     agent = make_agent(cfg, env, device)
-    optimizer = make_optimizer(cfg, lifecycle.param_groups(cfg, {"agent": agent}, {"agent": cfg.learning_rate})["agent"])
+    optimizer = make_optimizer(cfg, param_groups(cfg, {"agent": agent}, {"agent": cfg.learning_rate})["agent"])
     amp = Precision.of(cfg.amp, device)
-    rng = seed_everything(lifecycle.derived_seed(cfg.seed, 10_007 * world.rank))
-    generator = torch.Generator().manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank))
+    draws, shuffling = rank_seeds(cfg, world)
+    rng, shuffle = seed_everything(draws), torch.Generator().manual_seed(shuffling)
     obs_space, act_space = env.single_observation_space, env.single_action_space
     storage = RolloutStorage(cfg.num_steps, local_envs, obs_space.shape, obs_space.dtype, act_space.shape,
                              torch.float32 if agent.continuous else torch.int64, device)
-    batch_size = cfg.num_envs * cfg.num_steps  # global, over ranks
-    num_updates = max(cfg.total_timesteps // batch_size, 1)
+    num_updates = iterations(cfg)  # a batch is over all ranks
+    c = Counters(update=0, global_step=0)
+    session = make_session(cfg, world, run_state(cfg, world, agent, optimizer, amp, c, env, rng, shuffle),
+                           saved, agent, env, device)
+    schedule = session.lr_schedule([optimizer], num_updates, ("learning_rate",), done=c.update)
+    next_obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step + local_envs * world.rank))
+    next_obs, next_valid = storage.to_device(next_obs), torch.ones(local_envs, dtype=torch.bool, device=device)
 
-    update_i, global_step, best = 0, 0, -math.inf
-    if saved:
-        try:
-            agent.load_state_dict(saved["agent"])
-            optimizer.load_state_dict(saved["optimizer"])
-            amp.load_state_dict(saved.get("grad_scaler", {}))
-            update_i, global_step = int(saved["update"]), int(saved["global_step"])
-            best = saved.get("best_eval", -math.inf)
-            envs.load_normalization_state(env, saved["normalization"], freeze=False)
-            if world.is_main:
-                set_rng_state(saved["rng"], rng)
-                generator.set_state(saved["shuffle"])
-            else:  # rank 0's state is the one saved: the others draw anew, not their first run's draws again
-                rng = seed_everything(lifecycle.derived_seed(cfg.seed, 10_007 * world.rank + global_step))
-                generator.manual_seed(lifecycle.derived_seed(cfg.seed, 20_011 * world.rank + global_step))
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
-    if saved and "lr_schedule" not in saved["config"] and cfg.lr_schedule == "linear":  # --no-anneal-lr, before
-        cfg.lr_schedule = "linear" if saved["config"].get("anneal_lr", True) else "constant"
-    schedule = lifecycle.lr_schedule(cfg, [optimizer], num_updates, saved, lr_fields=("learning_rate",), done=update_i)
-    if world.is_main:
-        if not saved:
-            print(lifecycle.describe_preset(preset_name(cfg), PRESETS[preset_name(cfg)], cfg), file=sys.stderr)
-        folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "ppo", global_step if saved else None)
-        evaluations = lifecycle.BestCheckpoint(run, best, schedule)
-        progress = Progress(cfg.total_timesteps, initial=global_step)
+    def on_episode(t: int, ret: float, length: int) -> None:  # rank 0's episodes, at the step they ended
+        session.episode(ret, length, c.global_step + (t + 1) * cfg.num_envs)
 
-    def save(name: str) -> Path:
-        return checkpoint.save(folder / name, {
-            "config": dataclasses.asdict(cfg), "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "lr_schedule": schedule.state_dict(), "grad_scaler": amp.state_dict(),
-            "update": update_i, "global_step": global_step, "best_eval": evaluations.best,
-            "normalization": envs.normalization_state(env), "rng": rng_state(rng),
-            "shuffle": generator.get_state(),
-        }, kind="ppo")
-
-    next_obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step + local_envs * world.rank))
-    next_obs = storage.to_device(next_obs)
-    next_valid = torch.ones(local_envs, dtype=torch.bool, device=device)
-    next_ckpt = lifecycle.next_multiple(global_step, cfg.checkpoint_interval)
-    next_eval = lifecycle.next_multiple(global_step, cfg.eval_interval)
-    t_start, step_start = time.time(), global_step
-    stats: dict[str, torch.Tensor] = {}
-    diverged = None  # rank 0's message once the losses are not finite
-    with checkpoint.StopSignal() as stop:
-        while update_i < num_updates:
+    failed = None  # what ended rank 0's run (a divergence): the other ranks stop with it
+    with opened(session, world, c.global_step):
+        while c.update < num_updates:
             # Every rank stops at the same update (a signal may reach one rank first, and rank 0 alone
             # checks for divergence): a rank that left early would leave the others in an all-reduce.
-            if world.any_(bool(stop) or diverged is not None, device):
+            if world.any_(bool(session.stop) or failed is not None, device):
                 break
-            frac = 1.0 - update_i / num_updates
-            lr = schedule.lr
-            clip_coef = cfg.clip_coef * (frac if cfg.anneal_clip else 1.0)
-
-            def episode(t: int, ret: float, length: int) -> None:
-                if world.is_main:
-                    step = global_step + (t + 1) * cfg.num_envs
-                    run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, step)
-                    progress.episode(ret)
-
-            next_obs, next_valid = collect(agent, env, storage, next_obs, next_valid, episode)
-            global_step += cfg.num_steps * cfg.num_envs
+            lr, clip_coef = schedule.lr, cfg.clip_coef * (1.0 - c.update / num_updates if cfg.anneal_clip else 1.0)
+            next_obs, next_valid = collect(agent, env, storage, next_obs, next_valid,
+                                           on_episode if world.is_main else None)
+            c.global_step += cfg.num_steps * cfg.num_envs
             batch = training_batch(agent, storage, next_obs, cfg)
-            stats = update(agent, optimizer, amp, batch, clip_coef, cfg, world, generator)
+            stats = update(agent, optimizer, amp, batch, clip_coef, cfg, world, shuffle)
             schedule.step()
-            update_i += 1
+            c.update += 1
             if world.distributed and not world.same_everywhere(agent.parameters()):
-                fail(f"ranks' parameters differ after update {update_i}: the all-reduce is broken", code=3)
-
-            if not world.is_main:
-                continue
-            values = log_values(stats, batch)
-            if not all(math.isfinite(x) for k, x in values.items() if k != "losses/explained_variance"):
-                diverged = f"training diverged at step {global_step} (loss {values['losses/value_loss']})"
-                continue
-            sps = (global_step - step_start) / max(time.time() - t_start, 1e-9)
-            run.scalars({**values, "charts/SPS": sps, "charts/learning_rate": lr, "charts/clip_coef": clip_coef},
-                        global_step)
-            progress.update(global_step, sps)
-            if global_step >= next_eval:
-                next_eval += cfg.eval_interval
-                scores = evaluate(cfg, agent, env, device, cfg.eval_episodes, stop=stop)
-                if not stop:
-                    evaluations.record(scores, global_step, save)
-            if global_step >= next_ckpt:
-                next_ckpt += cfg.checkpoint_interval
-                save("checkpoint.pt")
-
-        sps = (global_step - step_start) / max(time.time() - t_start, 1e-9)
-        if world.is_main and not diverged and update_i >= num_updates:  # inside StopSignal: a signal here saves
-            play = lambda episodes, path, stop: evaluate(cfg, agent, env, device, episodes, path, stop)  # noqa: E731
-            lifecycle.final_evaluation(global_step, stop, cfg, evaluations, play, None, save)
-
-    env.close()
-    if not world.is_main:
-        world.close()
-        if stop:
-            sys.exit(128 + stop.received)
-        return Path()
-    progress.close()
-    if diverged:
-        run.close()
-        world.close()
-        kept = folder / "checkpoint.pt"
-        fail(f"{diverged}; " + (f"the last good checkpoint {kept} is kept" if kept.exists() else
-                                "no checkpoint had been written yet"), code=3)
-    path = save("checkpoint.pt")
-    if stop:
-        run.close()
-        world.close()
-        lifecycle.stopped(stop.received, global_step, path)
-    path = save("final.pt")
-    run.hparams(cfg, lifecycle.hparams_metrics(evaluations, progress), global_step)
-    print(f"steps/s: {sps:.1f}"
-          + (f" over {world.size} ranks, parameters identical after every update" if world.distributed else ""),
-          file=sys.stderr)
-    if cfg.capture_video:
-        scores = evaluate(cfg, agent, env, device, 1, video=folder / "videos" / f"step{global_step}.mp4")
-        run.scalar("eval/video_episodic_return", scores[0], global_step)
-    run.close()
-    world.close()
-    print(f"run folder: {folder}", file=sys.stderr)
-    return path
+                fail(f"ranks' parameters differ after update {c.update}: the all-reduce is broken", code=3)
+            if world.is_main:
+                try:
+                    session.tick(c.global_step, lambda: {**log_values(stats, batch), "charts/learning_rate": lr,
+                                                         "charts/clip_coef": clip_coef})
+                except Exception as e:  # noqa: BLE001 (raised once the other ranks have left with it)
+                    failed = e
+        return leave(session, world, env, c.global_step, failed)
 
 
-def evaluate(cfg: Config, agent: Agent, train_env, device: torch.device, episodes: int,
-             video: Path | None = None, stop=None) -> list[float]:
-    """Raw full-episode returns of the deterministic policy on envs of their own (the same seeds each
-    time), with `train_env`'s observation statistics, frozen."""
-    env = make_env(cfg, min(episodes, 8), render=video is not None, training=False)
-    if cfg.normalize_obs:
-        envs.load_normalization_state(env, envs.normalization_state(train_env), freeze=True)
+def evaluate(cfg: Config, agent: Agent, normalization: Callable[[], dict], device: torch.device, episodes: int,
+             video: Path | None = None, stop=None, training: bool = True) -> list[float]:
+    """Raw full-episode returns of the deterministic policy, played at once on envs of their own (the
+    same seeds each time), with the observation statistics `normalization()` (the training env's), frozen."""
+    def make(num_envs: int, render: bool):
+        env = make_env(cfg, num_envs, render=render, training=False)
+        if cfg.normalize_obs:
+            envs.load_normalization_state(env, normalization(), freeze=True)
+        return env
 
     def act(obs):
         with torch.no_grad():
             return agent.greedy(torch.as_tensor(obs, device=device)).cpu().numpy()
 
-    agent.eval()
-    try:
-        return env_setup.play_episodes(env, act, episodes, cfg.seed, envs.resolve(cfg.env).is_atari, video, stop)
-    finally:
-        env.close()
-        agent.train()
+    return env_setup.evaluate(make, act, cfg, episodes, video, stop, training, modules=(agent,))
 
 
 def run_eval(cfg: Config, saved: dict) -> list[float]:
     """--eval: play `cfg.eval_episodes` episodes with the checkpoint's policy and print the score line."""
     device = devices.pick(cfg.device)
-    env = make_env(cfg, 1, training=False)
-    agent = Agent(env.single_observation_space.shape, env.single_action_space, cfg.hidden_sizes)
+    probe = make_env(cfg, 1, training=False)
     try:
+        agent = Agent(probe.single_observation_space.shape, probe.single_action_space, cfg.hidden_sizes)
         agent.load_state_dict(saved["agent"])
-        envs.load_normalization_state(env, saved["normalization"], freeze=True)
+        envs.load_normalization_state(probe, saved["normalization"], freeze=True)  # it fits the env
     except (RuntimeError, KeyError, ValueError) as e:
         fail(f"{cfg.eval}: the checkpoint's policy does not fit {cfg.env} ({str(e).splitlines()[0]})")
-    agent.to(device)
+    finally:
+        probe.close()
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
-    scores = evaluate(cfg, agent, env, device, cfg.eval_episodes, video)
-    env.close()
+    scores = evaluate(cfg, agent.to(device), lambda: saved["normalization"], device, cfg.eval_episodes, video,
+                      training=False)
     return env_setup.report(cfg.env, scores, video)
 
 

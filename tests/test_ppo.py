@@ -125,3 +125,24 @@ def test_breakout_logs_checkpoints_and_resumes(tmp_path):
     final = torch.load(run / "final.pt", weights_only=True)
     assert final["update"] == 3
     assert not torch.equal(final["agent"]["actor.weight"], first["agent"]["actor.weight"])
+
+
+def test_a_divergence_ends_the_run_in_one_line_but_a_nan_explained_variance_does_not(tmp_path, monkeypatch, capsys):
+    args = ["--env", "CartPole-v1", "--total-timesteps", "512", "--eval-interval", "0"]
+    # the returns of a rollout that do not vary: explained variance is nan, and training goes on
+    monkeypatch.setattr(ppo, "explained_variance", lambda batch: torch.tensor(float("nan")))
+    ppo.main([*args, "--logdir", str(tmp_path / "flat")])
+    assert torch.load(only_run(tmp_path / "flat") / "final.pt", weights_only=True)["global_step"] == 512
+    real = ppo.update
+
+    def diverging(*a, **k):
+        stats = real(*a, **k)
+        return {**stats, "value_loss": stats["value_loss"] * float("nan")}
+
+    monkeypatch.setattr(ppo, "update", diverging)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        ppo.main([*args, "--logdir", str(tmp_path / "diverged")])
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err
+    assert "error: training diverged at step 256 (value_loss=nan)" in err and "Traceback" not in err
