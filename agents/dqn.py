@@ -32,9 +32,10 @@ from agents.networks import torso_for
 from common import device as devices, lifecycle
 from common.checks import (BELOW_ONE, LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, check_grad_accum,
                            family_default, fits_in_memory, limit)
-from common.config import PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig, describe_preset, fill_preset
+from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig,
+                           describe_preset, fill_preset)
 from common.errors import fail
-from common.optimizers import OptimizerAidsConfig, check_lr_schedule, off_policy_updates, param_groups
+from common.optimizers import check_lr_schedule, off_policy_updates, param_groups
 from common.precision import AmpConfig, Precision, check_amp
 from common.seeding import EVAL_SEED_OFFSET, derived_seed, seed_everything
 from common.session import Session
