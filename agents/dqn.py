@@ -117,7 +117,10 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     logged as eval/episodic_return; best.pt keeps the best); 0: none. Preset atari 250,000;
     classic 10,000."""
     eval_episodes: Annotated[int, POSITIVE, limit(100_000, "evaluation plays them all")] = 10
-    """Episodes (full games) per evaluation, during training and with --eval."""
+    """Episodes (full games) per evaluation, during training and with --eval, played at once, one env
+    each (up to 64). During training an evaluation plays at most --total-timesteps agent steps: each
+    episode is cut at total_timesteps / eval_episodes steps and scored as it stands (said when it
+    happens), so that it never outlasts the training it checks; --eval plays full games."""
     eval_epsilon: Annotated[PresetFloat, UNIT] = None
     """Epsilon while evaluating. Preset atari 0.05 (Mnih et al.); classic 0 (greedy)."""
     capture_video: bool = False

@@ -126,7 +126,10 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     """Environment steps between evaluations during training (deterministic policy, separate envs);
     0: none. Preset atari 500,000; mujoco 100,000; classic 25,000."""
     eval_episodes: Annotated[int, POSITIVE, limit(100_000, "evaluation plays them all")] = 10
-    """Episodes (full games) per evaluation, during training and with --eval."""
+    """Episodes (full games) per evaluation, during training and with --eval, played at once, one env
+    each (up to 64). During training an evaluation plays at most --total-timesteps agent steps: each
+    episode is cut at total_timesteps / eval_episodes steps and scored as it stands (said when it
+    happens), so that it never outlasts the training it checks; --eval plays full games."""
     capture_video: bool = False
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
 
@@ -348,7 +351,8 @@ def collect(agent: Agent, env, storage: RolloutStorage, next_obs: torch.Tensor, 
     return next_obs, next_valid
 
 
-def training_batch(agent: Agent, storage: RolloutStorage, next_obs: torch.Tensor, cfg: Config) -> dict[str, torch.Tensor]:
+def training_batch(agent: Agent, storage: RolloutStorage, next_obs: torch.Tensor,
+                   cfg: Config) -> dict[str, torch.Tensor]:
     """The rollout with its advantages and returns, flattened over steps and envs."""
     with torch.no_grad():
         next_value = agent.value(next_obs)

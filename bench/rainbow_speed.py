@@ -9,8 +9,9 @@ trainer's own "steps/s after learning starts" line: acting, env steps, replay an
 (Rainbow: its network acts at every step, and an update every 4 steps makes 3 forward passes, noise
 draws and priority updates; DQN: an update every 4 steps, and its network acts at epsilon 0.1 from
 the first update on, its level for most of a run, rather than at the nearly 1.0 of the first steps
-of its 1M-step anneal, when it hardly runs the network to act). The sum tree is timed alone: stratified draws of 32 over 1M positive leaves, their
-probabilities and importance weights, and the batch priority update that follows.
+of its 1M-step anneal, when it hardly runs the network to act). The sum tree is timed alone: stratified
+draws of 32 over 1M positive leaves, their probabilities and importance weights, and the batch priority
+update that follows.
 Last line: `rainbow_sps=... dqn_sps=... ratio=... sumtree_sample_us=... sumtree_update_us=...`.
 """
 from __future__ import annotations

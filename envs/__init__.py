@@ -109,7 +109,8 @@ def resolve(name: str) -> EnvSpec:
     choices = list(games) + [k for k in gym.registry if not k.startswith("ALE/") and
                              re.sub(r"(NoFrameskip)?-v\d+$|Deterministic", "", k) not in games]
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (an Atari game name like Breakout, or a gymnasium id like CartPole-v1)"
+    hint = (f"; did you mean {', '.join(close)}?" if close
+            else " (an Atari game name like Breakout, or a gymnasium id like CartPole-v1)")
     raise UnknownEnvError(f"unknown environment {name!r}{hint}")
 
 
@@ -124,7 +125,8 @@ def _dependency_error(env_id: str, entry_point, err: Exception) -> EnvDependency
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return EnvDependencyError(f"{env_id} needs a package that is not installed: {first}")
     hint = " (pip install swig first)" if extra == "box2d" else ""
-    return EnvDependencyError(f'{env_id} needs {_EXTRA_NAMES.get(extra, extra)}: pip install "gymnasium[{extra}]"{hint}')
+    return EnvDependencyError(f'{env_id} needs {_EXTRA_NAMES.get(extra, extra)}: '
+                              f'pip install "gymnasium[{extra}]"{hint}')
 
 
 def _check_dependencies(env_id: str) -> None:

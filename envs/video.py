@@ -34,7 +34,8 @@ class VideoRecorder:
         for frame in self.frames:
             if scale > 1:
                 frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_NEAREST)
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            frame = (cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2
+                     else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             writer.write(frame)
         writer.release()
         self.frames = []

@@ -42,7 +42,8 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     IS and KID for images."""
 
     dataset: Literal["cifar10", "folder", "ring8", "grid25"] = "cifar10"
-    """training data: CIFAR-10, a folder of images (--data-dir), or a 2D mixture of Gaussians (ring8: 8 modes on a circle, grid25: 5x5 grid)"""
+    """training data: CIFAR-10, a folder of images (--data-dir), or a 2D mixture of Gaussians (ring8: 8
+    modes on a circle, grid25: 5x5 grid)"""
     data_dir: str = "data"
     """where CIFAR-10's cifar-10-batches-py/ is (or is downloaded to), or the folder of images for --dataset folder"""
     download: bool = True
@@ -54,11 +55,14 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     batch_size: Annotated[PresetInt, POSITIVE, limit(1 << 16, "a batch lives in memory at once")] = None
     """real and fake samples per discriminator step (images: 128, Radford et al.; 2D mixtures: 256)"""
     z_dim: Annotated[PresetInt, POSITIVE] = None
-    """size of the generator's standard normal noise (images: 100, Radford et al.; 2D mixtures: 2, the data's own dimension, which keeps far more modes than 16)"""
+    """size of the generator's standard normal noise (images: 100, Radford et al.; 2D mixtures: 2, the
+    data's own dimension, which keeps far more modes than 16)"""
     g_width: Annotated[PresetInt, POSITIVE] = None
-    """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64), or hidden units per layer (2D mixtures: 128)"""
+    """generator width: feature maps of its last conv layer, doubled in each layer before (images: 64),
+    or hidden units per layer (2D mixtures: 128)"""
     d_width: Annotated[PresetInt, POSITIVE] = None
-    """discriminator width: feature maps of its first conv layer, doubled in each layer after (images: 64), or hidden units per layer (2D mixtures: 128)"""
+    """discriminator width: feature maps of its first conv layer, doubled in each layer after (images:
+    64), or hidden units per layer (2D mixtures: 128)"""
     mlp_layers: Annotated[int, POSITIVE, limit(1024, "one network's depth")] = 3
     """hidden layers of each MLP for 2D mixtures"""
 
@@ -67,7 +71,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     g_lr: Annotated[PresetFloat, POSITIVE] = None
     """generator learning rate (images: 2e-4, Radford et al.; 2D mixtures: 1e-3)"""
     g_betas: Annotated[tuple[float, float] | None, BELOW_ONE] = None
-    """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999, the variant of later GAN work, kept 21.4 of grid25's 25 modes against 24.6 over 5 seeds: gans/README.md)"""
+    """generator betas, for optimizers that take them (default 0.5 0.999, Radford et al.; 0.0 0.999, the
+    variant of later GAN work, kept 21.4 of grid25's 25 modes against 24.6 over 5 seeds:
+    gans/README.md)"""
     d_optimizer: str = "rmsprop"
     """discriminator optimizer, any name in optim's registry"""
     d_lr: Annotated[PresetFloat, POSITIVE] = None
@@ -77,12 +83,20 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     d_steps: Annotated[int, POSITIVE, limit(1 << 16, "each is a full discriminator step")] = 1
     """discriminator steps per generator step, each on a fresh real batch"""
     lr_schedule: PresetStr = None
-    """learning-rate schedule of both networks over the generator steps, NAME[:key=value,...] with stages joined by ' then ' (python -m optim --schedules; plateau has no evaluation return to follow here) (images: constant, Radford et al.; 2D mixtures: linear to 0, which settles the generator onto the modes instead of circling them)"""
+    """learning-rate schedule of both networks over the generator steps, NAME[:key=value,...] with stages
+    joined by ' then ' (python -m optim --schedules; plateau has no evaluation return to follow here)
+    (images: constant, Radford et al.; 2D mixtures: linear to 0, which settles the generator onto the
+    modes instead of circling them)"""
     grad_accum: int = 1
-    """micro-batches per batch: each network's gradients are summed over K slices of --batch-size before its step, the same update with a K-th of the discriminator's activations in memory (exact for the 2D mixtures' MLPs; BatchNorm in the image networks normalizes over each slice, as it would over a smaller batch)"""
+    """micro-batches per batch: each network's gradients are summed over K slices of --batch-size before
+    its step, the same update with a K-th of the discriminator's activations in memory (exact for the
+    2D mixtures' MLPs; BatchNorm in the image networks normalizes over each slice, as it would over a
+    smaller batch)"""
 
     amp: AmpMode = "auto"
-    """mixed precision: bf16 (autocast), fp16 (autocast and loss scaling, the scales kept in checkpoints), off (float32), or auto (bf16 where the GPU has it, else fp16; float32 on the CPU, where fp16 is refused)"""
+    """mixed precision: bf16 (autocast), fp16 (autocast and loss scaling, the scales kept in
+    checkpoints), off (float32), or auto (bf16 where the GPU has it, else fp16; float32 on the CPU,
+    where fp16 is refused)"""
     channels_last: bool = True
     """CUDA, images: channels-last memory format, faster convolutions on tensor cores; ignored otherwise"""
     workers: Annotated[int, NON_NEGATIVE, limit(256, "each is a process")] = 4
@@ -91,11 +105,14 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     log_interval: Annotated[int, POSITIVE, alias("--log-every")] = 100
     """generator steps between scalar logs (means over the interval)"""
     sample_interval: Annotated[PresetInt, POSITIVE, alias("--sample-every")] = None
-    """generator steps between sample grids from the fixed noise, or scatter plots and mode metrics for 2D mixtures (images: 1,000; 2D mixtures: 500)"""
+    """generator steps between sample grids from the fixed noise, or scatter plots and mode metrics for
+    2D mixtures (images: 1,000; 2D mixtures: 500)"""
     checkpoint_interval: Annotated[PresetInt, POSITIVE, alias("--save-every")] = None
-    """generator steps between checkpoints, written atomically to the run folder's checkpoint.pt (images: 5,000; 2D mixtures: 1,000)"""
+    """generator steps between checkpoints, written atomically to the run folder's checkpoint.pt (images:
+    5,000; 2D mixtures: 1,000)"""
     fidelity_interval: Annotated[int, NON_NEGATIVE, alias("--fidelity-every")] = 10_000
-    """images: FID, IS and KID every N generator steps and at the end (needs pip install 'rlgan[metrics]'); 0 turns them off"""
+    """images: FID, IS and KID every N generator steps and at the end (needs pip install
+    'rlgan[metrics]'); 0 turns them off"""
     fidelity_samples: Annotated[int, POSITIVE, limit(1_000_000, "they are generated and held at once")] = 10_000
     """generated (and real) images for FID, IS and KID"""
     inception_weights: str | None = None
@@ -198,7 +215,8 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         n = _blocks(image_size)
         ch = width * 2 ** (n - 1)  # 256 at 32x32, 512 at 64x64 for width 64
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch),
+                                   nn.ReLU(True)]
         for _ in range(n - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
@@ -338,7 +356,8 @@ def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.
             d_loss = d_loss_fn(real_logits, fake_logits) / grad_accum
             m.d_amp.backward(d_loss)
             with torch.no_grad():
-                d_stats = d_stats + torch.stack([d_loss.detach(), torch.sigmoid(real_logits.float()).mean() / grad_accum,
+                d_stats = d_stats + torch.stack([d_loss.detach(),
+                                                 torch.sigmoid(real_logits.float()).mean() / grad_accum,
                                                  torch.sigmoid(fake_logits.float()).mean() / grad_accum])
             fakes.append(fake)
         m.d_amp.step(m.d_opt)
@@ -419,7 +438,9 @@ def generate(G: nn.Module, z: torch.Tensor, batch: int = 500) -> torch.Tensor:
 def eval_noise(cfg: Config, n: int, device: torch.device) -> torch.Tensor:
     """Noise for evaluation from its own seeded generator: the same every time, and the training RNG
     stream is left untouched (so a resumed run matches an uninterrupted one)."""
-    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    from common.seeding import EVAL_SEED_OFFSET
+
+    g = torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET)
     return torch.randn(n, cfg.z_dim, generator=g).to(device)
 
 

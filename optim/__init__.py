@@ -103,13 +103,16 @@ SEMANTICS: dict[str, Semantics] = {
     "adamw": Semantics(eps="adam"),           # torch.optim.Adam's step (AdamW subclasses it), decay decoupled
     "sharedadam": Semantics(eps="adam"),      # a torch.optim.Adam subclass; only where its state lives differs
     "nadam": Semantics(eps="adam"),           # denom = exp_avg_sq.div(bias_correction2).sqrt(); denom.add_(eps)
-    "lamb": Semantics(eps="adam"),            # update = (m / bc1).div_((v / bc2).sqrt_().add_(eps)), then the trust ratio
+    "lamb": Semantics(eps="adam"),            # update = (m / bc1).div_((v / bc2).sqrt_().add_(eps)), then the trust
+                                              # ratio
     "radam": Semantics(eps="adam-hat"),       # (bias_correction2**0.5) / exp_avg_sq.sqrt().add_(eps), once rho_t > 5
     "adabound": Semantics(eps="adam-hat"),    # v.sqrt().add_(eps).reciprocal_().mul_(lr sqrt(1 - b2^t) / (1 - b1^t))
     "adamax": Semantics(eps="inside-max"),    # torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps))
     "adabelief": Semantics(eps="belief"),     # s.mul_(beta2).addcmul_(residual, residual, value=1 - beta2).add_(eps)
-    "swats": Semantics(eps="swats"),          # m / (a.sqrt() + eps) * (-lr sqrt(1 - b2^k) / (1 - b1^k)); switch if ... < eps
-    "rmsprop": Semantics(eps="outside-sqrt", alpha="sq-decay"),  # square_avg.mul_(alpha)...; avg = square_avg.sqrt().add_(eps)
+    "swats": Semantics(eps="swats"),          # m / (a.sqrt() + eps) * (-lr sqrt(1 - b2^k) / (1 - b1^k)); switch if
+                                              # ... < eps
+    "rmsprop": Semantics(eps="outside-sqrt", alpha="sq-decay"),  # square_avg.mul_(alpha)...;
+                                                                 # avg = square_avg.sqrt().add_(eps)
     "rmsproptf": Semantics(eps="inside-sqrt", alpha="sq-decay"),  # v.mul_(alpha)...; denom = v.add(eps).sqrt_()
     "lookahead": Semantics(eps="base", alpha="interpolation"),    # slow.add_(fast - slow, alpha=group["alpha"])
     "asgd": Semantics(alpha="eta-power"),     # eta.copy_(lr / ((1 + lambd * lr * step_t) ** alpha))
@@ -167,7 +170,8 @@ def check_drivable(name: str) -> None:
     if key not in REGISTRY:
         raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(drivable_names())}")
     if key in NOT_DRIVABLE:
-        raise ValueError(f"{name!r} cannot be used here: {NOT_DRIVABLE[key]}; choose one of: {', '.join(drivable_names())}")
+        raise ValueError(f"{name!r} cannot be used here: {NOT_DRIVABLE[key]}; "
+                         f"choose one of: {', '.join(drivable_names())}")
 
 
 def drivable_names() -> list[str]:
@@ -216,7 +220,7 @@ def build(name: str, params, switch: str = "", **hparams) -> torch.optim.Optimiz
         raise ValueError(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-__all__ = ["AdaBelief", "AdaBound", "KFAC", "SWATS", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY", "build", "clip",
-           "names", "parse_switch", "schedules", "accepts", "check_drivable", "drivable_names", "NOT_DRIVABLE", "RMSPROPS", "ADAMS",
-           "ADAM_EPS", "ALPHA_MEANINGS", "EPS_MEANINGS", "SEMANTICS", "Semantics", "semantics", "eps_means",
-           "alpha_means", "takes_adam_eps", "takes_rmsprop_alpha"]
+__all__ = ["AdaBelief", "AdaBound", "KFAC", "SWATS", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY",
+           "build", "clip", "names", "parse_switch", "schedules", "accepts", "check_drivable", "drivable_names",
+           "NOT_DRIVABLE", "RMSPROPS", "ADAMS", "ADAM_EPS", "ALPHA_MEANINGS", "EPS_MEANINGS", "SEMANTICS", "Semantics",
+           "semantics", "eps_means", "alpha_means", "takes_adam_eps", "takes_rmsprop_alpha"]

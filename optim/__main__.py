@@ -108,7 +108,8 @@ def main(args: list[str] | None = None) -> None:
     print("\neps/alpha mean: what a trainer's family defaults rely on (optim.SEMANTICS; '-': none declared, so "
           "none given). Adam-family eps defaults go to eps " + ", ".join(optim.ADAM_EPS) + " (optim.ADAMS), "
           "RMSprop alpha to alpha sq-decay (optim.RMSPROPS):")
-    used = [("eps", k, v) for k, v in optim.EPS_MEANINGS.items()] + [("alpha", k, v) for k, v in optim.ALPHA_MEANINGS.items()]
+    used = ([("eps", k, v) for k, v in optim.EPS_MEANINGS.items()]
+            + [("alpha", k, v) for k, v in optim.ALPHA_MEANINGS.items()])
     print(table(["", "meaning", "what it is"], [[hp, k, v] for hp, k, v in used]))
     print("\nWhat each trainer uses by default:\n")
     print(table(["task", "optimizer", "hyper-parameters", "source"], [list(p) for p in PAIRINGS]))

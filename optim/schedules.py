@@ -283,7 +283,8 @@ class Schedule:
             return L.ReduceLROnPlateau(optimizer, mode="max", factor=_number(name, "factor", str(params["factor"])),
                                        patience=_number(name, "patience", str(params["patience"]), int),
                                        threshold=_number(name, "threshold", str(params["threshold"])),
-                                       min_lr=_number(name, "min", str(params["min"])) * optimizer.param_groups[0]["lr"])
+                                       min_lr=_number(name, "min", str(params["min"]))
+                                       * optimizer.param_groups[0]["lr"])
         lengths = _lengths(stages, total_steps)
         if len(stages) == 1:
             return _stage(stages[0][0], stages[0][1], optimizer, lengths[0])

@@ -16,9 +16,9 @@ setting's seeds independently (rliable's StratifiedIndependentBootstrap, studies
 A claim with no size (the DCGAN pairing on 2D mixtures, where the claim's Inception Score has no
 meaning) is supported when the interval lies above zero. A relative gain ("22% more") needs the
 control's scores above zero; where a control run scored 0 or less, the difference's interval is given
-instead, and the verdict is "not supported" if it contains zero, else "above zero, size undefined". The runs are a `studies.grid` in
-`OUT/NAME/BUDGET/`, resumable the same way; `OUT/NAME/BUDGET/verdict.md` gives the verdict, the
-gain, the budget it ran at and the grid's table.
+instead, and the verdict is "not supported" if it contains zero, else "above zero, size undefined". The runs
+are a `studies.grid` in `OUT/NAME/BUDGET/`, resumable the same way; `OUT/NAME/BUDGET/verdict.md` gives the
+verdict, the gain, the budget it ran at and the grid's table.
 """
 from __future__ import annotations
 
@@ -238,7 +238,8 @@ def settle(name: str, cfg: Config) -> dict:
     what = {"relative": "final score, treatment over control", "difference": "final score, treatment minus control",
             "sample_efficiency": "steps the control needs to reach the lower final mean, over the treatment's"}[kind]
     lines = [f"# Claim {name}: {said}", "", f"> {claim.statement} ({claim.source})", "",
-             f"- Measured gain ({what}): **{gain_text}**; claimed: {claimed}." + (f" ({undefined}.)" if undefined else ""),
+             f"- Measured gain ({what}): **{gain_text}**; claimed: {claimed}."
+             + (f" ({undefined}.)" if undefined else ""),
              f"- Budget `{cfg.budget}`: {budget.seeds} seeds x {budget.steps:,} steps per optimizer, evaluated every "
              f"{budget.eval_interval:,} steps" + (f"; {budget.note}" if budget.note else "") + ".",
              f"- Treatment `{names[0]}`, control `{names[1]}`; everything else at the {claim.agent} preset"

@@ -53,7 +53,8 @@ class Config:
 IGNORED_FIELDS = (
     "seed", "env", "logdir", "resume", "eval", "eval_episodes", "device", "capture_video",
     "checkpoint_interval", "save_every", "log_interval", "log_every", "data_dir", "download", "workers",
-    "inception_weights", "eval_interval", "vector_mode", "sample_every", "fidelity_every", "sample_interval", "fidelity_interval", "fidelity_samples",
+    "inception_weights", "eval_interval", "vector_mode", "sample_every", "fidelity_every", "sample_interval",
+    "fidelity_interval", "fidelity_samples",
     # a budget, not a setting: a run resumed with a larger --total-timesteps stays with its seeds
     "total_timesteps",
 )

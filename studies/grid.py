@@ -143,8 +143,8 @@ def parse_sets(items: tuple[str, ...], fields: set[str]) -> tuple[dict[str, str]
             fail(f"--set {key}: the grid sets --{key.replace('_', '-')} itself")
         if key not in fields:
             close = [f for f in sorted(fields) if key in f or f in key]
-            fail(f"--set {key}: not a config field of this trainer" + (f" (did you mean {', '.join(close)}?)" if close else
-                                                                       "; see its --help"))
+            fail(f"--set {key}: not a config field of this trainer"
+                 + (f" (did you mean {', '.join(close)}?)" if close else "; see its --help"))
         values = [v.strip() for v in value.split(",") if v.strip()]
         if len(values) == 1:
             fixed[key] = values[0]
@@ -519,7 +519,8 @@ def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, comm
                "command": command, "rows": rows,
                "runs": [{"setting": r.setting.name, "seed": s, "folder": str(f), "final": float(fv), "auc": float(av),
                          "resumed": resumed}
-                        for r in results for s, f, fv, av, resumed in zip(r.seeds, r.folders, r.final, r.auc, r.resumed)]}
+                        for r in results
+                        for s, f, fv, av, resumed in zip(r.seeds, r.folders, r.final, r.auc, r.resumed)]}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return Outcome(rows, results, table)
 

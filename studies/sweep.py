@@ -284,8 +284,9 @@ def open_storage(url: str | None, heartbeat: bool = True):
     try:
         with warnings.catch_warnings():  # Optuna marks the heartbeat's retry callback experimental
             warnings.simplefilter("ignore")
-            kwargs = dict(heartbeat_interval=60, grace_period=180,
-                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1)) if heartbeat else {}
+            kwargs = (dict(heartbeat_interval=60, grace_period=180,
+                           failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+                      if heartbeat else {})
             return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as e:  # sqlalchemy's errors: a bad URL, a refused connection, a missing driver
         fail(f"--storage: cannot open {_redacted(url)} ({str(e).splitlines()[0][:200]})")
@@ -403,7 +404,8 @@ def trials_table(study) -> str:
     for t in trials:
         names += [k for k in t.params if k not in names]
     header = ["trial", "state", "value", "seeds' final scores", *names]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---:", "---", "---:", "---"] + ["---"] * len(names)) + "|"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---:", "---", "---:", "---"] + ["---"] * len(names)) + "|"]
     rank = {"COMPLETE": 0, "PRUNED": 1}
     order = sorted(trials, key=lambda t: (rank.get(t.state.name, 2),
                                           -(t.value or 0.0) if t.state.name == "COMPLETE" else 0.0, t.number))
@@ -502,7 +504,8 @@ def check(cfg: Config) -> int:
     if cfg.total_timesteps is not None and cfg.total_timesteps < 1:
         fail(f"--total-timesteps must be positive (got {cfg.total_timesteps})")
     if cfg.eval_interval is not None and cfg.eval_interval < 1:
-        fail(f"--eval-interval must be positive: the pruner and the score read the evaluations (got {cfg.eval_interval})")
+        fail(f"--eval-interval must be positive: the pruner and the score read the evaluations "
+             f"(got {cfg.eval_interval})")
     if cfg.workers > 1 and cfg.storage is None:
         fail("--workers above 1 needs --storage (a PATH.log journal file, or a database URL) that the workers share")
     return default_budget(cfg)  # a bad --set or env fails here, once, not in every worker
@@ -569,7 +572,8 @@ def run_workers(cfg: Config, study) -> bool:
 
     def forward(signum, frame):  # the workers' trainers save on SIGTERM; later signals only wait for them
         if not received:
-            print(f"{signal.Signals(signum).name}: stopping the workers (their trainers save first)...", file=sys.stderr)
+            print(f"{signal.Signals(signum).name}: stopping the workers (their trainers save first)...",
+                  file=sys.stderr)
             for p in procs:
                 if p.pid is not None and p.is_alive():
                     os.kill(p.pid, signal.SIGTERM)

@@ -17,7 +17,7 @@ TAG = "charts/episodic_return"
 LAST = 5
 
 
-def expected_numbers(logged, runs: list[Path]) -> dict:
+def expected_numbers(logged, runs: list[Path]) -> dict:  # noqa: F811
     """Final value and area per step of each run, from what it logged, then mean and std over the runs."""
     finals, areas = [], []
     for run in runs:
@@ -46,7 +46,7 @@ def pixels_of(image: np.ndarray, hex_colour: str) -> int:
     return int((np.abs(image[..., :3].astype(int) - rgb).sum(axis=-1) < 30).sum())
 
 
-def test_table_matches_the_logged_values_and_the_figure_has_both_groups(tmp_path, logged, capsys):
+def test_table_matches_the_logged_values_and_the_figure_has_both_groups(tmp_path, logged, capsys):  # noqa: F811
     logdir = tmp_path / "runs"
     # Optimizer and learning rate typed, so that no preset of the env's family decides them.
     rmsprop = [short_run(logdir, "--seed", str(seed), "--optimizer", "rmsproptf", "--learning-rate", "2.5e-4")

@@ -142,7 +142,8 @@ def test_dcgan_amp_uses_the_gpus_half_precision_and_keeps_float32_weights():
     # loss scaling exactly when float16 is used
     assert m.g_amp.scaler.is_enabled() == m.d_amp.scaler.is_enabled() == (expected is torch.float16)
     # channels-last weights on CUDA for images
-    convs = [mod for mod in [*m.G.modules(), *m.D.modules()] if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    convs = [mod for mod in [*m.G.modules(), *m.D.modules()]
+             if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     # the autocast is real: the networks compute in half precision inside it
     with m.autocast():

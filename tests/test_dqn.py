@@ -1,6 +1,5 @@
 """DQN: learns CartPole, logs and checkpoints Breakout, resumes, evaluates, and fails cleanly on bad input."""
 import copy
-import os
 import signal
 import subprocess
 import sys
@@ -275,10 +274,12 @@ def test_lr_schedule_counts_updates_and_resumes_where_it_was(tmp_path):
 def test_lr_mult_puts_the_torso_in_a_group_of_its_own(tmp_path, capsys):
     dqn.main(["--env", "CartPole-v1", "--total-timesteps", "600", "--learning-starts", "500", "--eval-interval", "0",
               "--lr-mult", "torso=0.1", "--logdir", str(tmp_path)])
-    assert "lr-mult: torso x0.1 (4 tensors, 67,072 weights); the rest x1 (2 tensors, 514 weights)" in capsys.readouterr().err
+    assert ("lr-mult: torso x0.1 (4 tensors, 67,072 weights); the rest x1 (2 tensors, 514 weights)"
+            in capsys.readouterr().err)
     groups = torch.load(only_run(tmp_path) / "final.pt", weights_only=True)["optimizer"]["param_groups"]
     lr = dqn.CLASSIC["learning_rate"]
     assert sorted(g["lr"] for g in groups) == pytest.approx([0.1 * lr, lr])
     with pytest.raises(SystemExit) as e:
         dqn.main(["--env", "CartPole-v1", "--lr-mult", "trunk=0.1", "--logdir", str(tmp_path / "x")])
-    assert e.value.code == 2 and "'trunk' matches no parameter; the top-level modules are head, torso" in capsys.readouterr().err
+    assert (e.value.code == 2
+            and "'trunk' matches no parameter; the top-level modules are head, torso" in capsys.readouterr().err)

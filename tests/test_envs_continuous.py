@@ -289,13 +289,15 @@ def test_missing_mujoco_is_one_clear_line():
             "except envs.UnknownEnvError as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True,
                          text=True, timeout=60)
-    assert out.stdout.strip() == 'EnvDependencyError HalfCheetah-v5 needs MuJoCo: pip install "gymnasium[mujoco]"', out.stderr
+    assert out.stdout.strip() == ('EnvDependencyError HalfCheetah-v5 needs MuJoCo: '
+                                  'pip install "gymnasium[mujoco]"'), out.stderr
 
 
 def test_missing_extra_from_the_entry_point():
     gym.register("FakeMujocoThing-v0", entry_point="gymnasium.envs.mujoco.no_such_module:Thing")
     try:
-        with pytest.raises(envs.EnvDependencyError, match=r'FakeMujocoThing-v0 needs MuJoCo: pip install "gymnasium\[mujoco\]"'):
+        with pytest.raises(envs.EnvDependencyError,
+                           match=r'FakeMujocoThing-v0 needs MuJoCo: pip install "gymnasium\[mujoco\]"'):
             envs.make("FakeMujocoThing-v0")
     finally:
         del gym.registry["FakeMujocoThing-v0"]

@@ -173,7 +173,8 @@ def test_a_loose_checkpoint_resumes_into_a_new_run_folder(tmp_path, capsys):
     assert err.count("is not in a run folder") == 1 and f"new run folder, {folder}" in err, err
     assert json.loads((folder / "config.json").read_text())["logdir"] == str(logdir)
     assert torch.load(final, weights_only=True)["global_step"] == 1600
-    assert [p.name for p in downloads.iterdir()] == ["dqn.pt"] and (downloads / "dqn.pt").read_bytes() == V0_DQN.read_bytes()
+    assert ([p.name for p in downloads.iterdir()] == ["dqn.pt"]
+            and (downloads / "dqn.pt").read_bytes() == V0_DQN.read_bytes())
     from common.run import lock_folder
 
     lock_folder(folder).close()  # the finished run released its folder

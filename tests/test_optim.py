@@ -435,7 +435,8 @@ def test_swats_matches_reference(weight_decay, switch_step):
            dict(lr=0.003, betas=(0.8, 0.99), eps=1e-3, weight_decay=weight_decay, switch_step=switch_step)]
     made = []
     run_against_reference(lambda ps: made.append(SWATS(grouped(ps, hps))) or made[0], per_group_ref(ref_swats, hps))
-    assert sum(made[0].switched()) >= 3  # every tensor whose steps move it (not the zero-gradient one, by the criterion)
+    # every tensor whose steps move it (not the zero-gradient one, by the criterion)
+    assert sum(made[0].switched()) >= 3
 
 
 def test_swats_switches_at_the_step_asked_and_keeps_its_rate_through_state_dict():

@@ -155,7 +155,8 @@ def test_onecycle_follows_its_closed_form():
 
 
 def test_warmup_steps_prepend_a_linear_warmup():
-    assert lrs_of("cosine", 100, 100, warmup=10) == pytest.approx(lrs_of("warmup-linear:steps=10 then cosine", 100, 100))
+    assert (lrs_of("cosine", 100, 100, warmup=10)
+            == pytest.approx(lrs_of("warmup-linear:steps=10 then cosine", 100, 100)))
 
 
 def test_plateau_cuts_the_lr_when_evaluations_stop_improving():

@@ -92,8 +92,9 @@ def test_two_processes_sum_to_the_global_gradient_and_stay_identical(tmp_path):
 
     # A short job: rank 0 logs and checkpoints; every update checks that both ranks hold the same weights.
     def job(logdir):
-        return subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "agents.ppo", "--env", "CartPole-v1",
-                               "--total-timesteps", "2048", "--eval-interval", "0", "--logdir", str(logdir)],
+        return subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "agents.ppo",
+                               "--env", "CartPole-v1", "--total-timesteps", "2048", "--eval-interval", "0",
+                               "--logdir", str(logdir)],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
 
     runs = tmp_path / "runs"

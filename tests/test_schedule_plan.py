@@ -51,4 +51,5 @@ def test_a_stage_after_a_warmup_takes_the_configured_lr():
 def test_bounded_stages_give_their_bounds():
     (stage,) = schedules.plan("cyclic:half=10,low=0.2,high=2", 100)
     assert stage.factor is None and stage.bounds == (0.2, 2.0)
-    assert sorted(f for _, f, _ in schedules.factors_over_run("onecycle:div=10,final_div=100", 100)) == [0.001, 0.1, 1.0]
+    assert (sorted(f for _, f, _ in schedules.factors_over_run("onecycle:div=10,final_div=100", 100))
+            == [0.001, 0.1, 1.0])

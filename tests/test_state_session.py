@@ -87,7 +87,8 @@ def test_milestones_fall_at_multiples_also_after_a_resume():
     assert due["log"] == list(range(100, 1001, 100)) and due["eval"] == [250, 500, 750, 1000]
     assert due["checkpoint"] == []
     resumed = Milestones(330, eval=250)
-    assert [s for s in range(331, 1001, 7) if resumed.due("eval", s)] == [506, 751]  # the first steps at or past 500, 750
+    # the first steps at or past 500, 750
+    assert [s for s in range(331, 1001, 7) if resumed.due("eval", s)] == [506, 751]
     every = Milestones(10, log=None)
     assert [every.due("log", s) for s in (11, 12, 13)] == [True, True, True]
     jumped = Milestones(0, checkpoint=100)

@@ -138,7 +138,8 @@ def test_grid_interrupted_after_its_first_run_runs_the_rest_only(tmp_path):
 
     # The same folder with another config is refused, not mixed in.
     other = studies_cmd("grid", *args[3:], "--set", "gamma=0.9")
-    assert other.returncode == 2 and "pass another --out" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    assert (other.returncode == 2 and "pass another --out" in other.stderr
+            and len(other.stderr.strip().splitlines()) == 1)
 
 
 def test_a_run_stopped_after_its_last_step_resumes_into_its_end(tmp_path):

@@ -248,7 +248,8 @@ def test_ppo_lr_mult_groups_the_critic_and_the_schedule_keeps_the_ratio(tmp_path
     assert "critic x0.5" in capsys.readouterr().err
     groups = final(tmp_path)["optimizer"]["param_groups"]
     lrs = sorted(g["lr"] for g in groups)
-    assert len(lrs) == 2 and lrs[0] == pytest.approx(0.5 * lrs[1]) and lrs[1] > 0  # at cosine's end, both still in ratio
+    # at cosine's end, both still in ratio
+    assert len(lrs) == 2 and lrs[0] == pytest.approx(0.5 * lrs[1]) and lrs[1] > 0
 
 
 def test_dcgan_lr_mult_reaches_into_either_network(tmp_path, capsys):
@@ -260,7 +261,8 @@ def test_dcgan_lr_mult_reaches_into_either_network(tmp_path, capsys):
     assert sorted(g["lr"] for g in saved["g_opt"]["param_groups"]) == pytest.approx([0.1 * lr, lr])
     assert [g["lr"] for g in saved["d_opt"]["param_groups"]] == pytest.approx([lr])
     capsys.readouterr()
-    expect_user_error(capsys, dcgan.main, ["--dataset", "ring8", "--lr-mult", "trunk=0.1", "--logdir", str(tmp_path / "x")],
+    expect_user_error(capsys, dcgan.main,
+                      ["--dataset", "ring8", "--lr-mult", "trunk=0.1", "--logdir", str(tmp_path / "x")],
                       "'trunk' matches no parameter; the top-level modules are D, G, net")
 
 
