@@ -325,11 +325,9 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
 
             if c.global_step > learning_starts and rb.can_sample:
                 session.updates_began(c.global_step)
-                c.update_debt += cfg.num_envs
-                while c.update_debt >= cfg.train_frequency:
-                    c.update_debt -= cfg.train_frequency
-                    # unclipped runs measure the norm only in the round of updates before a log
-                    log_soon = c.global_step + cfg.train_frequency > session.milestones.next_due("log")
+                # unclipped runs measure the norm only in the round of updates before a log
+                log_soon = c.global_step + cfg.train_frequency > session.milestones.next_due("log")
+                for _ in range(off_policy.rounds_due(c, cfg)):
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
                         loss, q_mean, grad_norm = learn(q_net, target_net, optimizer, amp, batch, cfg,
@@ -369,7 +367,7 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dqn", prog="python -m agents.dqn", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
 
 

@@ -1,5 +1,6 @@
 """What the replay-based agents (DQN, Rainbow, SAC) share around their loops: the refill of the
-replay memory after a resume, and the target network's copy period."""
+replay memory after a resume, the rounds of updates an env step pays for, and the target network's
+copy period."""
 from __future__ import annotations
 
 
@@ -17,6 +18,14 @@ def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False
     if not resumed:
         return cfg.learning_starts
     return step if replay_restored else step + cfg.learning_starts
+
+
+def rounds_due(counters, cfg) -> int:
+    """Rounds of `gradient_steps` updates due after an env step of `num_envs` transitions: one per
+    `train_frequency` transitions, the remainder kept as `counters.update_debt` (saved in checkpoints,
+    so a resumed run updates exactly when an uninterrupted one would)."""
+    rounds, counters.update_debt = divmod(counters.update_debt + cfg.num_envs, cfg.train_frequency)
+    return rounds
 
 
 def crossed(step: int, stride: int, period: int) -> bool:

@@ -573,7 +573,7 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="ppo", prog="python -m agents.ppo", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
 
 

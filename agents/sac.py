@@ -21,12 +21,10 @@ backward and the inversions are amortized.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -38,13 +36,17 @@ import gymnasium as gym
 
 import envs
 import optim
-from agents import env_setup, replay
+from agents import env_setup, off_policy, replay
 from agents.networks import MLP
-from common import checkpoint, device as devices, lifecycle
+from common import device as devices, lifecycle
+from common.checks import (LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, fits_in_memory, flag,
+                           limit)
+from common.config import OptimizerAidsConfig, PresetInt, RunConfig, describe_preset, fill_preset
 from common.errors import fail
-from common.lifecycle import OptimizerAidsConfig, PresetInt, RunConfig
-from common.run import Progress
-from common.seeding import rng_state, seed_everything, set_rng_state
+from common.optimizers import check_lr_schedule, off_policy_updates, param_groups
+from common.seeding import derived_seed, seed_everything
+from common.session import Session
+from common.state import RNG, Counters, RunState, Tensor
 from optim.kfac import KFAC, gaussian_fisher_loss, policy_fisher_loss
 
 
@@ -57,62 +59,65 @@ class Config(OptimizerAidsConfig, RunConfig):
     env: str = "HalfCheetah"
     """A gymnasium env with Box actions: `HalfCheetah`, `Hopper`, `Walker2d`, `Ant`, `Humanoid` (v5),
     `Pendulum-v1`, ..."""
-    total_timesteps: PresetInt = None
+    total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps. Preset mujoco 1,000,000; classic 15,000."""
-    num_envs: int = 1
+    num_envs: Annotated[int, POSITIVE, limit(1024, "one process steps them all")] = 1
     """Parallel environments (one update per env step each)."""
     vector_mode: Literal["sync", "async"] = "sync"
     """Step the envs in this process (sync) or one subprocess each (async)."""
-    buffer_size: int = 1_000_000
+    buffer_size: Annotated[int, POSITIVE] = 1_000_000
     """Replay memory capacity in transitions (observations stored once, as float32)."""
-    learning_starts: PresetInt = None
+    learning_starts: Annotated[PresetInt, NON_NEGATIVE] = None
     """Steps of uniformly random actions before the first update (after --resume without a saved replay:
     steps of the restored policy that refill it). Preset mujoco 5,000; classic 1,000."""
-    batch_size: int = 256
+    batch_size: Annotated[int, POSITIVE, limit(1 << 20, "a batch lives in memory at once")] = 256
     """Transitions per update."""
-    gamma: float = 0.99
+    gamma: Annotated[float, UNIT] = 0.99
     """Discount factor."""
-    tau: float = 0.005
+    tau: Annotated[float, UNIT] = 0.005
     """Polyak averaging of the target critics per update."""
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    hidden_sizes: Annotated[tuple[int, ...], LAYER_WIDTH] = (256, 256)
     """Hidden layers of the actor and of each critic."""
     optimizer: str = "kfac"
     """kfac (K-FAC preconditioning over --base-optimizer) or any name of optim's registry (adam, ...)."""
     base_optimizer: str = "adam"
     """With --optimizer kfac: the optimizer that steps on the preconditioned gradients."""
-    policy_lr: float = 3e-4
+    policy_lr: Annotated[float, POSITIVE] = 3e-4
     """Learning rate of the actor (Haarnoja et al.: 3e-4)."""
-    q_lr: float = 3e-4
+    q_lr: Annotated[float, POSITIVE] = 3e-4
     """Learning rate of the critics and of alpha (Haarnoja et al.: 3e-4; CleanRL uses 1e-3)."""
     autotune: bool = True
     """Tune the entropy temperature alpha towards a target entropy of -|A|."""
-    alpha: float = 0.2
+    alpha: Annotated[float, NON_NEGATIVE] = 0.2
     """The temperature when --no-autotune (its starting value is 1 with autotune, as CleanRL)."""
-    kfac_damping: float = 1e-3
+    kfac_damping: Annotated[float, NON_NEGATIVE] = 1e-3
     """K-FAC's Tikhonov damping (added to the Kronecker-factored curvature)."""
-    kfac_factor_interval: int = 10
+    kfac_factor_interval: Annotated[int, POSITIVE] = 10
     """Updates between refreshes of the K-FAC factors (each costs one extra Fisher backward)."""
-    kfac_inverse_interval: int = 100
+    kfac_inverse_interval: Annotated[int, POSITIVE] = 100
     """Updates between inversions (or, in eigen mode, eigendecompositions) of the factors."""
     kfac_mode: Literal["eigen", "inverse"] = "inverse"
     """eigen: the exact inverse of the damped Kronecker product; inverse: factored damping, cheaper."""
-    kfac_kl_clip: float = 0.0
+    kfac_kl_clip: Annotated[float, NON_NEGATIVE] = 0.0
     """ACKTR's KL clip on the preconditioned step (0: off; with Adam as the base its per-coordinate
     scaling bounds the step already)."""
-    checkpoint_interval: PresetInt = None
+    checkpoint_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only at the end.
     Preset mujoco 50,000; classic 5,000."""
     save_replay: bool = False
     """Put the replay memory in checkpoints too (up to 1M transitions of float32 observations), so that
     --resume continues without refilling it."""
-    log_interval: int = 1_000
+    log_interval: Annotated[int, POSITIVE] = 1_000
     """Environment steps between logged losses (each log costs one host-device sync)."""
-    eval_interval: PresetInt = None
+    eval_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between evaluations during training (--eval-episodes with the deterministic
     policy, logged as eval/episodic_return; best.pt keeps the best); 0: none. Preset mujoco 50,000;
     classic 5,000."""
-    eval_episodes: int = 10
-    """Episodes per evaluation, during training and with --eval."""
+    eval_episodes: Annotated[int, POSITIVE, limit(100_000, "evaluation plays them all")] = 10
+    """Episodes (full games) per evaluation, during training and with --eval, played at once, one env
+    each (up to 64). During training an evaluation plays at most --total-timesteps agent steps: each
+    episode is cut at total_timesteps / eval_episodes steps and scored as it stands (said when it
+    happens), so that it never outlasts the training it checks; --eval plays full games."""
     capture_video: bool = False
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
 
@@ -130,14 +135,10 @@ def preset_name(cfg: Config) -> str:
 
 
 def prepare(cfg: Config) -> Config:
-    """Fill the preset's fields and reject settings that cannot work, flag named, before anything is built."""
-    cfg = lifecycle.fill_preset(cfg, PRESETS[preset_name(cfg)])
+    """Fill the preset's fields and check them (each field's declared rules, then what relates fields
+    to each other), flag named, before anything is built."""
+    cfg = fill_preset(cfg, PRESETS[preset_name(cfg)])
     cfg.hidden_sizes = tuple(cfg.hidden_sizes)
-    lifecycle.positive(cfg, "total_timesteps", "num_envs", "buffer_size", "batch_size", "policy_lr", "q_lr",
-                       "kfac_factor_interval", "kfac_inverse_interval", "log_interval", "eval_episodes")
-    lifecycle.non_negative(cfg, "learning_starts", "checkpoint_interval", "eval_interval", "alpha", "kfac_damping",
-                           "kfac_kl_clip")
-    lifecycle.in_unit_interval(cfg, "gamma", "tau")
     for field in ("optimizer", "base_optimizer"):
         name = getattr(cfg, field)
         if field == "optimizer" and name.lower() == "kfac":
@@ -145,23 +146,22 @@ def prepare(cfg: Config) -> Config:
         try:
             optim.check_drivable(name)
         except ValueError as e:
-            fail(f"--{lifecycle.flag(field)}: {e}")
-    lifecycle.check_lr_schedule(cfg)
-    lifecycle.at_most(cfg, "num_envs", 1024, "one process steps them all")
-    lifecycle.at_most(cfg, "batch_size", 1 << 20, "a batch lives in memory at once")
-    lifecycle.at_most(cfg, "eval_episodes", 100_000, "evaluation plays them all")
-    if not cfg.hidden_sizes or any(h <= 0 or h > 1 << 16 for h in cfg.hidden_sizes):
-        fail(f"--hidden-sizes must be one or more layers of 1 to 65,536 units (got {cfg.hidden_sizes})")
+            fail(f"--{flag(field)}: {e}")
+    check_fields(cfg)
+    check_lr_schedule(cfg, off_policy_updates(cfg), ("q_lr", "policy_lr"))
+    if not cfg.hidden_sizes:
+        fail("--hidden-sizes must be one or more layers (got none)")
     if cfg.buffer_size < cfg.batch_size:
         fail(f"--buffer-size {cfg.buffer_size} is smaller than --batch-size {cfg.batch_size}")
     if cfg.buffer_size < 3 * cfg.num_envs:
-        fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} (at least {3 * cfg.num_envs})")
+        fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} "
+             f"(at least {3 * cfg.num_envs})")
     return cfg
 
 
 def announce(cfg: Config) -> str:
     name = preset_name(cfg)
-    return lifecycle.describe_preset(name, PRESETS[name], cfg)
+    return describe_preset(name, PRESETS[name], cfg)
 
 
 class SoftQNetwork(nn.Module):
@@ -286,14 +286,19 @@ def make_env(cfg: Config, num_envs: int, render: bool = False):
                               vector_mode=cfg.vector_mode)
 
 
+def dims(env) -> tuple[int, int]:
+    """The sizes of an observation and of an action."""
+    return int(np.prod(env.single_observation_space.shape)), int(np.prod(env.single_action_space.shape))
+
+
 def make_networks(cfg: Config, env, device: torch.device) -> tuple[Actor, Critics]:
-    obs_dim = int(np.prod(env.single_observation_space.shape))
-    act_dim = int(np.prod(env.single_action_space.shape))
+    obs_dim, act_dim = dims(env)
     # actor, critics, target critics, gradients and two optimizer states
-    lifecycle.fits_in_memory(lambda: Critics(obs_dim, act_dim, cfg.hidden_sizes), copies=6,
-                             what=f"the critics (--hidden-sizes {cfg.hidden_sizes})")
+    fits_in_memory(lambda: Critics(obs_dim, act_dim, cfg.hidden_sizes), copies=6,
+                   what=f"the critics (--hidden-sizes {cfg.hidden_sizes})")
     try:
-        return Actor(obs_dim, act_dim, cfg.hidden_sizes).to(device), Critics(obs_dim, act_dim, cfg.hidden_sizes).to(device)
+        return (Actor(obs_dim, act_dim, cfg.hidden_sizes).to(device),
+                Critics(obs_dim, act_dim, cfg.hidden_sizes).to(device))
     except (RuntimeError, MemoryError) as e:
         fail(f"cannot build the networks {cfg.hidden_sizes}: {str(e).splitlines()[0][:160]}")
 
@@ -302,7 +307,7 @@ def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Cri
            q_opt, actor_opt, log_alpha: torch.Tensor, alpha_opt, target_entropy: float) -> dict:
     """One SAC update of the critics, the actor, alpha and the target critics; returns the losses as
     tensors (read back only when logged)."""
-    alpha = log_alpha.exp().detach() if cfg.autotune else torch.tensor(cfg.alpha)
+    alpha = log_alpha.exp().detach() if cfg.autotune else torch.tensor(cfg.alpha, device=log_alpha.device)
     with torch.no_grad():
         next_action, next_log_prob = actor.sample(batch["next_obs"])
         next_q = torch.min(*target(batch["next_obs"], next_action)) - alpha * next_log_prob
@@ -347,6 +352,33 @@ def act(actor: Actor, obs: np.ndarray, device: torch.device, deterministic: bool
     return action.cpu().numpy()
 
 
+def add_replay(state: RunState, rb, cfg: Config, saved: dict | None) -> bool:
+    """The replay memory in the run state: saved with --save-replay, and restored whenever the checkpoint
+    holds one (even when this run no longer saves it), so that learning resumes at once. Returns whether
+    it was restored."""
+    if cfg.save_replay:
+        state.add("replay", rb, optional=True)
+    elif saved is not None and "replay" in saved:  # restored here, as the rest is, but not saved again
+        RunState(replay=rb).restore(saved, cfg.resume)
+    return saved is not None and "replay" in saved
+
+
+def figures(cfg: Config, losses: dict | None, kfac: Preconditioners, actor: Actor, critics: Critics,
+            schedule) -> dict:
+    """What a log shows: the learning rate and the last update's losses (tensors, read back by the
+    session in one transfer), with K-FAC the norm of its preconditioned steps and its damping."""
+    out = {"charts/learning_rate": schedule.lr}
+    if losses is None:
+        return out
+    out.update({f"losses/{k}": v for k, v in losses.items()})
+    if kfac.enabled:
+        # the last update's preconditioned actor and critic steps, before the base optimizer
+        out["losses/kfac_update_norm"] = optim.clip.grad_norm(
+            [p for p in [*critics.parameters(), *actor.parameters()] if p.grad is not None])
+        out["losses/kfac_damping"] = cfg.kfac_damping
+    return out
+
+
 def train(cfg: Config, saved: dict | None = None) -> Path:
     """Train, log to TensorBoard, evaluate and checkpoint; returns the final checkpoint's path.
 
@@ -358,155 +390,71 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     target = copy.deepcopy(critics)  # outside any capture: no K-FAC hooks come along
     target.requires_grad_(False)
     kfac = Preconditioners(cfg, critics, actor)
-    params = lifecycle.param_groups(cfg, {"critics": critics, "actor": actor}, {"critics": cfg.q_lr, "actor": cfg.policy_lr})
+    params = param_groups(cfg, {"critics": critics, "actor": actor}, {"critics": cfg.q_lr, "actor": cfg.policy_lr})
     q_opt = make_optimizer(cfg, params["critics"], cfg.q_lr, "critics")
     actor_opt = make_optimizer(cfg, params["actor"], cfg.policy_lr, "actor")
-    act_dim = int(np.prod(env.single_action_space.shape))
-    target_entropy = -float(act_dim)
+    target_entropy = -float(dims(env)[1])
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     alpha_opt = torch.optim.Adam([log_alpha], lr=cfg.q_lr)
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device, gamma=cfg.gamma)
-    if not saved:
-        print(announce(cfg), file=sys.stderr)
-
-    global_step, learning_starts, best = 0, cfg.learning_starts, -math.inf
-    if saved:
-        try:
-            actor.load_state_dict(saved["actor"])
-            critics.load_state_dict(saved["critics"])
-            target.load_state_dict(saved["target"])
-            q_opt.load_state_dict(saved["q_optimizer"])
-            actor_opt.load_state_dict(saved["actor_optimizer"])
-            kfac.load_state_dict(saved["kfac"])
-            with torch.no_grad():
-                log_alpha.copy_(saved["log_alpha"])
-            alpha_opt.load_state_dict(saved["alpha_optimizer"])
-            global_step, best = saved["global_step"], saved.get("best_eval", -math.inf)
-            set_rng_state(saved["rng"], rng)
-            if "replay" in saved:
-                rb.load_state_dict(saved["replay"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            fail(f"cannot resume from {cfg.resume}: it does not match this run ({str(e).splitlines()[0][:200]})")
-        if "replay" in saved:
-            learning_starts = 0
-            print(f"resuming {Path(cfg.resume).parent} at step {global_step} with its replay memory "
-                  f"({rb.storage.size * cfg.num_envs:,} transitions)", file=sys.stderr)
-        else:
-            learning_starts = global_step + cfg.learning_starts  # refill the replay memory first
-            print(f"resuming {Path(cfg.resume).parent} at step {global_step}; refilling the replay memory for "
-                  f"{cfg.learning_starts} steps", file=sys.stderr)
+    c = Counters(global_step=0)
+    state = RunState(actor=actor, critics=critics, target=target, q_optimizer=q_opt, actor_optimizer=actor_opt,
+                     kfac=kfac, log_alpha=Tensor(log_alpha), alpha_optimizer=alpha_opt, rng=RNG(rng), counters=c)
+    replay_restored = add_replay(state, rb, cfg, saved)
+    session = Session(cfg, "sac", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
+                      evaluate=lambda episodes, video, stop: evaluate(cfg, actor, device, episodes, video, stop),
+                      weights=lambda: [*actor.parameters(), *critics.parameters()],
+                      resume_note=off_policy.refill_note(cfg, replay_restored))
     # the critics' and the actor's learning rates follow it together (the temperature's stays put)
-    schedule = lifecycle.lr_schedule(cfg, [q_opt, actor_opt], lifecycle.off_policy_updates(cfg), saved,
-                                     lr_fields=("q_lr", "policy_lr"))
-    folder, run = lifecycle.open_run(cfg, envs.resolve(cfg.env).id, "sac", global_step if saved else None)
-    evaluations = lifecycle.BestCheckpoint(run, best, schedule)
-
-    def save(name: str) -> Path:
-        state = {
-            "config": dataclasses.asdict(cfg),
-            "lr_schedule": schedule.state_dict(),
-            "actor": actor.state_dict(),
-            "critics": critics.state_dict(),
-            "target": target.state_dict(),
-            "q_optimizer": q_opt.state_dict(),
-            "actor_optimizer": actor_opt.state_dict(),
-            "kfac": kfac.state_dict(),
-            "log_alpha": log_alpha.detach(),
-            "alpha_optimizer": alpha_opt.state_dict(),
-            "global_step": global_step,
-            "best_eval": evaluations.best,
-            "rng": rng_state(rng),
-        }
-        if cfg.save_replay:
-            state["replay"] = rb.state_dict()
-        return checkpoint.save(folder / name, state, kind="sac")
-
-    obs, _ = env.reset(seed=lifecycle.derived_seed(cfg.seed, global_step))
-    env.action_space.seed(lifecycle.derived_seed(cfg.seed, global_step + 1))
-    progress = Progress(cfg.total_timesteps, initial=global_step)
-    milestones = lifecycle.Milestones(global_step, cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval)
+    schedule = session.lr_schedule([q_opt, actor_opt], off_policy_updates(cfg), ("q_lr", "policy_lr"))
+    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
+    obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
+    env.action_space.seed(derived_seed(cfg.seed, c.global_step + 1))
     losses = None
-    with checkpoint.StopSignal() as stop:
-        while global_step < cfg.total_timesteps and not stop:
-            if global_step < learning_starts and not saved:
+    with session.open(c.global_step):
+        while c.global_step < cfg.total_timesteps and not session.stop:
+            if c.global_step < learning_starts and not saved:
                 actions = env.action_space.sample()  # uniform random warm-up (a resumed run refills with its policy)
             else:
                 actions = act(actor, obs, device, deterministic=False)
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
             obs = next_obs
-            global_step += cfg.num_envs
-            for ret, length in envs.finished_episodes(info):
-                run.scalars({"charts/episodic_return": ret, "charts/episodic_length": length}, global_step)
-                progress.episode(ret)
+            c.global_step += cfg.num_envs
+            session.episodes(info, c.global_step)
 
-            if global_step > learning_starts and rb.can_sample:
-                milestones.updates_began(global_step)
+            if c.global_step > learning_starts and rb.can_sample:
+                session.updates_began(c.global_step)
                 for _ in range(cfg.num_envs):  # one update per env step
-                    batch = rb.sample(cfg.batch_size, rng)
-                    losses = update(cfg, batch, actor, critics, target, kfac, q_opt, actor_opt, log_alpha,
-                                    alpha_opt, target_entropy)
+                    losses = update(cfg, rb.sample(cfg.batch_size, rng), actor, critics, target, kfac, q_opt,
+                                    actor_opt, log_alpha, alpha_opt, target_entropy)
                     schedule.step()
-
-            if milestones.due("log", global_step):
-                sps = milestones.steps_per_second(global_step)
-                run.scalars({"charts/SPS": sps, "charts/learning_rate": schedule.lr}, global_step)
-                if losses is not None:
-                    values = {f"losses/{k}": float(v) for k, v in losses.items()}
-                    if kfac.enabled:
-                        # the last update's preconditioned actor and critic steps, before the base optimizer
-                        values["losses/kfac_update_norm"] = float(optim.clip.grad_norm(
-                            [p for p in [*critics.parameters(), *actor.parameters()] if p.grad is not None]))
-                        values["losses/kfac_damping"] = cfg.kfac_damping
-                    if not all(math.isfinite(v) for v in values.values()):
-                        lifecycle.diverged(f"qf1_loss={values['losses/qf1_loss']}", global_step, folder, progress, run)
-                    run.scalars(values, global_step)
-                progress.update(global_step, sps)
-            if milestones.due("eval", global_step):
-                with milestones.paused():
-                    scores = evaluate(cfg, actor, device, cfg.eval_episodes, stop=stop)
-                if not stop:  # a signal cut it short: no score to record
-                    evaluations.record(scores, global_step, save)
-            if milestones.due("checkpoint", global_step):
-                if not lifecycle.finite([*actor.parameters(), *critics.parameters()]):
-                    lifecycle.diverged("non-finite weights", global_step, folder, progress, run)
-                save("checkpoint.pt")
-
+            session.tick(c.global_step, lambda: figures(cfg, losses, kfac, actor, critics, schedule))
         env.close()
-        play = lambda episodes, path, stop: evaluate(cfg, actor, device, episodes, path, stop)  # noqa: E731
-        return lifecycle.finish(global_step, stop, save, [*actor.parameters(), *critics.parameters()], folder,
-                                progress, run, milestones, cfg, evaluations, play)
+        return session.finish(c.global_step)
 
 
 def evaluate(cfg: Config, actor: Actor, device: torch.device, episodes: int, video: Path | None = None,
-             stop=None) -> list[float]:
-    """Raw returns of `episodes` episodes of the deterministic policy tanh(mean) on envs of their own
-    (the same seeds every time)."""
-    env = make_env(cfg, min(episodes, 8), render=video is not None)
-    try:
-        return env_setup.play_episodes(env, lambda obs: act(actor, obs, device, deterministic=True), episodes,
-                                       cfg.seed, False, video, stop)
-    finally:
-        env.close()
+             stop=None, training: bool = True) -> list[float]:
+    """Raw returns of `episodes` episodes of the deterministic policy tanh(mean), played at once on envs
+    of their own (the same seeds every time)."""
+    return env_setup.evaluate(lambda n, render: make_env(cfg, n, render),
+                              lambda obs: act(actor, obs, device, deterministic=True),
+                              cfg, episodes, video, stop, training, modules=(actor,))
 
 
 def run_eval(cfg: Config, saved: dict) -> list[float]:
     """Play `cfg.eval_episodes` episodes with the policy in `saved` (the checkpoint at `cfg.eval`)."""
     device = devices.pick(cfg.device)
-    env = make_env(cfg, 1)
-    actor, _ = make_networks(cfg, env, device)
-    env.close()
-    try:
-        actor.load_state_dict(saved["actor"])
-    except (RuntimeError, KeyError) as e:
-        fail(f"{cfg.eval}: the checkpoint's actor does not fit {cfg.env} ({str(e).splitlines()[0]})")
+    actor = env_setup.restore_policy(cfg, saved, lambda env: Actor(*dims(env), cfg.hidden_sizes), "actor",
+                                     lambda n: make_env(cfg, n), device)
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
-    return env_setup.report(cfg.env, evaluate(cfg, actor, device, cfg.eval_episodes, video), video)
+    return env_setup.report(cfg.env, evaluate(cfg, actor, device, cfg.eval_episodes, video, training=False), video)
 
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="sac", prog="python -m agents.sac", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
 
 

@@ -42,8 +42,9 @@ class Trainer:
     """Fill preset fields and check every value (UserError on a bad one); returns the config to run."""
     train: Callable[[Any, dict | None], Any]
     """Train from scratch (None) or from the loaded checkpoint."""
-    evaluate: Callable[[Any, dict], Any]
-    """Evaluate the loaded checkpoint (cfg.eval) and print its score line."""
+    run_eval: Callable[[Any, dict], Any]
+    """--eval: score the loaded checkpoint (cfg.eval) and print its score line. (Each agent's own
+    `evaluate(...)` plays episodes with exploration off, during training and for this.)"""
     fixed_on_resume: tuple[str, ...] = ()
     """Fields that fix the networks' shapes and the optimizers' state: a checkpoint keeps them (on
     --resume and --eval). The seed, which names the run folder, is kept on --resume too."""
@@ -114,7 +115,7 @@ def main(trainer: Trainer, args=None):
     with runs.invocation():
         cfg, saved = load_config(trainer, args)
         if cfg.eval:
-            return trainer.evaluate(cfg, saved)
+            return trainer.run_eval(cfg, saved)
         return trainer.train(cfg, saved)
 
 

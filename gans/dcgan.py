@@ -660,7 +660,7 @@ class _NoRun:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dcgan", prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
-    prepare=resolve, train=train, evaluate=run_eval, fixed_on_resume=FIXED_ON_RESUME,
+    prepare=resolve, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME,
     budget="steps", progress=lambda ckpt: int(ckpt["step"]),
     canonical=lambda name, value: value.lower() if name.endswith("_optimizer") else value,
 )

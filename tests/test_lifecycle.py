@@ -14,6 +14,7 @@ from agents import dqn
 from common import checkpoint, lifecycle, run as runs
 from common.errors import UserError
 from gans import dcgan
+from test_bad_input import refused  # a CLI refusal: one line on stderr, exit 2
 
 TINY_DQN = ["--env", "CartPole-v1", "--total-timesteps", "400", "--learning-starts", "100", "--buffer-size", "500",
             "--train-frequency", "4", "--gradient-steps", "1", "--eval-interval", "200", "--eval-episodes", "2"]
@@ -90,15 +91,6 @@ def test_dcgan_eval_prints_its_score(tmp_path, capsys):
 V0_DQN = Path(__file__).parent / "data" / "v0_checkpoints" / "dqn.pt"  # step 1500, CartPole-v1
 
 
-def refused(main, args, capsys, code=2) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert e.value.code == code, err
-    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def failed(main, args, capsys) -> str:

@@ -147,3 +147,54 @@ def test_breakout_logs_checkpoints_and_resumes(tmp_path):
     first_state = next(iter(saved["optimizer"]["state"].values()))["step"]
     later_state = next(iter(resumed["optimizer"]["state"].values()))["step"]
     assert later_state > first_state
+
+
+def test_learn_is_one_update_that_returns_tensors_and_the_whole_batchs_kls():
+    """learn(): new noise in both networks, one step; the loss, the KLs of every sample (over the
+    micro-batches) and the mean Q come back as tensors; the gradient norm only when clipped or asked."""
+    from common.precision import Precision
+
+    torch.manual_seed(2)
+    cfg = rainbow.prepare(rainbow.Config(env="CartPole-v1", batch_size=8, grad_accum=2, max_grad_norm=0.0))
+    net, target = rainbow.RainbowNetwork((4,), 2, cfg), rainbow.RainbowNetwork((4,), 2, cfg)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    amp, support = Precision.of("off", torch.device("cpu")), rainbow.make_support(cfg, "cpu")
+    batch = {"obs": torch.randn(8, 4), "next_obs": torch.randn(8, 4), "actions": torch.randint(0, 2, (8,)),
+             "rewards": torch.randn(8), "terminated": torch.rand(8) < 0.3, "discounts": torch.full((8,), 0.99 ** 3),
+             "weights": torch.rand(8)}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    noise = target.advantage[2].weight_epsilon.clone()
+    loss, kls, q_mean, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg)
+    assert all(isinstance(t, torch.Tensor) and not t.requires_grad for t in (loss, kls, q_mean))
+    assert kls.shape == (8,) and (kls >= -1e-6).all() and grad_norm is None
+    assert loss.item() == pytest.approx((batch["weights"] * kls).mean().item(), rel=1e-5)
+    assert not torch.equal(noise, target.advantage[2].weight_epsilon)  # the target's noise is new too
+    assert not torch.equal(before["advantage.2.weight_mu"], net.state_dict()["advantage.2.weight_mu"])
+    # unclipped: the norm is measured when asked (the round before a log), as DQN's
+    _, _, _, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg, measure_norm=True)
+    assert isinstance(grad_norm, torch.Tensor) and grad_norm.item() > 0
+    cfg.max_grad_norm = 10.0
+    _, _, _, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg)
+    assert isinstance(grad_norm, torch.Tensor)
+
+
+def test_a_checkpoint_of_the_version_before_the_session_resumes_and_evaluates(tmp_path, capsys):
+    """tests/data/v0_checkpoints/rainbow.pt (written before the run state and the session): it resumes
+    and --eval prints what that version printed; a new checkpoint has the same keys."""
+    import json
+    import shutil
+
+    legacy = Path(__file__).parent / "data" / "v0_checkpoints" / "rainbow.pt"
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    shutil.copy(legacy, folder / "checkpoint.pt")
+    (folder / "config.json").write_text(json.dumps({}))
+    rainbow.main(["--eval", str(folder / "checkpoint.pt"), "--eval-episodes", "2"])
+    assert "CartPole-v1: 2 episodes, score 10.50 +/- 1.50 (min 9.0, max 12.0)" in capsys.readouterr().out
+    rainbow.main(["--resume", str(folder / "checkpoint.pt"), "--total-timesteps", "2100"])  # 500 to refill
+    old = torch.load(legacy, weights_only=True)
+    new = torch.load(folder / "final.pt", weights_only=True)
+    assert new["global_step"] == 2100 and new["beta_origin"] == old["beta_origin"]
+    assert set(new) == set(old)
+    step = lambda saved: next(iter(saved["optimizer"]["state"].values()))["step"]  # noqa: E731
+    assert step(new) == step(old) + 100  # its optimizer state continued

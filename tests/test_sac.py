@@ -1,6 +1,7 @@
 """SAC: learns Pendulum with K-FAC and with Adam, K-FAC's capture gating, and a HalfCheetah run that logs,
 checkpoints and resumes."""
 import copy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,23 @@ def test_halfcheetah_logs_checkpoints_and_resumes_with_its_replay(tmp_path):
     assert resumed["global_step"] == 1400 and resumed["replay"]["size"] == 1400
     assert not torch.equal(resumed["actor"]["mean.weight"], saved["actor"]["mean.weight"])
     assert resumed["kfac"]["critics"]["steps"] > saved["kfac"]["critics"]["steps"]
+
+
+LEGACY = Path(__file__).parent / "data" / "v0_checkpoints" / "sac.pt"  # see its README
+
+
+def test_checkpoint_of_the_version_before_the_run_state_evaluates_and_resumes(tmp_path, capsys):
+    """The old code's checkpoint (with its replay memory) plays as it did and resumes; a resume with
+    --no-save-replay still restores the memory (updates at once) but writes it no more."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(LEGACY, folder / "checkpoint.pt")
+    (folder / "config.json").write_text("{}")
+    sac.main(["--eval", str(folder / "checkpoint.pt"), "--eval-episodes", "2"])
+    assert "Pendulum-v1: 2 episodes, score -1639.41 +/- 116.95 (min -1756.4, max -1522.5)" in capsys.readouterr().out
+    sac.main(["--resume", str(folder / "checkpoint.pt"), "--total-timesteps", "800", "--no-save-replay",
+              "--log-interval", "50", "--eval-interval", "0"])
+    assert "at step 700; with its replay memory" in capsys.readouterr().err
+    assert [s for _, s, _ in read_scalars(folder, "losses/qf1_loss")] == [750, 800]
+    old, new = (torch.load(p, weights_only=True) for p in (LEGACY, folder / "final.pt"))
+    assert set(new) == set(old) - {"replay"} and new["global_step"] == 800
