@@ -163,12 +163,12 @@ def test_learn_is_one_update_that_returns_tensors_and_the_whole_batchs_kls():
              "rewards": torch.randn(8), "terminated": torch.rand(8) < 0.3, "discounts": torch.full((8,), 0.99 ** 3),
              "weights": torch.rand(8)}
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    noise = target.advantage[2].weight_epsilon.clone()
+    noise = target.advantage[2].eps_out.clone()
     loss, kls, q_mean, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg)
     assert all(isinstance(t, torch.Tensor) and not t.requires_grad for t in (loss, kls, q_mean))
     assert kls.shape == (8,) and (kls >= -1e-6).all() and grad_norm is None
     assert loss.item() == pytest.approx((batch["weights"] * kls).mean().item(), rel=1e-5)
-    assert not torch.equal(noise, target.advantage[2].weight_epsilon)  # the target's noise is new too
+    assert not torch.equal(noise, target.advantage[2].eps_out)  # the target's noise is new too
     assert not torch.equal(before["advantage.2.weight_mu"], net.state_dict()["advantage.2.weight_mu"])
     # unclipped: the norm is measured when asked (the round before a log), as DQN's
     _, _, _, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg, measure_norm=True)
