@@ -277,11 +277,7 @@ def learn(q_net: QNetwork, target_net: QNetwork, optimizer, amp: Precision, batc
         amp.backward(part_loss)
         loss, q_mean = loss + part_loss.detach(), q_mean + part_q / cfg.grad_accum
     amp.unscale_(optimizer)
-    grad_norm = None
-    if cfg.max_grad_norm > 0:
-        grad_norm = optim.clip.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-    elif measure_norm:
-        grad_norm = optim.clip.grad_norm(q_net.parameters())
+    grad_norm = optim.clip.clip_or_measure_(q_net.parameters(), cfg.max_grad_norm, measure_norm)
     amp.step(optimizer)
     return loss / len(batch["actions"]), q_mean, grad_norm
 

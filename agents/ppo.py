@@ -314,8 +314,7 @@ def update(agent: Agent, optimizer, amp: Precision, batch: dict[str, torch.Tenso
                 stats = {k: stats.get(k, 0) + v for k, v in part_stats.items()}
             world.sum_grads_(agent.parameters())
             amp.unscale_(optimizer)
-            stats["grad_norm"] = optim.clip.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm) \
-                if cfg.max_grad_norm > 0 else optim.clip.grad_norm(agent.parameters())
+            stats["grad_norm"] = optim.clip.clip_or_measure_(agent.parameters(), cfg.max_grad_norm)
             amp.step(optimizer)
         if cfg.target_kl and float(world.sum_(stats["approx_kl"].clone())) > cfg.target_kl:  # global mean
             break

@@ -380,11 +380,7 @@ def learn(net: RainbowNetwork, target_net: RainbowNetwork, optimizer, amp: Preci
         loss, q_mean = loss + part_loss.detach() / cfg.grad_accum, q_mean + part_q / cfg.grad_accum
         kls.append(part_kl)
     amp.unscale_(optimizer)
-    grad_norm = None
-    if cfg.max_grad_norm > 0:
-        grad_norm = optim.clip.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-    elif measure_norm:
-        grad_norm = optim.clip.grad_norm(net.parameters())
+    grad_norm = optim.clip.clip_or_measure_(net.parameters(), cfg.max_grad_norm, measure_norm)
     amp.step(optimizer)
     return loss, torch.cat(kls) if len(kls) > 1 else kls[0], q_mean, grad_norm
 

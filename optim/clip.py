@@ -66,6 +66,16 @@ def clip_grad_norm_(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm:
     return total
 
 
+def clip_or_measure_(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float,
+                     measure: bool = True) -> torch.Tensor | None:
+    """What a training step does with its gradient's norm: clip to `max_norm` (returning the norm
+    before clipping) when it is positive; else, when `measure`, only the norm (for a log); else None.
+    A tensor on the gradients' device: no host sync."""
+    if max_norm > 0:
+        return clip_grad_norm_(parameters, max_norm)
+    return grad_norm(parameters) if measure else None
+
+
 def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
     """Norm per output unit, in PyTorch's layout (output dimension first): a Linear weight (out, in) or a
     Conv weight (out, in, kh, kw) gets one norm per row/filter, keeping dims for broadcasting; a bias or
@@ -115,4 +125,4 @@ def clip_grad_value_(parameters: Iterable[torch.Tensor] | torch.Tensor, clip_val
                 g.clamp_(-clip_value, clip_value)
 
 
-__all__ = ["clip_grad_norm_", "adaptive_clip_grad_", "clip_grad_value_", "unitwise_norm"]
+__all__ = ["clip_grad_norm_", "clip_or_measure_", "adaptive_clip_grad_", "clip_grad_value_", "unitwise_norm"]

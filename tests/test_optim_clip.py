@@ -109,3 +109,29 @@ def test_grad_norm_matches_the_clip_norm_and_leaves_gradients_alone():
     torch.testing.assert_close(norm, expected)
     assert all(torch.equal(p.grad, b) for p, b in zip(params, before))
     torch.testing.assert_close(optim.clip.clip_grad_norm_(params, 1e9), expected)
+
+
+def test_clip_or_measure_clips_measures_or_leaves_alone():
+    """Clipping on: torch's clip_grad_norm_ (norm before clipping, gradients scaled); off: the norm
+    only when asked, gradients untouched; neither: None."""
+    import torch
+
+    from optim.clip import clip_or_measure_
+
+    def params():
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]
+        for p in ps:
+            p.grad = torch.randn_like(p) * 10
+        return ps
+
+    ours, ref = params(), params()
+    norm = clip_or_measure_(ours, 1.0)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref, 1.0)
+    assert torch.allclose(norm, ref_norm)
+    assert all(torch.allclose(a.grad, b.grad) for a, b in zip(ours, ref))
+    untouched = params()
+    before = [p.grad.clone() for p in untouched]
+    assert torch.allclose(clip_or_measure_(untouched, 0.0), ref_norm)
+    assert all(torch.equal(p.grad, g) for p, g in zip(untouched, before))
+    assert clip_or_measure_(untouched, 0.0, measure=False) is None
