@@ -7,16 +7,18 @@ preconditioner.
     python -m agents.sac --eval runs/HalfCheetah-v5__sac__1__1700000000/final.pt
 
 Twin Q critics with Polyak-averaged targets, a tanh-squashed Gaussian actor, and the entropy
-temperature alpha tuned towards a target entropy of -|A|; one update of each per env step. With
-`--optimizer kfac` (the default) optim.KFAC preconditions the critics' and the actor's gradients
-before a base optimizer (Adam, lr 3e-4) steps: the critics' factors come from a Gaussian read of their
-outputs (targets sampled from N(Q, 1), ACKTR's critic Fisher), the actor's from the log-likelihood
-of actions sampled from its own pre-tanh Gaussian, both recorded only inside their own capture, so
-the actor's loss, which flows through the critics, never feeds the critics' factors. Factors are
-updated every `--kfac-factor-interval` updates and their inverses every `--kfac-inverse-interval`
-(inverse mode, factored Tikhonov damping, by default: a K-FAC step costs 1.3x an Adam one on a
-CPU, bench/sac_speed.py; eigen mode is the exact damped inverse at about 2x): the extra Fisher
-backward and the inversions are amortized.
+temperature alpha tuned towards a target entropy of -|A|; one update of each per env step.
+
+With `--optimizer kfac` (the default) optim.KFAC keeps Kronecker-factored curvature of the critics and
+of the actor: the critics' factors from a Gaussian read of their outputs (targets sampled from N(Q, 1),
+ACKTR's critic Fisher), the actor's from the log-likelihood of actions sampled from its own pre-tanh
+Gaussian, each recorded only inside its own capture, so the actor's loss, which flows through the
+critics, never feeds the critics' factors. Factors are refreshed every `--kfac-factor-interval` updates
+(each an extra Fisher backward) and decomposed every `--kfac-inverse-interval`. `--kfac-combine` says
+how the curvature makes a step (optim.kfac_steps): Adam in the factors' eigenbasis (eigen-adam, the
+default), K-FAC's direction at Adam's step size (graft), or ACKTR's natural gradient with a KL clip and
+SGD momentum (sgd). Not, by default, K-FAC's output fed to Adam, which K-FAC's author warns against
+(tensorflow/kfac#25) and which learned far worse than Adam here (`--kfac-combine base`, kept to compare).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -47,6 +49,7 @@ from common.optimizers import check_lr_schedule, off_policy_updates, param_group
 from common.seeding import derived_seed, seed_everything
 from common.session import Session
 from common.state import RNG, Counters, RunState, Tensor
+from optim import kfac_steps
 from optim.kfac import KFAC, gaussian_fisher_loss, policy_fisher_loss
 
 
@@ -79,9 +82,15 @@ class Config(OptimizerAidsConfig, RunConfig):
     hidden_sizes: Annotated[tuple[int, ...], LAYER_WIDTH] = (256, 256)
     """Hidden layers of the actor and of each critic."""
     optimizer: str = "kfac"
-    """kfac (K-FAC preconditioning over --base-optimizer) or any name of optim's registry (adam, ...)."""
+    """kfac (K-FAC's curvature, combined as --kfac-combine says) or any name of optim's registry (adam, ...)."""
+    kfac_combine: Literal["eigen-adam", "graft", "sgd", "base"] = "eigen-adam"
+    """With --optimizer kfac, how K-FAC's curvature makes a step (optim.kfac_steps): eigen-adam = Adam in the
+    eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping); graft = K-FAC's direction at Adam's per-layer
+    step size; sgd = ACKTR's K-FAC natural gradient with a KL clip and SGD momentum 0.9; base = the
+    preconditioned gradient handed to --base-optimizer, which K-FAC's author warns against
+    (tensorflow/kfac#25): the earlier versions' way, kept to resume their runs and to compare."""
     base_optimizer: str = "adam"
-    """With --optimizer kfac: the optimizer that steps on the preconditioned gradients."""
+    """With --kfac-combine base: the optimizer that steps on the preconditioned gradients."""
     policy_lr: Annotated[float, POSITIVE] = 3e-4
     """Learning rate of the actor (Haarnoja et al.: 3e-4)."""
     q_lr: Annotated[float, POSITIVE] = 3e-4
@@ -90,17 +99,26 @@ class Config(OptimizerAidsConfig, RunConfig):
     """Tune the entropy temperature alpha towards a target entropy of -|A|."""
     alpha: Annotated[float, NON_NEGATIVE] = 0.2
     """The temperature when --no-autotune (its starting value is 1 with autotune, as CleanRL)."""
-    kfac_damping: Annotated[float, NON_NEGATIVE] = 1e-3
-    """K-FAC's Tikhonov damping (added to the Kronecker-factored curvature)."""
+    kfac_damping: Annotated[Optional[float], NON_NEGATIVE] = None
+    """K-FAC's Tikhonov damping of the critics' curvature (graft, sgd, base). Default: 0.1 (ACKTR's critic),
+    with base 1e-3."""
+    kfac_actor_damping: Annotated[Optional[float], NON_NEGATIVE] = None
+    """The same for the actor. Default: 0.01 (ACKTR's policy), with base --kfac-damping."""
     kfac_factor_interval: Annotated[int, POSITIVE] = 10
     """Updates between refreshes of the K-FAC factors (each costs one extra Fisher backward)."""
-    kfac_inverse_interval: Annotated[int, POSITIVE] = 100
-    """Updates between inversions (or, in eigen mode, eigendecompositions) of the factors."""
+    kfac_inverse_interval: Annotated[int, POSITIVE] = 30
+    """Updates between eigendecompositions (or inversions) of the factors."""
     kfac_mode: Literal["eigen", "inverse"] = "inverse"
-    """eigen: the exact inverse of the damped Kronecker product; inverse: factored damping, cheaper."""
-    kfac_kl_clip: Annotated[float, NON_NEGATIVE] = 0.0
-    """ACKTR's KL clip on the preconditioned step (0: off; with Adam as the base its per-coordinate
-    scaling bounds the step already)."""
+    """graft, sgd, base: eigen = the exact inverse of the damped Kronecker product; inverse = factored
+    damping, cheaper. (eigen-adam always keeps the eigenbases.)"""
+    kfac_kl_clip: Annotated[Optional[float], NON_NEGATIVE] = None
+    """ACKTR's KL clip on the critics' natural-gradient step (sgd, base; 0: off). Default: sgd 0.3
+    (ACKTR's critic), base off."""
+    kfac_actor_kl_clip: Annotated[Optional[float], NON_NEGATIVE] = None
+    """The same for the actor. Default: sgd 0.01 (ACKTR's policy), base --kfac-kl-clip."""
+    LEGACY: ClassVar[dict] = {"kfac_combine": "base"}
+    """What a field missing from an earlier version's config meant (common.config.config_from_checkpoint)."""
+
     checkpoint_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only at the end.
     Preset mujoco 50,000; classic 5,000."""
@@ -122,11 +140,19 @@ class Config(OptimizerAidsConfig, RunConfig):
     """Save an mp4 of one evaluation episode (after training, or with --eval) in the run folder's videos/."""
 
 
+# What each --kfac-combine leaves unset takes: (critics' damping, actor's, critics' KL clip, actor's); None:
+# the critics' value. ACKTR's continuous-control settings (openai/baselines acktr: value function damping
+# 0.1 and KL clip 0.3, policy damping 1e-2 and the optimizer's default KL clip 0.01); base: the earlier
+# versions' 1e-3 and no clip.
+KFAC_DEFAULTS = {"eigen-adam": (0.0, 0.0, 0.0, 0.0), "graft": (0.1, 0.01, 0.0, 0.0), "sgd": (0.1, 0.01, 0.3, 0.01),
+                 "base": (1e-3, None, 0.0, None)}
+KFAC_MOMENTUM = 0.9  # sgd: ACKTR's momentum
+
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "base_optimizer", "kfac_mode", "autotune", "lr_mult",
-                   "optimizer_switch")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode", "autotune",
+                   "lr_mult", "optimizer_switch")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -148,6 +174,8 @@ def prepare(cfg: Config) -> Config:
         except ValueError as e:
             fail(f"--{flag(field)}: {e}")
     check_fields(cfg)
+    if cfg.optimizer.lower() == "kfac":
+        fill_kfac_defaults(cfg)
     check_lr_schedule(cfg, off_policy_updates(cfg), ("q_lr", "policy_lr"))
     if not cfg.hidden_sizes:
         fail("--hidden-sizes must be one or more layers (got none)")
@@ -157,6 +185,22 @@ def prepare(cfg: Config) -> Config:
         fail(f"--buffer-size {cfg.buffer_size} is too small for --num-envs {cfg.num_envs} "
              f"(at least {3 * cfg.num_envs})")
     return cfg
+
+
+def fill_kfac_defaults(cfg: Config) -> None:
+    """The K-FAC fields left unset take --kfac-combine's values (KFAC_DEFAULTS)."""
+    critics, actor, critics_clip, actor_clip = KFAC_DEFAULTS[cfg.kfac_combine]
+    if cfg.kfac_damping is None:
+        cfg.kfac_damping = critics
+    if cfg.kfac_actor_damping is None:
+        cfg.kfac_actor_damping = cfg.kfac_damping if actor is None else actor
+    if cfg.kfac_kl_clip is None:
+        cfg.kfac_kl_clip = critics_clip
+    if cfg.kfac_actor_kl_clip is None:
+        cfg.kfac_actor_kl_clip = cfg.kfac_kl_clip if actor_clip is None else actor_clip
+    if cfg.optimizer_switch and cfg.kfac_combine != "base":
+        fail(f"--optimizer-switch switches a plain optimizer (or --kfac-combine base's --base-optimizer), "
+             f"not --kfac-combine {cfg.kfac_combine}")
 
 
 def announce(cfg: Config) -> str:
@@ -217,8 +261,13 @@ class Critics(nn.Module):
 
 
 def make_optimizer(cfg: Config, params, lr: float, what: str) -> torch.optim.Optimizer:
-    name = cfg.base_optimizer if cfg.optimizer.lower() == "kfac" else cfg.optimizer
+    """A plain optimizer from optim's registry: --optimizer, or with K-FAC the optimizer of its combination."""
+    name = cfg.optimizer
+    if cfg.optimizer.lower() == "kfac":
+        name = {"sgd": "sgd", "base": cfg.base_optimizer}[cfg.kfac_combine]
     hparams = {"lr": lr}
+    if name.lower() == "sgd" and cfg.optimizer.lower() == "kfac":
+        hparams["momentum"] = KFAC_MOMENTUM
     # torch's fused kernels run on the CPU too, a few times faster than per-tensor steps
     if optim.accepts(name, "fused") and name.lower() != "sharedadam":
         hparams["fused"] = True
@@ -229,18 +278,32 @@ def make_optimizer(cfg: Config, params, lr: float, what: str) -> torch.optim.Opt
 
 
 class Preconditioners:
-    """K-FAC over the critics and over the actor (or, with a plain optimizer, nothing: every method
-    is then a no-op), with the Fisher losses that feed their factors."""
+    """K-FAC over the critics and over the actor, with the Fisher losses that feed their factors and the
+    optimizers that step with them (--kfac-combine); with a plain optimizer, nothing: the Fisher methods
+    then only run the forward, and `optimizer` builds the plain one."""
 
     def __init__(self, cfg: Config, critics: Critics, actor: Actor):
+        self.cfg = cfg
         self.enabled = cfg.optimizer.lower() == "kfac"
         if not self.enabled:
             return
-        options = dict(damping=cfg.kfac_damping, factor_update_freq=cfg.kfac_factor_interval,
-                       inv_update_freq=cfg.kfac_inverse_interval, mode=cfg.kfac_mode,
-                       kl_clip=cfg.kfac_kl_clip or None)
-        self.critics = KFAC(critics, lr=cfg.q_lr, **options)
-        self.actor = KFAC(actor, lr=cfg.policy_lr, **options)
+        # eigen-adam and graft step themselves (their step() refreshes K-FAC's curvature); sgd and base have
+        # K-FAC rewrite the gradients (with ACKTR's KL clip) that a plain optimizer then steps on
+        self.rewrites = cfg.kfac_combine in ("sgd", "base")
+        options = dict(factor_update_freq=cfg.kfac_factor_interval, inv_update_freq=cfg.kfac_inverse_interval,
+                       mode="eigenbasis" if cfg.kfac_combine == "eigen-adam" else cfg.kfac_mode)
+        self.critics = KFAC(critics, damping=cfg.kfac_damping, kl_clip=cfg.kfac_kl_clip or None, lr=cfg.q_lr,
+                            **options)
+        self.actor = KFAC(actor, damping=cfg.kfac_actor_damping, kl_clip=cfg.kfac_actor_kl_clip or None,
+                          lr=cfg.policy_lr, **options)
+
+    def optimizer(self, params, lr: float, which: str) -> torch.optim.Optimizer:
+        """The critics' or the actor's optimizer."""
+        if not self.enabled or self.rewrites:
+            return make_optimizer(self.cfg, params, lr, which)
+        kfac = self.critics if which == "critics" else self.actor
+        cls = {"eigen-adam": kfac_steps.EigenAdam, "graft": kfac_steps.Graft}[self.cfg.kfac_combine]
+        return cls(params, kfac, lr=lr)
 
     def critic_fisher(self, critics: Critics, obs, actions):
         """Both critics' Q(s, a), and when the critics' factors are due, their Gaussian Fisher
@@ -264,13 +327,15 @@ class Preconditioners:
         actor.zero_grad(set_to_none=True)
         return dist
 
-    def step_critics(self):
-        if self.enabled:
-            self.critics.step()
+    def step_critics(self, q_opt):
+        """Before the critics' optimizer steps: K-FAC rewrites their gradients (sgd, base), the KL clip at
+        the optimizer's learning rate as scheduled."""
+        if self.enabled and self.rewrites:
+            self.critics.step(lr=q_opt.param_groups[0]["lr"])
 
-    def step_actor(self):
-        if self.enabled:
-            self.actor.step()
+    def step_actor(self, actor_opt):
+        if self.enabled and self.rewrites:
+            self.actor.step(lr=actor_opt.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
         return {"critics": self.critics.state_dict(), "actor": self.actor.state_dict()} if self.enabled else {}
@@ -317,7 +382,7 @@ def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Cri
     qf1_loss, qf2_loss = F.mse_loss(q1, y), F.mse_loss(q2, y)
     q_opt.zero_grad(set_to_none=True)
     (qf1_loss + qf2_loss).backward()
-    kfac.step_critics()
+    kfac.step_critics(q_opt)
     q_opt.step()
 
     dist = kfac.actor_fisher(actor, batch["obs"])
@@ -327,7 +392,7 @@ def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Cri
     actor_loss = (alpha * log_prob - torch.min(*critics(batch["obs"], action))).mean()
     actor_opt.zero_grad(set_to_none=True)
     actor_loss.backward(inputs=list(actor.parameters()))
-    kfac.step_actor()
+    kfac.step_actor(actor_opt)
     actor_opt.step()
 
     out = {"qf1_loss": qf1_loss.detach(), "qf2_loss": qf2_loss.detach(), "actor_loss": actor_loss.detach(),
@@ -371,11 +436,10 @@ def figures(cfg: Config, losses: dict | None, kfac: Preconditioners, actor: Acto
     if losses is None:
         return out
     out.update({f"losses/{k}": v for k, v in losses.items()})
-    if kfac.enabled:
-        # the last update's preconditioned actor and critic steps, before the base optimizer
+    if kfac.enabled and kfac.rewrites:
+        # the last update's preconditioned actor and critic gradients, before the plain optimizer
         out["losses/kfac_update_norm"] = optim.clip.grad_norm(
             [p for p in [*critics.parameters(), *actor.parameters()] if p.grad is not None])
-        out["losses/kfac_damping"] = cfg.kfac_damping
     return out
 
 
@@ -391,8 +455,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     target.requires_grad_(False)
     kfac = Preconditioners(cfg, critics, actor)
     params = param_groups(cfg, {"critics": critics, "actor": actor}, {"critics": cfg.q_lr, "actor": cfg.policy_lr})
-    q_opt = make_optimizer(cfg, params["critics"], cfg.q_lr, "critics")
-    actor_opt = make_optimizer(cfg, params["actor"], cfg.policy_lr, "actor")
+    q_opt = kfac.optimizer(params["critics"], cfg.q_lr, "critics")
+    actor_opt = kfac.optimizer(params["actor"], cfg.policy_lr, "actor")
     target_entropy = -float(dims(env)[1])
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     alpha_opt = torch.optim.Adam([log_alpha], lr=cfg.q_lr)

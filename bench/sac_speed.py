@@ -3,9 +3,9 @@ CleanRL-style loop, in one run.
 
     python bench/sac_speed.py [--steps 2000] [--learning-starts 1000] [--rounds 2] [--device cpu]
 
-- ours, `--optimizer kfac` and `--optimizer adam`: the real trainer (`python -m agents.sac`, its
-  defaults: K-FAC in inverse mode, factors every 10 updates, inverses every 100) in a subprocess; the
-  figure is its own "steps/s after learning starts" line.
+- ours, `--optimizer kfac` (its defaults, or each `--kfac FLAGS` setting) and `--optimizer adam`: the real
+  trainer (`python -m agents.sac`) in a subprocess; the figure is its own "steps/s after learning
+  starts" line, and a K-FAC setting's step cost is Adam's steps/s over its own.
 - CleanRL-style (sac_continuous_action.py's structure, with the same networks and one actor update
   per step like ours): gymnasium's HalfCheetah-v5 with RecordEpisodeStatistics, a numpy buffer of
   (obs, next_obs) pairs, one torch Adam over both critics and one over the actor (torch's default
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 from agents.sac import Actor, Critics  # noqa: E402
 
 
-def ours(optimizer: str, args) -> float:
+def ours(optimizer: str, args, extra: list[str] = ()) -> float:
     with tempfile.TemporaryDirectory() as logdir:
-        cmd = [sys.executable, "-m", "agents.sac", "--env", "HalfCheetah", "--optimizer", optimizer,
+        cmd = [sys.executable, "-m", "agents.sac", "--env", "HalfCheetah", "--optimizer", optimizer, *extra,
                "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts",
                str(args.learning_starts), "--eval-interval", "0", "--checkpoint-interval", "0",
                "--device", args.device, "--logdir", logdir]
@@ -116,21 +116,33 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kfac", action="append", default=None, metavar="FLAGS",
+                        help="a K-FAC setting to time, as the trainer's flags in one string (repeatable), e.g. "
+                             "'--kfac-combine graft --kfac-factor-interval 2'; default: the trainer's default")
+    parser.add_argument("--no-cleanrl", action="store_true", help="leave the CleanRL-style loop out")
     args = parser.parse_args()
 
-    # Rounds alternate the three, and each keeps its best round: on a shared 2-core machine a run's
+    # Rounds alternate the settings, and each keeps its best round: on a shared 2-core machine a run's
     # speed drifts by 20% from one minute to the next, and the best of each is the least disturbed.
-    best = {"kfac": 0.0, "adam": 0.0, "cleanrl": 0.0}
+    kfacs = {f"kfac {flags}".strip(): flags.split() for flags in (args.kfac or [""])}
+    best = {**{name: 0.0 for name in kfacs}, "adam": 0.0}
+    if not args.no_cleanrl:
+        best["cleanrl"] = 0.0
     for r in range(args.rounds):
         for name in best:
-            sps = cleanrl_style(args) if name == "cleanrl" else ours(name, args)
+            if name == "cleanrl":
+                sps = cleanrl_style(args)
+            else:
+                sps = ours("adam", args) if name == "adam" else ours("kfac", args, kfacs[name])
             best[name] = max(best[name], sps)
             print(f"round {r + 1}: {name} {sps:.1f} steps/s", flush=True)
-    kfac, adam, clean = best["kfac"], best["adam"], best["cleanrl"]
-    print(f"ours, K-FAC over Adam: {kfac:.1f} steps/s (best of {args.rounds})")
-    print(f"ours, Adam:            {adam:.1f} steps/s")
-    print(f"CleanRL-style loop:    {clean:.1f} steps/s")
-    print(f"sac_kfac_sps={kfac:.1f} sac_adam_sps={adam:.1f} cleanrl_sps={clean:.1f} kfac_over_adam={adam / kfac:.2f}")
+    adam = best["adam"]
+    for name, sps in best.items():
+        ratio = f"  (step cost {adam / sps:.2f}x Adam's)" if name in kfacs else ""
+        print(f"{name:<60} {sps:6.1f} steps/s{ratio}  (best of {args.rounds})")
+    first = next(iter(kfacs))
+    tail = f" cleanrl_sps={best['cleanrl']:.1f}" if "cleanrl" in best else ""
+    print(f"sac_kfac_sps={best[first]:.1f} sac_adam_sps={adam:.1f}{tail} kfac_over_adam={adam / best[first]:.2f}")
 
 
 if __name__ == "__main__":

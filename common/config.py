@@ -60,13 +60,16 @@ def describe_preset(name: str, preset: dict, cfg) -> str:
 
 def config_from_checkpoint(config_cls: type, saved: dict, path: str):
     """The config a checkpoint was trained with (fields renamed since, in the config class's `RENAMED`, read
-    under their new names; fields this version does not know are dropped)."""
+    under their new names; fields added since take the value in its `LEGACY` that means what the earlier
+    version did, else their default; fields this version does not know are dropped)."""
     values = saved.get("config")
     if not isinstance(values, dict):
         fail(f"{path} holds no config this version can read")
     fields = {f.name for f in dataclasses.fields(config_cls)}
     renamed = getattr(config_cls, "RENAMED", {})  # an earlier version's field names
     values = {renamed.get(k, k): v for k, v in values.items()}
+    for name, meant in getattr(config_cls, "LEGACY", {}).items():  # what an absent field meant then
+        values.setdefault(name, meant)
     try:
         cfg = config_cls(**{k: v for k, v in values.items() if k in fields})
     except TypeError as e:

@@ -191,6 +191,7 @@ class KFACLayer:
         self.A: torch.Tensor | None = None  # running E[a_bar a_bar^T]
         self.G: torch.Tensor | None = None  # running E[g g^T]
         self.decomp: dict[str, torch.Tensor] = {}
+        self.version = 0  # counts decompositions, so that optimizers working in its bases see a new one
         # Means of the batch statistics captured since the last factor update, over `count` examples.
         # The buffers are kept across updates (count 0 marks them stale: the next capture overwrites).
         self._a_mean, self._a_count = None, 0
@@ -227,6 +228,7 @@ class KFACLayer:
         return True
 
     def update_decomposition(self, mode: str, damping: float) -> None:
+        self.version += 1
         if mode == "eigen" and self.G.shape[0] == 1:  # (mode "eigenbasis" wants the bases themselves)
             # One output (a critic's or a value head's last layer): G is a scalar g, and the inverse of
             # G (x) A + damping I is (g A + damping I)^-1, made by Cholesky (see `_derived`): the same
@@ -458,7 +460,8 @@ class KFAC:
                 continue
             layers[name] = {"A": layer.A.clone(), "G": layer.G.clone(),
                             **{k: v.clone() for k, v in layer.decomp.items()}}
-        return {"steps": self.steps, "mode": self.mode, "layers": layers}
+        return {"steps": self.steps, "mode": self.mode, "layers": layers,
+                "versions": {name: layer.version for name, layer in self.layers.items()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         unknown = sorted(set(state_dict["layers"]) - set(self.layers))
@@ -480,6 +483,9 @@ class KFAC:
             # Decompositions of the other mode are dropped; the next step recomputes ours.
             layer.decomp = ({k: v.to(device, layer.dtype).clone() for k, v in saved.items() if k not in ("A", "G")}
                             if same_mode else {})
+        for name, version in state_dict.get("versions", {}).items():
+            if same_mode:  # (else the next step decomposes anew, a new version)
+                self.layers[name].version = int(version)
         self.steps = int(state_dict["steps"])
 
 

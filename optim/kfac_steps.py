@@ -133,14 +133,14 @@ class EigenAdam(_KFACStep):
     def _layer_update(self, layer, v, state, group):
         d = layer.decomp
         qa, qg = d.get("QA"), d.get("QG")
-        if qa is not None and state.get("QA") is not qa:
+        if qa is not None and state.get("version") != layer.version:
             # new bases: rotate the first moment from the bases it is in (none: the identity) into them
             if "exp_avg" in state:
                 m = state["exp_avg"]
                 if "QA" in state:
                     m = state["QG"] @ m @ state["QA"].T
                 state["exp_avg"] = qg.T @ m @ qa
-            state["QA"], state["QG"] = qa, qg
+            state["QA"], state["QG"], state["version"] = qa, qg, layer.version
         if qa is None:
             return _adam_direction(state, v, group)
         return qg @ _adam_direction(state, qg.T @ v @ qa, group) @ qa.T

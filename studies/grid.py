@@ -55,8 +55,9 @@ class Config:
     env: str
     """Environment (short name or gymnasium id); for dcgan, the dataset (cifar10, folder, ring8, grid25)."""
     optimizers: tuple[str, ...] = ()
-    """Optimizers to compare, by registry name (dcgan: GENERATOR/DISCRIMINATOR, e.g. adam/rmsprop);
-    none: the trainer's default."""
+    """Optimizers to compare, by registry name (dcgan: GENERATOR/DISCRIMINATOR, e.g. adam/rmsprop), each
+    optionally with config fields of its own after commas (kfac,kfac_combine=graft); none: the trainer's
+    default."""
     set: tuple[str, ...] = ()
     """KEY=VALUE config fields for every run, KEY=V1,V2,... for one setting per value (crossed with
     the optimizers and the other lists). Keys are config field names (learning_rate) as in --help."""
@@ -162,17 +163,24 @@ def settings_of(cfg: Config, agent: Agent, fields: set[str]) -> tuple[list[Setti
                 fail(f"--set {opt_field} and --optimizers both choose the optimizer; use one")
         choices = []
         for o in cfg.optimizers:
-            parts = o.split("/")
+            # NAME or NAME,KEY=VALUE,...: an optimizer with fields of its own (kfac,kfac_combine=graft)
+            names, *own = o.split(",")
+            parts = names.split("/")
             if len(parts) != len(agent.optimizer_fields) or not all(parts):
                 want = "GENERATOR/DISCRIMINATOR (e.g. adam/rmsprop)" if len(agent.optimizer_fields) == 2 else "one name"
-                fail(f"--optimizers {o!r}: {cfg.agent} takes {want}")
-            choices.append(parts)
-        if len({tuple(c) for c in choices}) != len(choices):
+                fail(f"--optimizers {o!r}: {cfg.agent} takes {want}, then ,KEY=VALUE fields of its own if any")
+            own_fixed, own_varied = parse_sets(tuple(own), fields)
+            if own_varied or any(k in fixed or k in dict(varied) or k in agent.optimizer_fields for k in own_fixed):
+                fail(f"--optimizers {o!r}: an optimizer's own fields take one value each, and no field --set "
+                     f"or --optimizers sets already")
+            choices.append((parts, own_fixed))
+        if len({(tuple(c), tuple(own.items())) for c, own in choices}) != len(choices):
             fail("--optimizers lists an optimizer twice")
         settings = []
-        for choice in choices:
+        for choice, own in choices:
             for combo in itertools.product(*[vals for _, vals in axes]):
                 values = dict(zip(agent.optimizer_fields, choice))
+                values.update(own)
                 values.update(zip([k for k, _ in axes], combo))
                 settings.append(Setting(values))
     else:

@@ -130,7 +130,11 @@ def sac_space(trial) -> dict:
               "policy_lr": trial.suggest_float("policy_lr", 1e-4, 3e-3, log=True),
               "q_lr": trial.suggest_float("q_lr", 1e-4, 3e-3, log=True)}
     if values["optimizer"] == "kfac":
-        values["kfac_damping"] = trial.suggest_float("kfac_damping", 1e-4, 1e-1, log=True)
+        combine = values["kfac_combine"] = trial.suggest_categorical("kfac_combine", ["eigen-adam", "graft", "sgd"])
+        values["kfac_inverse_interval"] = trial.suggest_categorical("kfac_inverse_interval", [10, 30, 100])
+        if combine != "eigen-adam":  # eigen-adam has no damping (Adam's eps stands in for it)
+            values["kfac_damping"] = trial.suggest_float("kfac_damping", 1e-3, 1.0, log=True)
+            values["kfac_actor_damping"] = trial.suggest_float("kfac_actor_damping", 1e-3, 1.0, log=True)
     return values
 
 

@@ -253,6 +253,9 @@ def test_a_trial_with_clearly_worse_evaluations_is_pruned():
     ("grid", ["--agent", "dqn", "--env", "CartPole-v1", "--set", "seed=3"], "sets --seed itself"),
     ("grid", ["--agent", "dqn", "--env", "CartPole-v1", "--optimizers", "nosuch"], "setting optimizer=nosuch"),
     ("grid", ["--agent", "dcgan", "--env", "ring8", "--optimizers", "adam"], "GENERATOR/DISCRIMINATOR"),
+    ("grid", ["--agent", "sac", "--env", "Pendulum-v1", "--optimizers", "kfac,kfac_combine=a,b"], "KEY=VALUE"),
+    ("grid", ["--agent", "sac", "--env", "Pendulum-v1", "--optimizers", "kfac,tau=0.1", "--set", "tau=0.2"],
+     "no field --set"),
     ("grid", ["--agent", "dqn", "--env", "NoSuchEnv-v0"], "NoSuchEnv"),
     ("grid", ["--agent", "dqn", "--env", "CartPole-v1", "--set", "learning_rate=-1"], "learning-rate"),
     ("grid", ["--agent", "dqn", "--env", "CartPole-v1", "--threshold", "nan"], "--threshold must be a finite"),
@@ -269,3 +272,19 @@ def test_bad_input_is_one_line(module, args, says, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and says in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert not list(tmp_path.iterdir())  # nothing was run or written
+
+
+def test_an_optimizer_with_fields_of_its_own_is_one_setting():
+    """`--optimizers adam kfac,kfac_combine=graft kfac,kfac_combine=sgd`: three settings, the adam one
+    without the K-FAC field, crossed with a --set list."""
+    from studies.trainers import AGENTS
+
+    cfg = grid.Config(agent="sac", env="Pendulum-v1", optimizers=("adam", "kfac,kfac_combine=graft",
+                                                                   "kfac,kfac_combine=sgd"), set=("tau=0.01,0.02",))
+    settings, fixed = grid.settings_of(cfg, AGENTS["sac"], AGENTS["sac"].fields())
+    assert [s.name for s in settings] == [
+        "optimizer=adam,tau=0.01", "optimizer=adam,tau=0.02",
+        "optimizer=kfac,kfac_combine=graft,tau=0.01", "optimizer=kfac,kfac_combine=graft,tau=0.02",
+        "optimizer=kfac,kfac_combine=sgd,tau=0.01", "optimizer=kfac,kfac_combine=sgd,tau=0.02"]
+    assert settings[2].flags() == ["--optimizer", "kfac", "--kfac-combine", "graft", "--tau", "0.01"]
+    assert fixed == {}
