@@ -4,8 +4,10 @@
     opt = optim.build("rmsproptf", model.parameters(), lr=2.5e-4)
     opt = optim.build("lookahead", model.parameters(), base="sgd", k=5, alpha=0.5, lr=0.1, momentum=0.9)
 
-Also here: the K-FAC preconditioner (`optim.KFAC`, which rewrites gradients for any optimizer),
-gradient clipping (`optim.clip`) and learning-rate schedules (`optim.schedules`).
+Also here: K-FAC's curvature (`optim.KFAC`, which can rewrite gradients for SGD, as ACKTR) and the
+optimizers that step with it as its authors combine it (`optim.EigenAdam`, Adam in its eigenbasis;
+`optim.Graft`, its direction at Adam's step size; optim.kfac_steps), gradient clipping (`optim.clip`)
+and learning-rate schedules (`optim.schedules`).
 
 Depends on torch only.
 """
@@ -21,6 +23,7 @@ from optim import clip, schedules
 from optim.adabelief import AdaBelief
 from optim.adabound import AdaBound
 from optim.kfac import KFAC
+from optim.kfac_steps import EigenAdam, Graft
 from optim.lamb import LAMB
 from optim.lookahead import Lookahead
 from optim.rmsprop_tf import RMSpropTF
@@ -220,7 +223,8 @@ def build(name: str, params, switch: str = "", **hparams) -> torch.optim.Optimiz
         raise ValueError(f"{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-__all__ = ["AdaBelief", "AdaBound", "KFAC", "SWATS", "LAMB", "Lookahead", "RMSpropTF", "SharedAdam", "REGISTRY",
+__all__ = ["AdaBelief", "AdaBound", "KFAC", "EigenAdam", "Graft", "SWATS", "LAMB", "Lookahead", "RMSpropTF",
+           "SharedAdam", "REGISTRY",
            "build", "clip", "names", "parse_switch", "schedules", "accepts", "check_drivable", "drivable_names",
            "NOT_DRIVABLE", "RMSPROPS", "ADAMS", "ADAM_EPS", "ALPHA_MEANINGS", "EPS_MEANINGS", "SEMANTICS", "Semantics",
            "semantics", "eps_means", "alpha_means", "takes_adam_eps", "takes_rmsprop_alpha"]

@@ -35,8 +35,9 @@ PAIRINGS = [
      "Schulman et al. 2017; CleanRL's ppo_atari"),
     ("PPO, MuJoCo", "adam, one over actor and critic", "lr 3e-4 annealed linearly to 0, eps 1e-5",
      "Schulman et al. 2017; CleanRL's ppo_continuous_action"),
-    ("SAC, MuJoCo", "kfac preconditioning adam", "policy and Q lr 3e-4, damping 1e-3, factors every 10 "
-     "updates, inverses every 100", "Haarnoja et al. 2018 (SAC, Adam 3e-4); Martens & Grosse 2015 (K-FAC)"),
+    ("SAC, MuJoCo", "kfac: Adam in its eigenbasis (eigen-adam)", "policy and Q lr 3e-4, factors every 10 "
+     "updates, eigenbases every 30", "Haarnoja et al. 2018 (SAC, Adam 3e-4); George et al. 2018 (EKFAC); "
+     "Vyas et al. 2024 (SOAP)"),
     ("DCGAN, images", "adam generator, rmsprop discriminator", "both lr 2e-4; G betas (0.5, 0.999); D alpha 0.9",
      "Radford et al. 2016 (Adam 2e-4, beta1 0.5); the RMSprop discriminator is this toolkit's sources' pairing"),
 ]
@@ -103,7 +104,8 @@ def main(args: list[str] | None = None) -> None:
         return
     rows = [[n, defaults(n), means(n), source(n) + (f" (not for a backward(); step() loop: {optim.NOT_DRIVABLE[n]})"
                                            if n in optim.NOT_DRIVABLE else "")] for n in optim.names()]
-    print("Optimizers (--optimizer NAME in every trainer; K-FAC is a preconditioner: SAC's --optimizer kfac):\n")
+    print("Optimizers (--optimizer NAME in every trainer; K-FAC is a curvature: SAC's --optimizer kfac, "
+          "--kfac-combine):\n")
     print(table(["name", "defaults", "eps/alpha mean", "source"], rows))
     print("\neps/alpha mean: what a trainer's family defaults rely on (optim.SEMANTICS; '-': none declared, so "
           "none given). Adam-family eps defaults go to eps " + ", ".join(optim.ADAM_EPS) + " (optim.ADAMS), "

@@ -65,8 +65,7 @@ def build_sac(cfg):
     env = sac.make_env(cfg, cfg.num_envs)
     try:
         actor, critics = sac.make_networks(cfg, env, torch.device("cpu"))
-        sac.Preconditioners(cfg, critics, actor)
-        sac.make_optimizer(cfg, critics.parameters(), cfg.q_lr, "critics")
+        sac.Preconditioners(cfg, critics, actor).optimizer(critics.parameters(), cfg.q_lr, "critics")
         replay.for_env(env, cfg.buffer_size, cfg.num_envs, torch.device("cpu"), gamma=cfg.gamma)
     finally:
         env.close()

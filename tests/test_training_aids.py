@@ -157,11 +157,20 @@ def test_optimizer_switch_moves_adam_to_sgd_at_its_step(tmp_path):
 
 def test_optimizer_switch_in_sac_switches_kfacs_base_adam(tmp_path):
     sac.main(["--env", "Pendulum-v1", "--total-timesteps", "300", "--learning-starts", "200", "--eval-interval", "0",
-              "--optimizer-switch", "sgd@50", "--logdir", str(tmp_path)])
+              "--kfac-combine", "base", "--optimizer-switch", "sgd@50", "--logdir", str(tmp_path)])
     saved = final(tmp_path)
     for name in ("q_optimizer", "actor_optimizer"):
         state = saved[name]["state"]  # the base optimizer's: K-FAC preconditions its gradients
         assert state and all(s["sgd"] for s in state.values()), name
+
+
+def test_optimizer_switch_is_refused_where_kfac_steps_itself(tmp_path, capsys):
+    # eigen-adam (the default) and graft are Adam inside K-FAC: there is no plain optimizer to switch
+    with pytest.raises(SystemExit) as exit_:
+        sac.main(["--env", "Pendulum-v1", "--optimizer-switch", "sgd@50", "--logdir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--kfac-combine eigen-adam" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_optimizer_switch_follows_the_lr_schedule_after_the_switch():
