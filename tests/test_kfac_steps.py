@@ -57,26 +57,31 @@ def adam_dir(st, g, t):
     return (st["m"] / (1 - B1**t)) / ((st["v"] / (1 - B2**t)).sqrt() + EPS)
 
 
-@pytest.mark.parametrize("inv_every", [1, 2])
-def test_eigen_adam_is_adam_in_the_dense_kronecker_eigenbasis(inv_every):
+@pytest.mark.parametrize("inv_every,first_capture", [(1, 1), (2, 1), (2, 3)])
+def test_eigen_adam_is_adam_in_the_dense_kronecker_eigenbasis(inv_every, first_capture):
+    """Before `first_capture` the layers have no factors: Adam in the identity basis, whose moments the
+    first bases then take over."""
     model = mlp()
     ref = copy.deepcopy(model)
     kfac = KFAC(model, mode="eigenbasis", factor_update_freq=1, inv_update_freq=inv_every, factor_decay=0.8)
     opt = EigenAdam(model.parameters(), kfac, lr=LR, betas=(B1, B2), eps=EPS)
-    state = [dict(m=0.0, v=0.0, Q=None) for _ in linears(ref)]
-    for t, (x, y) in enumerate(batches(5), start=1):
+    state = [dict(m=torch.zeros(n, dtype=D64), v=torch.zeros(n, dtype=D64), Q=torch.eye(n, dtype=D64))
+             for n in (layer.weight.numel() + layer.bias.numel() for layer in linears(ref))]
+    for t, (x, y) in enumerate(batches(6), start=1):
         opt.zero_grad()
-        capture_backward(model, kfac, x, y)
+        if t >= first_capture:
+            capture_backward(model, kfac, x, y)
+        else:
+            F.mse_loss(model(x), y).backward()
         opt.step()
         # the reference: its own gradients at its own weights, the bases from K-FAC's factors (tested against
         # the per-example Fisher in test_kfac.py) decomposed densely when they were refreshed
         ref.zero_grad()
         F.mse_loss(ref(x), y).backward()
         for layer, kl, st in zip(linears(ref), kfac.layers.values(), state):
-            if (t - 1) % inv_every == 0:
+            if t >= first_capture and (t - 1) % inv_every == 0:
                 q_new = torch.kron(torch.linalg.eigh(kl.G)[1], torch.linalg.eigh(kl.A)[1])
-                if st["Q"] is not None:  # (before the first step the moment is 0 in any basis)
-                    st["m"] = q_new.T @ st["Q"] @ st["m"]
+                st["m"] = q_new.T @ st["Q"] @ st["m"]  # the second moment stays as it is
                 st["Q"] = q_new
             q = st["Q"]
             add_vec(layer, q @ adam_dir(st, q.T @ vec_grad(layer), t), -LR)
