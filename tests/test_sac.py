@@ -209,11 +209,12 @@ def test_each_kfac_combination_resumes_its_updates_exactly(combine):
 
 
 def test_a_run_of_the_default_kfac_saves_its_optimizer_state(tmp_path):
-    """Through the command line: the default combination's moments and bases are in the checkpoint."""
+    """Through the command line: the default combination's (graft's) moments are in the checkpoint."""
     sac.main(["--env", "Pendulum-v1", "--learning-starts", "100", "--hidden-sizes", "16", "--batch-size", "32",
               "--buffer-size", "1000", "--eval-interval", "0", "--kfac-factor-interval", "2",
               "--kfac-inverse-interval", "4", "--total-timesteps", "200", "--logdir", str(tmp_path)])
     saved = torch.load(only_run(tmp_path) / "final.pt", weights_only=True)
-    assert saved["config"]["kfac_combine"] == "eigen-adam"
+    assert saved["config"]["kfac_combine"] == "graft"
     states = saved["q_optimizer"]["state"].values()
-    assert states and all({"exp_avg", "exp_avg_sq", "QA", "QG"} <= set(st) for st in states)
+    assert states and all({"exp_avg", "exp_avg_sq", "step"} <= set(st) for st in states)
+    assert saved["kfac"]["critics"]["layers"]  # and K-FAC's factors, which set the direction
