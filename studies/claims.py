@@ -64,6 +64,13 @@ class Claim:
     """Why the claim cannot run here, if it cannot (checked at start); None: it can."""
 
 
+# SAC's claims on MuJoCo tasks (HalfCheetah, Hopper): both optimizers under the same budgets
+SAC_MUJOCO_BUDGETS = {
+    "small": Budget(seeds=3, steps=100_000, eval_interval=10_000, set=("eval_episodes=5",),
+                    note="100k env steps, learning from step 5,000 (the preset's); about 3 hours on 2 CPU cores"),
+    "paper": Budget(seeds=5, steps=1_000_000, eval_interval=10_000),
+}
+
 CLAIMS = {
     "rainbow-breakout": Claim(
         statement="Rainbow with Adam scores 22% more than with RMSprop on Breakout",
@@ -80,22 +87,12 @@ CLAIMS = {
         statement="SAC with K-FAC is 40% more sample-efficient than with Adam on HalfCheetah",
         source="the toolkit's sources (K-FAC: Martens & Grosse 2015; SAC: Haarnoja et al. 2018)",
         agent="sac", env="HalfCheetah", treatment="kfac", control="adam", gain="sample_efficiency", claimed=0.40,
-        budgets={
-            "small": Budget(seeds=3, steps=100_000, eval_interval=10_000, set=("eval_episodes=5",),
-                            note="100k env steps, learning from step 5,000 (the preset's); about 3 hours on "
-                                 "2 CPU cores"),
-            "paper": Budget(seeds=5, steps=1_000_000, eval_interval=10_000),
-        }),
+        budgets=SAC_MUJOCO_BUDGETS),
     "sac-hopper": Claim(
         statement="SAC with K-FAC is 40% more sample-efficient than with Adam on Hopper",
         source="the toolkit's sources, the HalfCheetah claim carried to a second MuJoCo task",
         agent="sac", env="Hopper", treatment="kfac", control="adam", gain="sample_efficiency", claimed=0.40,
-        budgets={
-            "small": Budget(seeds=3, steps=100_000, eval_interval=10_000, set=("eval_episodes=5",),
-                            note="100k env steps, learning from step 5,000 (the preset's); about 3 hours on "
-                                 "2 CPU cores"),
-            "paper": Budget(seeds=5, steps=1_000_000, eval_interval=10_000),
-        }),
+        budgets=SAC_MUJOCO_BUDGETS),
     "dcgan": Claim(
         statement="A DCGAN with an Adam generator and an RMSprop discriminator reaches Inception Score 7.8 on "
                   "CIFAR-10, 1.2 above SGD for both",
