@@ -1,7 +1,7 @@
 """The sources' optimizer claims, each run as a grid and settled with the 95% interval of its gain.
 
     python -m studies.claims rainbow-breakout --budget small    # fits a CPU hour (2 workers)
-    python -m studies.claims sac-hopper --budget small          # 100k steps, 3 seeds: about 3 CPU hours
+    python -m studies.claims sac-hopper --budget small          # 100k steps, 3 seeds: about 1.5 hours
     python -m studies.claims sac-halfcheetah --budget paper     # the papers' budgets: a GPU's work
     python -m studies.claims all --budget small
 
@@ -67,7 +67,7 @@ class Claim:
 # SAC's claims on MuJoCo tasks (HalfCheetah, Hopper): both optimizers under the same budgets
 SAC_MUJOCO_BUDGETS = {
     "small": Budget(seeds=3, steps=100_000, eval_interval=10_000, set=("eval_episodes=5",),
-                    note="100k env steps, learning from step 5,000 (the preset's); about 3 hours on 2 CPU cores"),
+                    note="100k env steps, learning from step 5,000 (the preset's); about 1.5 hours on 2 CPU cores"),
     "paper": Budget(seeds=5, steps=1_000_000, eval_interval=10_000),
 }
 
@@ -185,7 +185,7 @@ class Config:
     """Which claim: rainbow-breakout, sac-halfcheetah, sac-hopper, dcgan (2D mixtures), dcgan-cifar10 (needs the
     data and Inception weights), or all of them."""
     budget: Literal["small", "paper"] = "small"
-    """small: a CPU's budget with 2 workers (an hour; SAC's, about 3 hours each); paper: the papers' budgets,
+    """small: a CPU's budget with 2 workers (an hour; SAC's, about 1.5 hours each); paper: the papers' budgets,
     for a GPU."""
     out: str = "runs/claims"
     """Folder of the claims' grids and verdicts."""
