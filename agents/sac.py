@@ -99,6 +99,9 @@ class Config(OptimizerAidsConfig, RunConfig):
     kept to resume their runs and to compare."""
     base_optimizer: str = "adam"
     """With --kfac-combine base: the optimizer that steps on the preconditioned gradients."""
+    kfac_actor: bool = True
+    """With --optimizer kfac: the actor's curvature too (its own Fisher pass when factors are due); with
+    --no-kfac-actor only the critics are preconditioned and the actor steps with plain Adam."""
     policy_lr: Annotated[float, POSITIVE] = 3e-4
     """Learning rate of the actor (Haarnoja et al.: 3e-4)."""
     q_lr: Annotated[float, POSITIVE] = 3e-4
@@ -159,8 +162,8 @@ KFAC_MOMENTUM = 0.9  # sgd: ACKTR's momentum
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode", "autotune",
-                   "lr_mult", "optimizer_switch")
+FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode", "kfac_actor",
+                   "autotune", "lr_mult", "optimizer_switch")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -302,11 +305,13 @@ class Preconditioners:
                        mode="eigenbasis" if cfg.kfac_combine == "eigen-adam" else cfg.kfac_mode)
         self.critics = KFAC(critics, damping=cfg.kfac_damping, kl_clip=cfg.kfac_kl_clip or None, lr=cfg.q_lr,
                             **options)
-        self.actor = KFAC(actor, damping=cfg.kfac_actor_damping, kl_clip=cfg.kfac_actor_kl_clip or None,
-                          lr=cfg.policy_lr, **options)
+        self.actor = (KFAC(actor, damping=cfg.kfac_actor_damping, kl_clip=cfg.kfac_actor_kl_clip or None,
+                           lr=cfg.policy_lr, **options) if cfg.kfac_actor else None)
 
     def optimizer(self, params, lr: float, which: str) -> torch.optim.Optimizer:
         """The critics' or the actor's optimizer."""
+        if self.enabled and which == "actor" and self.actor is None:  # --no-kfac-actor: plain Adam
+            return optim.build("adam", params, self.cfg.optimizer_switch, lr=lr, fused=True)
         if not self.enabled or self.rewrites:
             return make_optimizer(self.cfg, params, lr, which)
         kfac = self.critics if which == "critics" else self.actor
@@ -327,7 +332,7 @@ class Preconditioners:
     def actor_fisher(self, actor: Actor, obs):
         """The actor's distribution at `obs`, and when its factors are due, the log-likelihood of its
         own sampled (pre-tanh) actions backpropagated inside the actor's capture."""
-        if not (self.enabled and self.actor.factors_due):
+        if not (self.enabled and self.actor is not None and self.actor.factors_due):
             return actor.distribution(obs)
         with self.actor.capture():
             dist = actor.distribution(obs)
@@ -342,16 +347,19 @@ class Preconditioners:
             self.critics.step(lr=q_opt.param_groups[0]["lr"])
 
     def step_actor(self, actor_opt):
-        if self.enabled and self.rewrites:
+        if self.enabled and self.rewrites and self.actor is not None:
             self.actor.step(lr=actor_opt.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
-        return {"critics": self.critics.state_dict(), "actor": self.actor.state_dict()} if self.enabled else {}
+        if not self.enabled:
+            return {}
+        return {"critics": self.critics.state_dict(), **({"actor": self.actor.state_dict()} if self.actor else {})}
 
     def load_state_dict(self, state: dict) -> None:
         if self.enabled:
             self.critics.load_state_dict(state["critics"])
-            self.actor.load_state_dict(state["actor"])
+            if self.actor is not None:
+                self.actor.load_state_dict(state["actor"])
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):

@@ -223,7 +223,7 @@ done
 
 # ---- speed benchmarks ------------------------------------------------------------------------
 run_step bench_dqn_speed_cuda 120 "^train_sps " 1 \
-    "$PY" bench/dqn_speed.py --device cuda --steps 4000 --fill 2000 --capacity 100000
+    "$PY" bench/dqn_speed.py --device cuda --steps 4000 --learning-starts 2000 --rounds 1
 run_step bench_rainbow_speed_cuda 120 "^rainbow_sps=" 1 \
     "$PY" bench/rainbow_speed.py --device cuda --steps 4000 --learning-starts 2000
 run_step bench_sac_speed_cuda 150 "^sac_kfac_sps=" 1 \

@@ -1,29 +1,33 @@
-"""PPO environment steps per second on Breakout, training loop and env alone, ours beside a CleanRL-style loop.
+"""PPO on Breakout: env steps/s and the whole command's time, our trainer beside CleanRL's ppo_atari.py, and
+each one's rollout and update timed apart.
 
-    python bench/ppo_speed.py [--updates 3] [--envs 8 32] [--device auto] [--threads T]
+    python bench/ppo_speed.py [--updates 3] [--envs 8 32] [--device cpu] [--threads T]
 
-Three measurements, each a warm-up rollout (+ update) and then --updates timed cycles of 128 steps per env:
-- ours: agents.ppo's training loop as train() runs it, minus the run folder and TensorBoard: ale-py's C++
-  vector env (envs.make), RolloutStorage on the device, gae, agents.ppo.update on agents.ppo.Agent (the
-  channels-last Nature CNN) with the atari preset (4 epochs x 4 minibatches, Adam eps 1e-5, clip 0.5),
-  including the per-update host syncs train() makes for its log line.
+Whole commands, each in a subprocess with 8 envs and (--updates + 1) iterations of 128 steps per env:
+- ours: `python -m agents.ppo --env Breakout` (atari preset, evaluation and checkpoints off); the figure
+  is its own "steps/s after learning starts" line (from its first rollout; PPO learns from the start).
+- cleanrl: CleanRL's script as it runs (bench/cleanrl_ppo.py: SB3's Atari wrappers in a SyncVectorEnv,
+  float32 storage, the NCHW network, its update), with its own SPS and its rollout and update seconds.
+In this process, after one warm-up cycle, --updates timed cycles per env count:
+- ours: agents.ppo's collect, training_batch and update as train() drives them (ale-py's C++ vector
+  env, RolloutStorage on the device, the channels-last Nature CNN, the atari preset), the rollout and
+  the update timed apart, with the per-update host reads train() makes for its log line.
 - env: the same vector env stepped with random actions, no network.
-- cleanrl: cleanrl/ppo_atari.py's loop: gymnasium's AtariPreprocessing + FrameStackObservation in a
-  SyncVectorEnv (no life-loss terminal), float32 rollout buffers, the same network in NCHW layout,
-  plain mean losses, torch.optim.Adam(eps=1e-5), nn.utils.clip_grad_norm_, its per-minibatch .item()s.
-Last line: `ppo_sps ours8=.. ours32=.. env8=.. env32=.. cleanrl8=.. ratio8=..` (ratio8 = ours8 / cleanrl8).
+Last line: `ppo_sps ours8=.. cleanrl8=.. ratio8=.. whole_ours=.. whole_cleanrl=.. ...` (ratio8: the whole
+commands' steps/s, ours over CleanRL's; rollout_/update_ keys: seconds of the in-process split).
 """
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import ale_py
-import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
-from torch.distributions import Categorical
 
 import envs
 from agents import ppo
@@ -31,8 +35,7 @@ from agents.rollout import RolloutStorage
 from common import device as devices, distributed
 from common.seeding import seed_everything
 
-gym.register_envs(ale_py)
-
+ROOT = Path(__file__).resolve().parent.parent
 NUM_STEPS = 128
 
 
@@ -57,7 +60,7 @@ def timed(cycle, updates: int, device: torch.device) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_ours(num_envs: int, args, device: torch.device) -> float:
+def run_ours(num_envs: int, args, device: torch.device) -> tuple[float, float, float]:
     cycles = args.updates + 1
     cfg = ppo.prepare(ppo.Config(env="Breakout", num_envs=num_envs, device=str(device),
                                  total_timesteps=num_envs * NUM_STEPS * cycles))
@@ -73,20 +76,29 @@ def run_ours(num_envs: int, args, device: torch.device) -> float:
     state = {"obs": storage.to_device(env.reset(seed=cfg.seed)[0]),
              "valid": torch.ones(num_envs, dtype=torch.bool, device=device)}
 
+    spent = {"rollout": 0.0, "update": 0.0}
+
     def cycle(update_i: int) -> None:
+        t0 = time.perf_counter()
         frac = 1.0 - update_i / cycles
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate * frac
         state["obs"], state["valid"] = ppo.collect(agent, env, storage, state["obs"], state["valid"],
                                                    lambda t, ret, length: None)
+        sync(device)
+        t1 = time.perf_counter()
         batch = ppo.training_batch(agent, storage, state["obs"], cfg)
         stats = ppo.update(agent, optimizer, batch, cfg.clip_coef, cfg, world, generator)
         # what train() reads back for its log line each update
         ppo.log_values(stats, batch)
+        sync(device)
+        if update_i > 0:  # the warm-up cycle is not counted
+            spent["rollout"] += t1 - t0
+            spent["update"] += time.perf_counter() - t1
 
     seconds = timed(cycle, args.updates, device)
     env.close()
-    return args.updates * NUM_STEPS * num_envs / seconds
+    return args.updates * NUM_STEPS * num_envs / seconds, spent["rollout"], spent["update"]
 
 
 def run_env(num_envs: int, args) -> float:
@@ -104,144 +116,48 @@ def run_env(num_envs: int, args) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# cleanrl: ppo_atari.py's loop on gymnasium's wrappers
+# whole commands: our trainer and CleanRL's script
 # ------------------------------------------------------------------------------------------------
 
 
-def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias_const)
-    return layer
+def whole_command(cmd: list[str], stream: str, what: str) -> tuple[float, float, str]:
+    """Run a command; its steps/s line, its wall time and its output."""
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    whole = time.perf_counter() - t0
+    text = getattr(out, stream)
+    found = re.search(r"(?:steps/s|SPS) after learning starts: ([0-9.]+)", text)
+    if out.returncode != 0 or not found:
+        sys.exit(f"{what} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return float(found.group(1)), whole, text
 
 
-class CleanRLAgent(nn.Module):
-    def __init__(self, num_actions: int):
-        super().__init__()
-        self.network = nn.Sequential(
-            layer_init(nn.Conv2d(4, 32, 8, stride=4)), nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
-            nn.Flatten(), layer_init(nn.Linear(64 * 7 * 7, 512)), nn.ReLU(),
-        )
-        self.actor = layer_init(nn.Linear(512, num_actions), std=0.01)
-        self.critic = layer_init(nn.Linear(512, 1), std=1)
-
-    def get_value(self, x):
-        return self.critic(self.network(x / 255.0))
-
-    def get_action_and_value(self, x, action=None):
-        hidden = self.network(x / 255.0)
-        probs = Categorical(logits=self.actor(hidden))
-        if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+def ours_command(args) -> tuple[float, float]:
+    total = 8 * NUM_STEPS * (args.updates + 1)
+    with tempfile.TemporaryDirectory() as logdir:
+        sps, whole, _ = whole_command(
+            [sys.executable, "-m", "agents.ppo", "--env", "Breakout", "--num-envs", "8", "--total-timesteps",
+             str(total), "--eval-interval", "0", "--checkpoint-interval", "0", "--device", args.device,
+             "--logdir", logdir], "stderr", "agents.ppo")
+    return sps, whole
 
 
-def make_gym_env():
-    env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.25)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, noop_max=30, terminal_on_life_loss=False)
-    env = gym.wrappers.TransformReward(env, np.sign)  # CleanRL's ClipRewardEnv
-    return gym.wrappers.FrameStackObservation(env, 4)
-
-
-def run_cleanrl(num_envs: int, args, device: torch.device) -> float:
-    c = ppo.prepare(ppo.Config(env="Breakout", num_envs=num_envs))  # the same hyper-parameters
-    cycles = args.updates + 1
-    batch_size = num_envs * NUM_STEPS
-    minibatch_size = batch_size // c.num_minibatches
-    seed_everything(c.seed)
-    vec = gym.vector.SyncVectorEnv([make_gym_env for _ in range(num_envs)])
-    agent = CleanRLAgent(vec.single_action_space.n).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=c.learning_rate, eps=1e-5)
-    obs_shape = vec.single_observation_space.shape
-    obs = torch.zeros((NUM_STEPS, num_envs) + obs_shape).to(device)
-    actions = torch.zeros((NUM_STEPS, num_envs)).to(device)
-    logprobs = torch.zeros((NUM_STEPS, num_envs)).to(device)
-    rewards = torch.zeros((NUM_STEPS, num_envs)).to(device)
-    dones = torch.zeros((NUM_STEPS, num_envs)).to(device)
-    values = torch.zeros((NUM_STEPS, num_envs)).to(device)
-    next_obs, _ = vec.reset(seed=c.seed)
-    state = {"obs": torch.Tensor(next_obs).to(device), "done": torch.zeros(num_envs).to(device)}
-
-    def cycle(iteration: int) -> None:
-        optimizer.param_groups[0]["lr"] = (1.0 - iteration / cycles) * c.learning_rate
-        next_obs, next_done = state["obs"], state["done"]
-        for step in range(NUM_STEPS):
-            obs[step] = next_obs
-            dones[step] = next_done
-            with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
-                values[step] = value.flatten()
-            actions[step] = action
-            logprobs[step] = logprob
-            next_obs, reward, terminations, truncations, infos = vec.step(action.cpu().numpy())
-            next_done = np.logical_or(terminations, truncations)
-            rewards[step] = torch.tensor(reward).to(device).view(-1)
-            next_obs, next_done = torch.Tensor(next_obs).to(device), torch.Tensor(next_done).to(device)
-        state["obs"], state["done"] = next_obs, next_done
-
-        with torch.no_grad():
-            next_value = agent.get_value(next_obs).reshape(1, -1)
-            advantages = torch.zeros_like(rewards).to(device)
-            lastgaelam = 0
-            for t in reversed(range(NUM_STEPS)):
-                if t == NUM_STEPS - 1:
-                    nextnonterminal = 1.0 - next_done
-                    nextvalues = next_value
-                else:
-                    nextnonterminal = 1.0 - dones[t + 1]
-                    nextvalues = values[t + 1]
-                delta = rewards[t] + c.gamma * nextvalues * nextnonterminal - values[t]
-                advantages[t] = lastgaelam = delta + c.gamma * c.gae_lambda * nextnonterminal * lastgaelam
-            returns = advantages + values
-
-        b_obs = obs.reshape((-1,) + obs_shape)
-        b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
-        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        b_inds = np.arange(batch_size)
-        clipfracs = []
-        for _ in range(c.update_epochs):
-            np.random.shuffle(b_inds)
-            for start in range(0, batch_size, minibatch_size):
-                mb_inds = b_inds[start:start + minibatch_size]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions.long()[mb_inds])
-                logratio = newlogprob - b_logprobs[mb_inds]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs += [((ratio - 1.0).abs() > c.clip_coef).float().mean().item()]
-                mb_advantages = b_advantages[mb_inds]
-                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                pg_loss = torch.max(-mb_advantages * ratio,
-                                    -mb_advantages * torch.clamp(ratio, 1 - c.clip_coef, 1 + c.clip_coef)).mean()
-                newvalue = newvalue.view(-1)
-                v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -c.clip_coef, c.clip_coef)
-                v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - b_returns[mb_inds]) ** 2).mean()
-                entropy_loss = entropy.mean()
-                loss = pg_loss - c.ent_coef * entropy_loss + v_loss * c.vf_coef
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), c.max_grad_norm)
-                optimizer.step()
-        # what CleanRL logs each iteration
-        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-        var_y = np.var(y_true)
-        _ = [v_loss.item(), pg_loss.item(), entropy_loss.item(), approx_kl.item(), np.mean(clipfracs),
-             np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y]
-
-    seconds = timed(cycle, args.updates, device)
-    vec.close()
-    return args.updates * NUM_STEPS * num_envs / seconds
+def cleanrl_command(args) -> tuple[float, float, float, float]:
+    total = 8 * NUM_STEPS * (args.updates + 1)
+    sps, whole, text = whole_command(
+        [sys.executable, str(ROOT / "bench" / "cleanrl_ppo.py"), "--num-envs", "8", "--total-timesteps",
+         str(total), "--device", args.device], "stdout", "cleanrl_ppo.py")
+    split = re.search(r"rollout_s=([0-9.]+) update_s=([0-9.]+)", text)
+    return sps, whole, float(split.group(1)), float(split.group(2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--updates", type=int, default=3, help="timed rollout+update cycles per measurement")
     parser.add_argument("--envs", type=int, nargs="+", default=[8, 32], help="env counts for ours and env alone")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in this process "
+                        "(default: torch's; the whole commands use their own defaults)")
     args = parser.parse_args()
     if args.updates < 1:
         parser.error("--updates must be at least 1")
@@ -251,16 +167,22 @@ def main() -> None:
     print(f"device {device}, torch threads {torch.get_num_threads()}, {args.updates} timed cycles of "
           f"{NUM_STEPS} steps per env each (after one warm-up)")
     results: dict[str, float] = {}
+    sps, whole = ours_command(args)
+    results.update(ours8=sps, whole_ours=whole)
+    print(f"ours     command   8 envs  {sps:8.1f} steps/s  whole {whole:6.1f} s", flush=True)
+    sps, whole, rollout_s, update_s = cleanrl_command(args)
+    results.update(cleanrl8=sps, whole_cleanrl=whole, rollout_cleanrl8=rollout_s, update_cleanrl8=update_s)
+    print(f"cleanrl  command   8 envs  {sps:8.1f} steps/s  whole {whole:6.1f} s  (rollouts {rollout_s:.1f} s, "
+          f"updates {update_s:.1f} s, all {args.updates + 1} iterations)", flush=True)
+    results["ratio8"] = results["ours8"] / results["cleanrl8"]
     for n in args.envs:
-        results[f"ours{n}"] = run_ours(n, args, device)
-        print(f"ours     {n:3d} envs  {results[f'ours{n}']:8.1f} steps/s  (rollout + update)", flush=True)
+        sps, rollout_s, update_s = run_ours(n, args, device)
+        results.update({f"inproc_ours{n}": sps, f"rollout_ours{n}": rollout_s, f"update_ours{n}": update_s})
+        print(f"ours     in-proc {n:3d} envs  {sps:8.1f} steps/s  (rollouts {rollout_s:.1f} s, updates "
+              f"{update_s:.1f} s, {args.updates} cycles)", flush=True)
     for n in args.envs:
         results[f"env{n}"] = run_env(n, args)
-        print(f"env      {n:3d} envs  {results[f'env{n}']:8.1f} steps/s  (random actions)", flush=True)
-    results["cleanrl8"] = run_cleanrl(8, args, device)
-    print(f"cleanrl    8 envs  {results['cleanrl8']:8.1f} steps/s  (rollout + update)", flush=True)
-    if "ours8" in results:
-        results["ratio8"] = results["ours8"] / results["cleanrl8"]
+        print(f"env      in-proc {n:3d} envs  {results[f'env{n}']:8.1f} steps/s  (random actions)", flush=True)
     print("ppo_sps " + " ".join(f"{k}={v:.2f}" if k.startswith("ratio") else f"{k}={v:.1f}"
                                 for k, v in results.items()))
 

@@ -132,9 +132,11 @@ def sac_space(trial) -> dict:
     if values["optimizer"] == "kfac":
         combine = values["kfac_combine"] = trial.suggest_categorical("kfac_combine", ["eigen-adam", "graft", "sgd"])
         values["kfac_inverse_interval"] = trial.suggest_categorical("kfac_inverse_interval", [10, 30, 100])
+        values["kfac_actor"] = trial.suggest_categorical("kfac_actor", [True, False])
         if combine != "eigen-adam":  # eigen-adam has no damping (Adam's eps stands in for it)
             values["kfac_damping"] = trial.suggest_float("kfac_damping", 1e-3, 1.0, log=True)
-            values["kfac_actor_damping"] = trial.suggest_float("kfac_actor_damping", 1e-3, 1.0, log=True)
+            if values["kfac_actor"]:
+                values["kfac_actor_damping"] = trial.suggest_float("kfac_actor_damping", 1e-3, 1.0, log=True)
     return values
 
 
@@ -198,7 +200,7 @@ def run_args(cfg: Config, agent: Agent, values: dict, seed: int, logdir: Path) -
         fixed = flags(fixed_values(cfg, agent), agent.bool_fields())
     except ValueError as e:
         fail(f"--set {e}")
-    return args + fixed + flags({k: _typed(v) for k, v in values.items()})
+    return args + fixed + flags({k: _typed(v) for k, v in values.items()}, agent.bool_fields())
 
 
 def _typed(v) -> str:

@@ -155,9 +155,9 @@ def batch_of(seed: int) -> dict:
 class Learner:
     """SAC's parts as train() builds them, for updates on given batches."""
 
-    def __init__(self, combine: str):
+    def __init__(self, combine: str, kfac_actor: bool = True):
         self.cfg = sac.prepare(sac.Config(env="Pendulum-v1", kfac_combine=combine, hidden_sizes=(16, 16),
-                                          kfac_factor_interval=2, kfac_inverse_interval=3))
+                                          kfac_factor_interval=2, kfac_inverse_interval=3, kfac_actor=kfac_actor))
         torch.manual_seed(0)
         self.actor, self.critics = sac.Actor(3, 1, (16, 16)), sac.Critics(3, 1, (16, 16))
         self.target = copy.deepcopy(self.critics)
@@ -180,20 +180,22 @@ class Learner:
                    self.actor_opt, self.log_alpha, self.alpha_opt, -1.0)
 
 
-@pytest.mark.parametrize("combine", ["eigen-adam", "graft", "sgd", "base"])
-def test_each_kfac_combination_resumes_its_updates_exactly(combine):
+@pytest.mark.parametrize("combine,kfac_actor", [("eigen-adam", True), ("graft", True), ("sgd", True), ("base", True),
+                                               ("graft", False)])
+def test_each_kfac_combination_resumes_its_updates_exactly(combine, kfac_actor):
     """Each --kfac-combine's optimizer and K-FAC state, saved and loaded into fresh networks, continues with
-    the very updates of an uninterrupted run (basis refreshes and factor updates included)."""
+    the very updates of an uninterrupted run (basis refreshes and factor updates included); with
+    --no-kfac-actor too."""
     import io
 
-    whole, cut = Learner(combine), Learner(combine)
+    whole, cut = Learner(combine, kfac_actor), Learner(combine, kfac_actor)
     for seed in range(5):
         whole.update(seed)
         cut.update(seed)
     buf = io.BytesIO()
     torch.save(cut.state_dict(), buf)
     buf.seek(0)
-    fresh = Learner(combine)
+    fresh = Learner(combine, kfac_actor)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     with torch.no_grad():
         fresh.log_alpha.copy_(cut.log_alpha)
@@ -206,6 +208,19 @@ def test_each_kfac_combination_resumes_its_updates_exactly(combine):
     for name, mine in [("actor", fresh.actor), ("critics", fresh.critics)]:
         for (n, p), q in zip(mine.named_parameters(), getattr(whole, name).parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"{combine} {name}.{n}")
+
+
+def test_without_the_actors_kfac_the_actor_steps_with_plain_adam():
+    """--no-kfac-actor: no K-FAC over the actor, no Fisher pass for it, and its update is torch's Adam's."""
+    learner, plain = Learner("graft", kfac_actor=False), Learner("graft", kfac_actor=False)
+    assert learner.kfac.actor is None and "actor" not in learner.kfac.state_dict()
+    assert type(learner.actor_opt) is torch.optim.Adam
+    plain.actor_opt = torch.optim.Adam(plain.actor.parameters(), lr=plain.cfg.policy_lr)
+    for seed in range(3):
+        learner.update(seed)
+        plain.update(seed)
+    for p, q in zip(learner.actor.parameters(), plain.actor.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_a_run_of_the_default_kfac_saves_its_optimizer_state(tmp_path):

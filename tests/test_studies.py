@@ -288,3 +288,26 @@ def test_an_optimizer_with_fields_of_its_own_is_one_setting():
         "optimizer=kfac,kfac_combine=sgd,tau=0.01", "optimizer=kfac,kfac_combine=sgd,tau=0.02"]
     assert settings[2].flags() == ["--optimizer", "kfac", "--kfac-combine", "graft", "--tau", "0.01"]
     assert fixed == {}
+
+
+@pytest.mark.parametrize("agent", ["sac", "ppo", "dqn"])
+def test_every_sampled_trial_is_a_command_line_its_trainer_takes(agent, tmp_path):
+    """The search spaces' samples (yes/no fields such as SAC's kfac_actor included) become flags that the
+    trainer parses and checks, for many draws."""
+    import optuna
+
+    from common import lifecycle
+    from studies.trainers import AGENTS
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    cfg = sweep.Config(agent=agent, env={"sac": "Pendulum-v1"}.get(agent, "CartPole-v1"), trials=1)
+    trainer = AGENTS[agent].trainer()
+    for _ in range(12):
+        trial = study.ask()
+        values = sweep.SPACES[agent](trial)
+        args = sweep.run_args(cfg, AGENTS[agent], values, 1, tmp_path)
+        parsed, _ = lifecycle.load_config(trainer, args)
+        for key, value in values.items():
+            assert getattr(parsed, key) == value, (key, args)
+        study.tell(trial, 0.0)
