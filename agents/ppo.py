@@ -225,10 +225,13 @@ class Agent(nn.Module):
         return self.critic(self.trunk(obs)).squeeze(-1)
 
     def dist(self, features: torch.Tensor):
+        # validate_args=False: torch.distributions checks its parameters (and every log_prob's value) by
+        # default, a few small ops each and on CUDA a host sync; what the network gives is valid by
+        # construction
         logits = self.actor(features)
         if self.continuous:
-            return Normal(logits, self.log_std.exp().expand_as(logits))
-        return Categorical(logits=logits)
+            return Normal(logits, self.log_std.exp().expand_as(logits), validate_args=False)
+        return Categorical(logits=logits, validate_args=False)
 
     def act_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
         """(action, its log-probability, the policy's entropy, V(obs)); samples when `action` is None."""
