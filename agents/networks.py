@@ -13,7 +13,8 @@ class NatureCNN(nn.Module):
 
     Takes uint8 frames and scales them to [0, 1] itself, so replay and env keep bytes. Weights and
     activations are kept channels-last: oneDNN's CPU convolutions run this network's update about
-    30% faster so (bench/dqn_speed.py), and cuDNN prefers the layout too.
+    30% faster so (measured against the NCHW layout by an earlier bench/dqn_speed.py), and cuDNN
+    prefers the layout too.
 
     `out_features=None`: the convolutions only (3,136 features), for heads of their own (Rainbow's
     dueling streams).

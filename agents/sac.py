@@ -1,7 +1,7 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications") with a K-FAC
 preconditioner.
 
-    python -m agents.sac --env HalfCheetah                    # K-FAC, grafted on Adam (the default)
+    python -m agents.sac --env HalfCheetah                    # K-FAC on the critics, grafted on Adam (the default)
     python -m agents.sac --env HalfCheetah --optimizer adam   # plain SAC: the baseline
     python -m agents.sac --env Pendulum-v1                    # preset classic: 15k steps
     python -m agents.sac --eval runs/HalfCheetah-v5__sac__1__1700000000/final.pt
@@ -9,23 +9,25 @@ preconditioner.
 Twin Q critics with Polyak-averaged targets, a tanh-squashed Gaussian actor, and the entropy
 temperature alpha tuned towards a target entropy of -|A|; one update of each per env step.
 
-With `--optimizer kfac` (the default) optim.KFAC keeps Kronecker-factored curvature of the critics and
-of the actor: the critics' factors from a Gaussian read of their outputs (targets sampled from N(Q, 1),
-ACKTR's critic Fisher), the actor's from the log-likelihood of actions sampled from its own pre-tanh
-Gaussian, each recorded only inside its own capture, so the actor's loss, which flows through the
-critics, never feeds the critics' factors. Factors are refreshed every `--kfac-factor-interval` updates
-(each an extra Fisher backward) and decomposed every `--kfac-inverse-interval`. `--kfac-combine` says
-how the curvature makes a step (optim.kfac_steps): K-FAC's direction at Adam's step size (graft, the
-default), Adam in the factors' eigenbasis (eigen-adam), or ACKTR's natural gradient with a KL clip and
-SGD momentum (sgd). Not, by default, K-FAC's output fed to Adam, which K-FAC's author warns against
-(tensorflow/kfac#25) and which learned far worse than Adam here (`--kfac-combine base`, kept to compare).
+With `--optimizer kfac` (the default) optim.KFAC keeps Kronecker-factored curvature of the critics (and,
+with `--kfac-actor`, of the actor, which otherwise steps with plain Adam): the critics' factors from a
+Gaussian read of their outputs (targets sampled from N(Q, 1), ACKTR's critic Fisher), the actor's from
+the log-likelihood of actions sampled from its own pre-tanh Gaussian, each recorded only inside its own
+capture, so the actor's loss, which flows through the critics, never feeds the critics' factors. Factors
+are refreshed every `--kfac-factor-interval` updates (each an extra Fisher backward) and decomposed every
+`--kfac-inverse-interval`. `--kfac-combine` says how the curvature makes a step (optim.kfac_steps):
+K-FAC's direction at Adam's step size (graft, the default), Adam in the factors' eigenbasis
+(eigen-adam), or ACKTR's natural gradient with a KL clip and SGD momentum (sgd). Not, by default,
+K-FAC's output fed to Adam, which K-FAC's author warns against (tensorflow/kfac#25) and which learned far
+worse than Adam here (`--kfac-combine base`, kept to compare).
 
-Measured, and not in K-FAC's favour: on HalfCheetah-v5 at 50k steps (2 seeds) graft, the best of the
-three, ends at 1,285 against plain Adam's 2,587 (evaluation of the final weights; eigen-adam 1,118, sgd
-670). At 100k steps (3 seeds) Adam needs 37% fewer steps than graft on HalfCheetah (final 4,700 against
-3,083) and 72% fewer on Hopper-v5 (774 against 391; no K-FAC run hops), and graft's update costs 1.65-1.9x
-Adam's. `--optimizer adam` is the stronger agent at these budgets; README's SAC section has the figures
-and the studies behind them.
+Measured, and not in K-FAC's favour: on HalfCheetah-v5 at 50k steps (2 seeds) graft on both networks,
+the best of the three combinations, ends at 1,285 against plain Adam's 2,587 (evaluation of the final
+weights; eigen-adam 1,118, sgd 670), graft on the critics only (the default since) at 1,941. At 100k
+steps (3 seeds) Adam needs 37% fewer steps than graft on both networks on HalfCheetah (final 4,700
+against 3,083) and 72% fewer on Hopper-v5 (774 against 391; no K-FAC run hops), and K-FAC's update costs
+1.4-1.9x Adam's. `--optimizer adam` is the stronger agent at these budgets; README's SAC section has the
+figures and the studies behind them.
 """
 from __future__ import annotations
 
@@ -91,7 +93,8 @@ class Config(OptimizerAidsConfig, RunConfig):
     optimizer: str = "kfac"
     """kfac (K-FAC's curvature, combined as --kfac-combine says) or any name of optim's registry (adam, ...).
     Measured, adam learns faster: at 100k steps (3 seeds) it needs 37% fewer steps on HalfCheetah-v5 (final
-    4,700 against kfac's 3,083) and 72% fewer on Hopper-v5 (774 against 391), at about half kfac's update cost."""
+    4,700 against 3,083 for kfac on both networks) and 72% fewer on Hopper-v5 (774 against 391), at 0.5-0.7x
+    kfac's update cost."""
     kfac_combine: Literal["eigen-adam", "graft", "sgd", "base"] = "graft"
     """With --optimizer kfac, how K-FAC's curvature makes a step (optim.kfac_steps): graft = K-FAC's direction
     at Adam's per-layer step size, pure Adam for the first 100 updates (the best of the three on
@@ -102,9 +105,10 @@ class Config(OptimizerAidsConfig, RunConfig):
     kept to resume their runs and to compare."""
     base_optimizer: str = "adam"
     """With --kfac-combine base: the optimizer that steps on the preconditioned gradients."""
-    kfac_actor: bool = True
-    """With --optimizer kfac: the actor's curvature too (its own Fisher pass when factors are due); with
-    --no-kfac-actor only the critics are preconditioned and the actor steps with plain Adam."""
+    kfac_actor: bool = False
+    """With --optimizer kfac, precondition the actor too (its own Fisher pass when factors are due). Off by
+    default: the critics alone preconditioned, the actor on plain Adam, learned better on HalfCheetah-v5 at
+    50k steps (2 seeds: final 1,941 against 1,285 with the actor's K-FAC) at a slightly lower cost."""
     policy_lr: Annotated[float, POSITIVE] = 3e-4
     """Learning rate of the actor (Haarnoja et al.: 3e-4)."""
     q_lr: Annotated[float, POSITIVE] = 3e-4
@@ -130,7 +134,7 @@ class Config(OptimizerAidsConfig, RunConfig):
     (ACKTR's critic), base off."""
     kfac_actor_kl_clip: Annotated[Optional[float], NON_NEGATIVE] = None
     """The same for the actor. Default: sgd 0.01 (ACKTR's policy), base --kfac-kl-clip."""
-    LEGACY: ClassVar[dict] = {"kfac_combine": "base"}
+    LEGACY: ClassVar[dict] = {"kfac_combine": "base", "kfac_actor": True}
     """What a field missing from an earlier version's config meant (common.config.config_from_checkpoint)."""
 
     checkpoint_interval: Annotated[PresetInt, NON_NEGATIVE] = None

@@ -4,7 +4,9 @@
 #     bash bench/gpu.sh [FIGURES_FILE]
 #
 # Run from a checkout (it cds to the repository root itself) on a machine with the project's
-# dependencies importable; no `pip install -e` needed (the root goes on PYTHONPATH). Writes every
+# dependencies importable, the `bench` extra's stable-baselines3 included (the speed benchmarks run
+# CleanRL's scripts, which use its Atari wrappers and replay buffer); no `pip install -e` needed (the
+# root goes on PYTHONPATH). Writes every
 # figure to FIGURES_FILE (default $OUT/gpu_figures.txt when $OUT is set, else bench/gpu_figures.txt),
 # printing as it goes:
 #   - the GPU (nvidia-smi -L), torch / CUDA / cuDNN versions;

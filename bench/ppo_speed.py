@@ -33,6 +33,7 @@ import envs
 from agents import ppo
 from agents.rollout import RolloutStorage
 from common import device as devices, distributed
+from common.precision import Precision
 from common.seeding import seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ def run_ours(num_envs: int, args, device: torch.device) -> tuple[float, float, f
     env = ppo.make_env(cfg, num_envs)
     agent = ppo.make_agent(cfg, env, device)
     optimizer = ppo.make_optimizer(cfg, agent.parameters())
+    amp = Precision.of(cfg.amp, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     obs_space, act_space = env.single_observation_space, env.single_action_space
     storage = RolloutStorage(cfg.num_steps, num_envs, obs_space.shape, obs_space.dtype, act_space.shape,
@@ -88,7 +90,7 @@ def run_ours(num_envs: int, args, device: torch.device) -> tuple[float, float, f
         sync(device)
         t1 = time.perf_counter()
         batch = ppo.training_batch(agent, storage, state["obs"], cfg)
-        stats = ppo.update(agent, optimizer, batch, cfg.clip_coef, cfg, world, generator)
+        stats = ppo.update(agent, optimizer, amp, batch, cfg.clip_coef, cfg, world, generator)
         # what train() reads back for its log line each update
         ppo.log_values(stats, batch)
         sync(device)

@@ -19,7 +19,7 @@ def only_run(logdir: Path) -> Path:
 
 
 def networks(optimizer="kfac"):
-    cfg = sac.prepare(sac.Config(env="Pendulum-v1", optimizer=optimizer, kfac_factor_interval=1))
+    cfg = sac.prepare(sac.Config(env="Pendulum-v1", optimizer=optimizer, kfac_factor_interval=1, kfac_actor=True))
     torch.manual_seed(0)
     actor, critics = sac.Actor(3, 1, cfg.hidden_sizes), sac.Critics(3, 1, cfg.hidden_sizes)
     return cfg, actor, critics
@@ -233,3 +233,14 @@ def test_a_run_of_the_default_kfac_saves_its_optimizer_state(tmp_path):
     states = saved["q_optimizer"]["state"].values()
     assert states and all({"exp_avg", "exp_avg_sq", "step"} <= set(st) for st in states)
     assert saved["kfac"]["critics"]["layers"]  # and K-FAC's factors, which set the direction
+
+
+def test_a_checkpoint_from_before_kfac_actor_resumes_with_the_actors_kfac():
+    """Checkpoints written before --kfac-actor existed preconditioned the actor: their config, read back
+    without the field, says so (and --kfac-actor is fixed on resume), though the default is now off."""
+    from common.config import config_from_checkpoint
+
+    values = {k: v for k, v in vars(sac.prepare(sac.Config(env="Pendulum-v1"))).items() if k != "kfac_actor"}
+    assert sac.Config().kfac_actor is False
+    assert config_from_checkpoint(sac.Config, {"config": values}, "old.pt").kfac_actor is True
+    assert "kfac_actor" in sac.FIXED_ON_RESUME
