@@ -20,44 +20,29 @@ included. Last line: `train_sps ours=X cleanrl=Y ratio=R`.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def timed(cmd: list[str], stream: str, what: str) -> tuple[float, float]:
-    """Run a command; its steps/s after learning starts and its wall time."""
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    whole = time.perf_counter() - t0
-    found = re.search(r"(?:steps/s|SPS) after learning starts: ([0-9.]+)", getattr(out, stream))
-    if out.returncode != 0 or not found:
-        sys.exit(f"{what} failed: {out.stderr.strip().splitlines()[-1:]}")
-    return float(found.group(1)), whole
+from commands import ROOT, timed_command
 
 
 def ours(args) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as logdir:
-        return timed([sys.executable, "-m", "agents.dqn", "--env", "Breakout", "--total-timesteps",
+        return timed_command([sys.executable, "-m", "agents.dqn", "--env", "Breakout", "--total-timesteps",
                       str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
                       "--end-e", "0.01", "--exploration-steps", "1", "--buffer-size", str(args.buffer_size),
                       "--eval-interval", "0",
                       "--checkpoint-interval", "0", "--device", args.device, "--logdir", logdir],
-                     "stderr", "agents.dqn")
+                             "agents.dqn")[:2]
 
 
 def cleanrl(args) -> tuple[float, float]:
     total = args.learning_starts + args.steps
-    return timed([sys.executable, str(ROOT / "bench" / "cleanrl_dqn.py"), "--total-timesteps", str(total),
+    return timed_command([sys.executable, str(ROOT / "bench" / "cleanrl_dqn.py"), "--total-timesteps", str(total),
                   "--learning-starts", str(args.learning_starts), "--end-e", "0.01",
                   "--buffer-size", str(args.buffer_size),
                   "--exploration-fraction", str(args.learning_starts / total), "--device", args.device],
-                 "stdout", "cleanrl_dqn.py")
+                         "cleanrl_dqn.py")[:2]
 
 
 def main() -> None:

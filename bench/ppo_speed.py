@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,8 +33,8 @@ from agents.rollout import RolloutStorage
 from common import device as devices, distributed
 from common.precision import Precision
 from common.seeding import seed_everything
+from commands import ROOT, timed_command
 
-ROOT = Path(__file__).resolve().parent.parent
 NUM_STEPS = 128
 
 
@@ -122,33 +120,21 @@ def run_env(num_envs: int, args) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def whole_command(cmd: list[str], stream: str, what: str) -> tuple[float, float, str]:
-    """Run a command; its steps/s line, its wall time and its output."""
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    whole = time.perf_counter() - t0
-    text = getattr(out, stream)
-    found = re.search(r"(?:steps/s|SPS) after learning starts: ([0-9.]+)", text)
-    if out.returncode != 0 or not found:
-        sys.exit(f"{what} failed: {out.stderr.strip().splitlines()[-1:]}")
-    return float(found.group(1)), whole, text
-
-
 def ours_command(args) -> tuple[float, float]:
     total = 8 * NUM_STEPS * (args.updates + 1)
     with tempfile.TemporaryDirectory() as logdir:
-        sps, whole, _ = whole_command(
+        sps, whole, _ = timed_command(
             [sys.executable, "-m", "agents.ppo", "--env", "Breakout", "--num-envs", "8", "--total-timesteps",
              str(total), "--eval-interval", "0", "--checkpoint-interval", "0", "--device", args.device,
-             "--logdir", logdir], "stderr", "agents.ppo")
+             "--logdir", logdir], "agents.ppo")
     return sps, whole
 
 
 def cleanrl_command(args) -> tuple[float, float, float, float]:
     total = 8 * NUM_STEPS * (args.updates + 1)
-    sps, whole, text = whole_command(
+    sps, whole, text = timed_command(
         [sys.executable, str(ROOT / "bench" / "cleanrl_ppo.py"), "--num-envs", "8", "--total-timesteps",
-         str(total), "--device", args.device], "stdout", "cleanrl_ppo.py")
+         str(total), "--device", args.device], "cleanrl_ppo.py")
     split = re.search(r"rollout_s=([0-9.]+) update_s=([0-9.]+)", text)
     return sps, whole, float(split.group(1)), float(split.group(2))
 

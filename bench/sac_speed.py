@@ -17,44 +17,26 @@ warm-up and exit included. Last line: `sac_kfac_sps=... sac_adam_sps=... cleanrl
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from commands import ROOT, timed_command
 
 
 def ours(optimizer: str, args, extra: list[str] = ()) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as logdir:
-        cmd = [sys.executable, "-m", "agents.sac", "--env", "HalfCheetah", "--optimizer", optimizer, *extra,
-               "--total-timesteps", str(args.learning_starts + args.steps), "--learning-starts",
-               str(args.learning_starts), "--eval-interval", "0", "--checkpoint-interval", "0",
-               "--device", args.device, "--logdir", logdir]
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        whole = time.perf_counter() - t0
-    found = re.search(r"steps/s after learning starts: ([0-9.]+)", out.stderr)
-    if out.returncode != 0 or not found:
-        sys.exit(f"sac --optimizer {optimizer} failed: {out.stderr.strip().splitlines()[-1:]}")
-    return float(found.group(1)), whole
+        return timed_command([sys.executable, "-m", "agents.sac", "--env", "HalfCheetah", "--optimizer", optimizer,
+                              *extra, "--total-timesteps", str(args.learning_starts + args.steps),
+                              "--learning-starts", str(args.learning_starts), "--eval-interval", "0",
+                              "--checkpoint-interval", "0", "--device", args.device, "--logdir", logdir],
+                             f"sac --optimizer {optimizer}")[:2]
 
 
 def cleanrl(args) -> tuple[float, float]:
-    """CleanRL's script as bench/cleanrl_sac.py writes it out: its steps/s after learning starts and the
-    whole command's time."""
-    cmd = [sys.executable, str(ROOT / "bench" / "cleanrl_sac.py"), "--total-timesteps",
-           str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
-           "--device", args.device]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    whole = time.perf_counter() - t0
-    found = re.search(r"SPS after learning starts: ([0-9.]+)", out.stdout)
-    if out.returncode != 0 or not found:
-        sys.exit(f"cleanrl_sac.py failed: {out.stderr.strip().splitlines()[-1:]}")
-    return float(found.group(1)), whole
+    """CleanRL's script as bench/cleanrl_sac.py writes it out."""
+    return timed_command([sys.executable, str(ROOT / "bench" / "cleanrl_sac.py"), "--total-timesteps",
+                          str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
+                          "--device", args.device], "cleanrl_sac.py")[:2]
 
 
 def main() -> None:
