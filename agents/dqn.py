@@ -30,6 +30,7 @@ from agents import env_setup, off_policy, replay
 from agents.batches import micro_batches
 from agents.networks import torso_for
 from common import device as devices, lifecycle
+from common.compiled import compiled
 from common.checks import (BELOW_ONE, LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, check_grad_accum,
                            family_default, fits_in_memory, limit)
 from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig,
@@ -50,6 +51,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
 
     env: str = "Breakout"
     """Atari game (`Breakout`, `Pong`, ...) or a gymnasium id with discrete actions (`CartPole-v1`)."""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
+    3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps (agent steps; 4 frames each on Atari). Preset atari 10,000,000 (Nature trained
     50M), classic 50,000."""
@@ -144,7 +148,7 @@ CLASSIC = dict(total_timesteps=50_000, buffer_size=100_000, learning_starts=1_00
 PRESETS = {"atari": ATARI, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "lr_mult", "optimizer_switch")
+FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "lr_mult", "optimizer_switch")
 # What a checkpoint's loss was: before 2026-12 DQN averaged its Huber loss over the batch, which an
 # optimizer state made with the sum cannot continue.
 LOSS = "huber-sum"
@@ -247,7 +251,8 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    return env_setup.make_env("DQN", cfg.env, num_envs, actions=(gym.spaces.Discrete,), render=render,
+    return env_setup.make_env("DQN", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+                              actions=(gym.spaces.Discrete,), render=render,
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions)
 
 
@@ -264,16 +269,16 @@ def make_q_network(cfg: Config, env, device: torch.device) -> QNetwork:
 
 
 def learn(q_net: QNetwork, target_net: QNetwork, optimizer, amp: Precision, batch: dict[str, torch.Tensor],
-          cfg: Config, measure_norm: bool = False):
-    """One update of the Q-network on `batch`: the summed Huber loss (over `cfg.grad_accum` slices),
-    the gradient clipped to `cfg.max_grad_norm` when set, one optimizer step. Returns the loss per
-    sample, the mean Q(s, a) and the gradient norm (None unless clipped or `measure_norm`), as tensors:
-    nothing is read back to the host here."""
+          cfg: Config, measure_norm: bool = False, loss_fn=td_loss):
+    """One update of the Q-network on `batch`: the summed Huber loss (over `cfg.grad_accum` slices;
+    `loss_fn` is td_loss, compiled with --compile), the gradient clipped to `cfg.max_grad_norm` when
+    set, one optimizer step. Returns the loss per sample, the mean Q(s, a) and the gradient norm (None
+    unless clipped or `measure_norm`), as tensors: nothing is read back to the host here."""
     optimizer.zero_grad(set_to_none=True)
     loss = q_mean = 0
     for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
         with amp.autocast():
-            part_loss, part_q = td_loss(q_net, target_net, part, cfg.gamma)
+            part_loss, part_q = loss_fn(q_net, target_net, part, cfg.gamma)
         amp.backward(part_loss)
         loss, q_mean = loss + part_loss.detach(), q_mean + part_q / cfg.grad_accum
     amp.unscale_(optimizer)
@@ -282,7 +287,7 @@ def learn(q_net: QNetwork, target_net: QNetwork, optimizer, amp: Precision, batc
     return loss / len(batch["actions"]), q_mean, grad_norm
 
 
-def train(cfg: Config, saved: dict | None = None) -> Path:
+def fit(cfg: Config, saved: dict | None = None) -> Path:
     """Train, log to TensorBoard, evaluate and checkpoint; returns the final checkpoint's path.
 
     `saved`: the checkpoint at `cfg.resume`, already loaded, to continue from."""
@@ -295,6 +300,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     optimizer = make_optimizer(cfg, param_groups(cfg, {"q": q_net}, {"q": cfg.learning_rate})["q"])
     amp = Precision.of(cfg.amp, device)
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device)
+    loss_fn, acting_net = compiled(td_loss, cfg.compile), compiled(q_net, cfg.compile)
     if saved and saved.get("loss") != LOSS:
         fail(f"cannot resume from {cfg.resume}: it was trained with a mean loss by an earlier version, whose "
              f"optimizer state this one cannot continue (--eval still plays it)")
@@ -312,7 +318,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     with session.open(c.global_step):
         while c.global_step < cfg.total_timesteps and not session.stop:
             epsilon = epsilon_at(c.global_step, cfg, c.exploration_origin)
-            actions = act(q_net, obs, epsilon, rng, num_actions, device)
+            actions = act(acting_net, obs, epsilon, rng, num_actions, device)
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
             obs = next_obs
@@ -327,7 +333,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng)
                         loss, q_mean, grad_norm = learn(q_net, target_net, optimizer, amp, batch, cfg,
-                                                        measure_norm=log_soon and i == cfg.gradient_steps - 1)
+                                                        measure_norm=log_soon and i == cfg.gradient_steps - 1,
+                                                        loss_fn=loss_fn)
                         schedule.step()
             if off_policy.crossed(c.global_step, cfg.num_envs, cfg.target_network_frequency):
                 target_net.load_state_dict(q_net.state_dict())
@@ -350,21 +357,42 @@ def evaluate(cfg: Config, q_net: QNetwork, device: torch.device, episodes: int, 
                               cfg, episodes, video, stop, training, modules=(q_net,))
 
 
+def restore(cfg: Config, saved: dict, device: torch.device) -> QNetwork:
+    """The Q-network in `saved` (the checkpoint at `cfg.eval`), on `device`."""
+    return env_setup.restore_policy(cfg, saved, lambda env: QNetwork(env.single_observation_space.shape,
+                                                                     int(env.single_action_space.n), cfg.hidden_sizes),
+                                    "q_net", lambda n: make_env(cfg, n), device)
+
+
+def policy(cfg: Config, saved: dict, device: torch.device):
+    """agents.load's parts: greedy actions for a batch of observations, and the env they come from."""
+    q_net = restore(cfg, saved, device).eval()
+
+    def greedy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+    return greedy, lambda n: make_env(cfg, n)
+
+
 def run_eval(cfg: Config, saved: dict) -> list[float]:
     """Play `cfg.eval_episodes` games with the policy in `saved` (the checkpoint at `cfg.eval`)."""
     device = devices.pick(cfg.device)
-    q_net = env_setup.restore_policy(cfg, saved, lambda env: QNetwork(env.single_observation_space.shape,
-                                                                      int(env.single_action_space.n),
-                                                                      cfg.hidden_sizes),
-                                     "q_net", lambda n: make_env(cfg, n), device)
+    q_net = restore(cfg, saved, device)
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
     return env_setup.report(cfg.env, evaluate(cfg, q_net, device, cfg.eval_episodes, video, training=False), video)
 
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dqn", prog="python -m agents.dqn", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=fit, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
+
+
+def train(cfg: Config) -> lifecycle.Result:
+    """Train from Python: `train(Config(...))` checks `cfg` as the command line does (fields left unset take
+    the preset), trains in this process and returns the run folder, final.pt and the evaluations."""
+    return lifecycle.train(TRAINER, cfg)
 
 
 def main(args: list[str] | None = None):

@@ -2,6 +2,7 @@
 errors, compare env names by what they mean, and play evaluation episodes."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,14 +36,34 @@ def canonical(name: str, value):
     return value.lower() if name == "optimizer" else value
 
 
+def parse_env_kwargs(items: tuple[str, ...]) -> dict[str, Any]:
+    """--env-kwargs KEY=VALUE ...: each value read as a Python literal (3, 0.5, True, None, 'text', (1, 2)),
+    else kept as the text typed."""
+    kwargs = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            fail(f"--env-kwargs {item!r}: write KEY=VALUE (e.g. gravity=9.8), KEY a Python name")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return kwargs
+
+
 def make_env(algo: str, name: str, num_envs: int, *, actions: tuple[type, ...], render: bool = False,
-             vector_mode: str = "sync", **options) -> gym.vector.VectorEnv:
-    """`envs.make` for agent `algo`, refusing with one line what it cannot make or the agent cannot
-    take: action spaces other than `actions`, observations other than Atari frames or flat vectors."""
-    atari = envs.resolve(name).is_atari
+             vector_mode: str = "sync", env_kwargs: tuple[str, ...] = (), **options) -> gym.vector.VectorEnv:
+    """`envs.make` for agent `algo` (with --env-kwargs' keyword arguments), refusing with one line what it
+    cannot make or the agent cannot take: action spaces other than `actions`, observations other than
+    Atari frames or flat vectors."""
+    try:
+        atari = envs.resolve(name).is_atari
+    except envs.UnknownEnvError as e:
+        fail(str(e))
     try:
         env = envs.make(name, num_envs, render_mode="rgb_array" if render and not atari else None,
-                        vector_mode="sync" if atari or render else vector_mode, **options)
+                        vector_mode="sync" if atari or render else vector_mode,
+                        env_kwargs=parse_env_kwargs(env_kwargs), **options)
     except envs.UnknownEnvError as e:
         fail(str(e))
     except (ImportError, TypeError, ValueError, gym.error.Error) as e:  # an env that cannot be made here

@@ -42,6 +42,7 @@ from agents.rollout import RolloutStorage, gae
 from common import device as devices, distributed, lifecycle
 from common.checks import (LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, check_grad_accum, family_default,
                            fits_in_memory, limit)
+from common.compiled import compiled
 from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, RunConfig, describe_preset,
                            fill_preset)
 from common.errors import fail
@@ -60,6 +61,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
 
     env: str = "Breakout"
     """Atari game, MuJoCo env (`HalfCheetah`, `Hopper`, ...) or any gymnasium id with discrete or Box actions."""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
+    3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps over all envs and ranks. Preset atari 10,000,000; mujoco 1,000,000; classic 100,000."""
     num_envs: Annotated[PresetInt, POSITIVE, limit(4096, "one process steps its share of them")] = None
@@ -151,7 +155,7 @@ CLASSIC = dict(total_timesteps=100_000, num_envs=8, num_steps=32, learning_rate=
 PRESETS = {"atari": ATARI, "mujoco": MUJOCO, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward", "lr_mult",
+FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward", "lr_mult",
                    "optimizer_switch")
 
 
@@ -296,9 +300,10 @@ def ppo_loss(agent: Agent, mb: dict[str, torch.Tensor], clip_coef: float, cfg: C
 
 
 def update(agent: Agent, optimizer, amp: Precision, batch: dict[str, torch.Tensor], clip_coef: float, cfg: Config,
-           world: distributed.World, generator: torch.Generator) -> dict[str, torch.Tensor]:
+           world: distributed.World, generator: torch.Generator, loss_fn=ppo_loss) -> dict[str, torch.Tensor]:
     """`update_epochs` passes over this rank's batch in `num_minibatches` shuffled minibatches; the
-    gradients are summed over micro-batches and ranks, clipped, then stepped. Stats stay tensors: the
+    gradients (of `loss_fn`: ppo_loss, compiled with --compile) are summed over micro-batches and
+    ranks, clipped, then stepped. Stats stay tensors: the
     one host read is --target-kl's, which every rank takes together after an epoch, and only when set."""
     size = batch["valid"].shape[0]
     mb_size = size // cfg.num_minibatches
@@ -312,7 +317,7 @@ def update(agent: Agent, optimizer, amp: Precision, batch: dict[str, torch.Tenso
             stats = {}
             for part in micro_batches(mb, cfg.grad_accum):  # the whole minibatch when 1
                 with amp.autocast():
-                    loss, part_stats = ppo_loss(agent, part, clip_coef, cfg, n, mean, std)
+                    loss, part_stats = loss_fn(agent, part, clip_coef, cfg, n, mean, std)
                 amp.backward(loss)
                 stats = {k: stats.get(k, 0) + v for k, v in part_stats.items()}
             world.sum_grads_(agent.parameters())
@@ -333,13 +338,15 @@ def update(agent: Agent, optimizer, amp: Precision, batch: dict[str, torch.Tenso
 
 
 def collect(agent: Agent, env, storage: RolloutStorage, next_obs: torch.Tensor, next_valid: torch.Tensor,
-            on_episode=None) -> tuple[torch.Tensor, torch.Tensor]:
+            on_episode=None, act=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill `storage` with one rollout from `next_obs`; returns the observation and validity the next
-    rollout starts from. `on_episode(t, return, length)` hears of every episode that ends."""
+    rollout starts from. `on_episode(t, return, length)` hears of every episode that ends. `act`:
+    agent.act_and_value, compiled with --compile."""
+    act = act or agent.act_and_value
     for t in range(storage.obs.shape[0]):
         storage.obs[t], storage.valid[t] = next_obs, next_valid
         with torch.no_grad():
-            action, logprob, _, value = agent.act_and_value(next_obs)
+            action, logprob, _, value = act(next_obs)
         storage.actions[t], storage.logprobs[t], storage.values[t] = action, logprob, value
         obs, reward, terminated, _, info = env.step(action.cpu().numpy())
         storage.rewards[t] = storage.to_device(reward.astype(np.float32))
@@ -388,7 +395,8 @@ def log_values(stats: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -
 
 def make_env(cfg: Config, num_envs: int, render: bool = False, training: bool = True):
     """Training envs normalize rewards (with the mujoco preset); evaluation envs report raw returns only."""
-    return env_setup.make_env("PPO", cfg.env, num_envs, actions=(gym.spaces.Discrete, gym.spaces.Box), render=render,
+    return env_setup.make_env("PPO", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+                              actions=(gym.spaces.Discrete, gym.spaces.Box), render=render,
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions,
                               normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward and training,
                               gamma=cfg.gamma)
@@ -486,7 +494,7 @@ def leave(session: Session, world: distributed.World, env, step: int, failed: Ex
     return session.finish(step)
 
 
-def train(cfg: Config, saved: dict | None = None) -> Path:
+def fit(cfg: Config, saved: dict | None = None) -> Path:
     """Train, log (rank 0), evaluate and checkpoint; returns the final checkpoint's path (Path() on the
     other ranks). Every rank acts on its share of the envs and sums its gradients with the others'."""
     world, device = start(cfg)
@@ -502,6 +510,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     storage = RolloutStorage(cfg.num_steps, local_envs, obs_space.shape, obs_space.dtype, act_space.shape,
                              torch.float32 if agent.continuous else torch.int64, device)
     num_updates = iterations(cfg)  # a batch is over all ranks
+    loss_fn, act = compiled(ppo_loss, cfg.compile), compiled(agent.act_and_value, cfg.compile)
     c = Counters(update=0, global_step=0)
     session = make_session(cfg, world, run_state(cfg, world, agent, optimizer, amp, c, env, rng, shuffle),
                            saved, agent, env, device)
@@ -521,10 +530,10 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 break
             lr, clip_coef = schedule.lr, cfg.clip_coef * (1.0 - c.update / num_updates if cfg.anneal_clip else 1.0)
             next_obs, next_valid = collect(agent, env, storage, next_obs, next_valid,
-                                           on_episode if world.is_main else None)
+                                           on_episode if world.is_main else None, act)
             c.global_step += cfg.num_steps * cfg.num_envs
             batch = training_batch(agent, storage, next_obs, cfg)
-            stats = update(agent, optimizer, amp, batch, clip_coef, cfg, world, shuffle)
+            stats = update(agent, optimizer, amp, batch, clip_coef, cfg, world, shuffle, loss_fn)
             schedule.step()
             c.update += 1
             if world.distributed and not world.same_everywhere(agent.parameters()):
@@ -548,16 +557,18 @@ def evaluate(cfg: Config, agent: Agent, normalization: Callable[[], dict], devic
             envs.load_normalization_state(env, normalization(), freeze=True)
         return env
 
-    def act(obs):
-        with torch.no_grad():
-            return agent.greedy(torch.as_tensor(obs, device=device)).cpu().numpy()
-
-    return env_setup.evaluate(make, act, cfg, episodes, video, stop, training, modules=(agent,))
+    return env_setup.evaluate(make, lambda obs: greedy_actions(agent, obs, device), cfg, episodes, video, stop,
+                              training, modules=(agent,))
 
 
-def run_eval(cfg: Config, saved: dict) -> list[float]:
-    """--eval: play `cfg.eval_episodes` episodes with the checkpoint's policy and print the score line."""
-    device = devices.pick(cfg.device)
+def greedy_actions(agent: Agent, obs: np.ndarray, device: torch.device) -> np.ndarray:
+    with torch.no_grad():
+        return agent.greedy(torch.as_tensor(obs, device=device)).cpu().numpy()
+
+
+def restore(cfg: Config, saved: dict, device: torch.device) -> Agent:
+    """The agent in `saved` (the checkpoint at `cfg.eval`), on `device`, checked against the env and its
+    saved observation statistics."""
     probe = make_env(cfg, 1, training=False)
     try:
         agent = Agent(probe.single_observation_space.shape, probe.single_action_space, cfg.hidden_sizes)
@@ -567,16 +578,43 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
         fail(f"{cfg.eval}: the checkpoint's policy does not fit {cfg.env} ({str(e).splitlines()[0]})")
     finally:
         probe.close()
+    return agent.to(device)
+
+
+def policy(cfg: Config, saved: dict, device: torch.device):
+    """agents.load's parts: the greedy actions (the Gaussian's mean, the most probable action) for a batch of
+    observations, and the env they come from, its observation statistics the checkpoint's, frozen."""
+    agent = restore(cfg, saved, device).eval()
+
+    def make(num_envs: int):
+        env = make_env(cfg, num_envs, training=False)
+        if cfg.normalize_obs:
+            envs.load_normalization_state(env, saved["normalization"], freeze=True)
+        return env
+
+    return (lambda obs: greedy_actions(agent, obs, device)), make
+
+
+def run_eval(cfg: Config, saved: dict) -> list[float]:
+    """--eval: play `cfg.eval_episodes` episodes with the checkpoint's policy and print the score line."""
+    device = devices.pick(cfg.device)
+    agent = restore(cfg, saved, device)
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
-    scores = evaluate(cfg, agent.to(device), lambda: saved["normalization"], device, cfg.eval_episodes, video,
+    scores = evaluate(cfg, agent, lambda: saved["normalization"], device, cfg.eval_episodes, video,
                       training=False)
     return env_setup.report(cfg.env, scores, video)
 
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="ppo", prog="python -m agents.ppo", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=fit, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
+
+
+def train(cfg: Config) -> lifecycle.Result:
+    """Train from Python: `train(Config(...))` checks `cfg` as the command line does (fields left unset take
+    the preset), trains in this process and returns the run folder, final.pt and the evaluations."""
+    return lifecycle.train(TRAINER, cfg)
 
 
 def main(args: list[str] | None = None):

@@ -37,6 +37,7 @@ from agents.networks import MLP, DataEfficientCNN, NatureCNN, NoisyLinear
 from common import device as devices, lifecycle
 from common.checks import (BELOW_ONE, LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, between, check_fields,
                            check_grad_accum, family_default, fits_in_memory, limit)
+from common.compiled import compiled
 from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig,
                            describe_preset, fill_preset)
 from common.errors import fail
@@ -56,6 +57,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
 
     env: str = "Breakout"
     """Atari game (`Breakout`, `Pong`, ...) or a gymnasium id with discrete actions (`CartPole-v1`)."""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
+    3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
     preset: Optional[Literal["atari", "atari100k", "classic"]] = None
     """Preset for the unset fields; default: atari for Atari games, classic for everything else."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
@@ -171,9 +175,8 @@ PRESETS = {"atari": ATARI, "atari100k": ATARI100K, "classic": CLASSIC}
 TORSOS = ("nature", "data-efficient")
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "preset", "lr_mult", "optimizer_switch", "hidden_sizes", "noisy_hidden", "noisy_sigma",
-                   "torso", "num_atoms", "v_min",
-                   "v_max", "optimizer")
+FIXED_ON_RESUME = ("env", "env_kwargs", "preset", "lr_mult", "optimizer_switch", "hidden_sizes", "noisy_hidden",
+                   "noisy_sigma", "torso", "num_atoms", "v_min", "v_max", "optimizer")
 
 
 def preset_name(cfg: Config) -> str:
@@ -309,13 +312,15 @@ def beta_at(step: int, cfg: Config, origin: int) -> float:
 
 
 def act(net: RainbowNetwork, obs: np.ndarray, support: torch.Tensor, device: torch.device,
-        epsilon: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+        epsilon: float = 0.0, rng: np.random.Generator | None = None, forward=None) -> np.ndarray:
     """Greedy actions of the network as it is (training: new noise drawn first, which is how it
-    explores; eval mode: its mean), with a share `epsilon` of random actions (evaluation only)."""
+    explores; eval mode: its mean), with a share `epsilon` of random actions (evaluation only).
+    `forward`: the network's forward compiled (--compile), else the network's own."""
     if net.training:
         net.reset_noise()
     with torch.no_grad():
-        actions = q_values(net(torch.as_tensor(obs, device=device)), support).argmax(dim=1).cpu().numpy()
+        log_probs = (forward or net)(torch.as_tensor(obs, device=device))
+        actions = q_values(log_probs, support).argmax(dim=1).cpu().numpy()
     if epsilon > 0:
         explore = rng.random(len(obs)) < epsilon
         actions = np.where(explore, rng.integers(0, net.num_actions, size=len(obs)), actions)
@@ -341,7 +346,8 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    return env_setup.make_env("Rainbow", cfg.env, num_envs, actions=(gym.spaces.Discrete,), render=render,
+    return env_setup.make_env("Rainbow", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+                              actions=(gym.spaces.Discrete,), render=render,
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions)
 
 
@@ -363,19 +369,20 @@ def make_support(cfg: Config, device: torch.device) -> torch.Tensor:
 
 
 def learn(net: RainbowNetwork, target_net: RainbowNetwork, optimizer, amp: Precision, batch: dict[str, torch.Tensor],
-          support: torch.Tensor, cfg: Config, measure_norm: bool = False):
+          support: torch.Tensor, cfg: Config, measure_norm: bool = False, loss_fn=categorical_loss):
     """One update of the network on `batch`, under new noise in both networks (drawn independently):
-    the importance-weighted mean KL (each of `cfg.grad_accum` slices adding its share, under the same
-    noise), the gradient clipped to `cfg.max_grad_norm` when set, one optimizer step. Returns the loss,
-    the per-sample KLs of the whole batch (its new priorities), the mean Q(s, a) and the gradient
-    norm (None unless clipped or `measure_norm`), as tensors: nothing is read back to the host here."""
+    the importance-weighted mean KL (`loss_fn`: categorical_loss, compiled with --compile; each of
+    `cfg.grad_accum` slices adding its share, under the same noise), the gradient clipped to
+    `cfg.max_grad_norm` when set, one optimizer step. Returns the loss, the per-sample KLs of the
+    whole batch (its new priorities), the mean Q(s, a) and the gradient norm (None unless clipped or
+    `measure_norm`), as tensors: nothing is read back to the host here."""
     net.reset_noise()
     target_net.reset_noise()
     optimizer.zero_grad(set_to_none=True)
     loss, q_mean, kls = 0, 0, []
     for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
         with amp.autocast():
-            part_loss, part_kl, part_q = categorical_loss(net, target_net, part, support)
+            part_loss, part_kl, part_q = loss_fn(net, target_net, part, support)
         amp.backward(part_loss / cfg.grad_accum)
         loss, q_mean = loss + part_loss.detach() / cfg.grad_accum, q_mean + part_q / cfg.grad_accum
         kls.append(part_kl)
@@ -385,7 +392,7 @@ def learn(net: RainbowNetwork, target_net: RainbowNetwork, optimizer, amp: Preci
     return loss, torch.cat(kls) if len(kls) > 1 else kls[0], q_mean, grad_norm
 
 
-def train(cfg: Config, saved: dict | None = None) -> Path:
+def fit(cfg: Config, saved: dict | None = None) -> Path:
     """Train, log to TensorBoard, evaluate and checkpoint; returns the final checkpoint's path.
 
     `saved`: the checkpoint at `cfg.resume`, already loaded, to continue from."""
@@ -400,6 +407,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device, n_step=cfg.n_step, gamma=cfg.gamma,
                         prioritized=True, alpha=cfg.priority_alpha)
     # beta_origin: where beta's anneal began, kept when --learning-starts only sizes a refill
+    loss_fn, forward = compiled(categorical_loss, cfg.compile), compiled(net, cfg.compile)
     c = Counters(global_step=0, update_debt=0, beta_origin=cfg.learning_starts)
     state = RunState(net=net, target_net=target_net, optimizer=optimizer).add("grad_scaler", amp, optional=True)
     state.add("rng", RNG(rng)).add("counters", c)
@@ -413,7 +421,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     beta = beta_at(c.global_step, cfg, c.beta_origin)
     with session.open(c.global_step):
         while c.global_step < cfg.total_timesteps and not session.stop:
-            actions = act(net, obs, support, device)  # fresh noise each step: the exploration
+            actions = act(net, obs, support, device, forward=forward)  # fresh noise each step: the exploration
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
             obs = next_obs
@@ -429,7 +437,8 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng, beta)
                         loss, kls, q_mean, grad_norm = learn(net, target_net, optimizer, amp, batch, support, cfg,
-                                                             measure_norm=log_soon and i == cfg.gradient_steps - 1)
+                                                             measure_norm=log_soon and i == cfg.gradient_steps - 1,
+                                                             loss_fn=loss_fn)
                         schedule.step()
                         rb.update_priorities(batch["index"], kls)
             if off_policy.crossed(c.global_step, cfg.num_envs, cfg.target_network_frequency):
@@ -453,12 +462,24 @@ def evaluate(cfg: Config, net: RainbowNetwork, support: torch.Tensor, device: to
                               cfg, episodes, video, stop, training, modules=(net,))
 
 
+def restore(cfg: Config, saved: dict, device: torch.device) -> RainbowNetwork:
+    """The network in `saved` (the checkpoint at `cfg.eval`), on `device`."""
+    return env_setup.restore_policy(cfg, saved, lambda env: RainbowNetwork(env.single_observation_space.shape,
+                                                                           int(env.single_action_space.n), cfg),
+                                    "net", lambda n: make_env(cfg, n), device)
+
+
+def policy(cfg: Config, saved: dict, device: torch.device):
+    """agents.load's parts: greedy actions (the noisy layers at their means) for a batch of observations,
+    and the env they come from."""
+    net, support = restore(cfg, saved, device).eval(), make_support(cfg, device)
+    return (lambda obs: act(net, obs, support, device)), lambda n: make_env(cfg, n)
+
+
 def run_eval(cfg: Config, saved: dict) -> list[float]:
     """Play `cfg.eval_episodes` games with the policy in `saved` (the checkpoint at `cfg.eval`)."""
     device = devices.pick(cfg.device)
-    net = env_setup.restore_policy(cfg, saved, lambda env: RainbowNetwork(env.single_observation_space.shape,
-                                                                          int(env.single_action_space.n), cfg),
-                                   "net", lambda n: make_env(cfg, n), device)
+    net = restore(cfg, saved, device)
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
     return env_setup.report(cfg.env, evaluate(cfg, net, make_support(cfg, device), device, cfg.eval_episodes, video,
                                               training=False), video)
@@ -466,8 +487,14 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="rainbow", prog="python -m agents.rainbow", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=fit, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
+
+
+def train(cfg: Config) -> lifecycle.Result:
+    """Train from Python: `train(Config(...))` checks `cfg` as the command line does (fields left unset take
+    the preset), trains in this process and returns the run folder, final.pt and the evaluations."""
+    return lifecycle.train(TRAINER, cfg)
 
 
 def main(args: list[str] | None = None):

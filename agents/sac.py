@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Optional
@@ -52,6 +53,7 @@ from agents.networks import MLP
 from common import device as devices, lifecycle
 from common.checks import (LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, fits_in_memory, flag,
                            limit)
+from common.compiled import compiled
 from common.config import OptimizerAidsConfig, PresetInt, RunConfig, describe_preset, fill_preset
 from common.errors import fail
 from common.optimizers import check_lr_schedule, off_policy_updates, param_groups
@@ -71,6 +73,9 @@ class Config(OptimizerAidsConfig, RunConfig):
     env: str = "HalfCheetah"
     """A gymnasium env with Box actions: `HalfCheetah`, `Hopper`, `Walker2d`, `Ant`, `Humanoid` (v5),
     `Pendulum-v1`, ..."""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
+    3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps. Preset mujoco 1,000,000; classic 15,000."""
     num_envs: Annotated[int, POSITIVE, limit(1024, "one process steps them all")] = 1
@@ -169,8 +174,8 @@ KFAC_MOMENTUM = 0.9  # sgd: ACKTR's momentum
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
-FIXED_ON_RESUME = ("env", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode", "kfac_actor",
-                   "autotune", "lr_mult", "optimizer_switch")
+FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode",
+                   "kfac_actor", "autotune", "lr_mult", "optimizer_switch")
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -194,6 +199,9 @@ def prepare(cfg: Config) -> Config:
     check_fields(cfg)
     if cfg.optimizer.lower() == "kfac":
         fill_kfac_defaults(cfg)
+        if cfg.compile:
+            fail("--compile: K-FAC's layer hooks capture activations in some updates only, which torch.compile "
+                 "does not trace; use it with a plain optimizer (--optimizer adam)")
     check_lr_schedule(cfg, off_policy_updates(cfg), ("q_lr", "policy_lr"))
     if not cfg.hidden_sizes:
         fail("--hidden-sizes must be one or more layers (got none)")
@@ -372,7 +380,8 @@ class Preconditioners:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    return env_setup.make_env("SAC", cfg.env, num_envs, actions=(gym.spaces.Box,), render=render,
+    return env_setup.make_env("SAC", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+                              actions=(gym.spaces.Box,), render=render,
                               vector_mode=cfg.vector_mode)
 
 
@@ -393,35 +402,58 @@ def make_networks(cfg: Config, env, device: torch.device) -> tuple[Actor, Critic
         fail(f"cannot build the networks {cfg.hidden_sizes}: {str(e).splitlines()[0][:160]}")
 
 
-def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Critics, kfac: Preconditioners,
-           q_opt, actor_opt, log_alpha: torch.Tensor, alpha_opt, target_entropy: float) -> dict:
-    """One SAC update of the critics, the actor, alpha and the target critics; returns the losses as
-    tensors (read back only when logged)."""
-    alpha = log_alpha.exp().detach() if cfg.autotune else torch.tensor(cfg.alpha, device=log_alpha.device)
+def critic_losses(batch: dict, actor: Actor, critics, target: Critics, alpha: torch.Tensor):
+    """Each critic's squared error to the soft target r + discount * (min of the target critics - alpha
+    * log-prob) at an action the actor samples for the next observation; and the first critic's mean
+    Q(s, a). `critics`: the critics, or their forward inside K-FAC's capture when its factors are due."""
     with torch.no_grad():
         next_action, next_log_prob = actor.sample(batch["next_obs"])
         next_q = torch.min(*target(batch["next_obs"], next_action)) - alpha * next_log_prob
         y = batch["rewards"] + batch["discounts"] * (~batch["terminated"]).float() * next_q
+    q1, q2 = critics(batch["obs"], batch["actions"])
+    return F.mse_loss(q1, y), F.mse_loss(q2, y), q1.detach().mean()
 
-    q1, q2 = kfac.critic_fisher(critics, batch["obs"], batch["actions"])
-    qf1_loss, qf2_loss = F.mse_loss(q1, y), F.mse_loss(q2, y)
+
+def actor_loss_of(obs: torch.Tensor, dist: Independent | None, actor: Actor, critics: Critics, alpha: torch.Tensor):
+    """alpha * log-prob - min Q at an action sampled from `dist` (the actor's at `obs`, made here when
+    None), averaged; and the log-probs, which alpha's loss takes."""
+    action, log_prob = actor.sample(obs, dist)
+    return (alpha * log_prob - torch.min(*critics(obs, action))).mean(), log_prob
+
+
+class Losses:
+    """The update's two loss functions, compiled with --compile (refused with K-FAC, whose layer hooks
+    capture activations only some updates: those stay eager)."""
+
+    def __init__(self, enabled: bool):
+        self.critics = compiled(critic_losses, enabled)
+        self.actor = compiled(actor_loss_of, enabled)
+
+
+def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Critics, kfac: Preconditioners,
+           q_opt, actor_opt, log_alpha: torch.Tensor, alpha_opt, target_entropy: float,
+           losses: Losses = Losses(False)) -> dict:
+    """One SAC update of the critics, the actor, alpha and the target critics; returns the losses as
+    tensors (read back only when logged)."""
+    alpha = log_alpha.exp().detach() if cfg.autotune else torch.tensor(cfg.alpha, device=log_alpha.device)
+    critic_forward = critics if not kfac.enabled else partial(kfac.critic_fisher, critics)
+    qf1_loss, qf2_loss, q_mean = losses.critics(batch, actor, critic_forward, target, alpha)
     q_opt.zero_grad(set_to_none=True)
     (qf1_loss + qf2_loss).backward()
     kfac.step_critics(q_opt)
     q_opt.step()
 
-    dist = kfac.actor_fisher(actor, batch["obs"])
-    action, log_prob = actor.sample(batch["obs"], dist)
     # Through the critics (outside their capture: their factors see nothing of it), into the actor's
     # parameters only: the critics' weight gradients are neither computed nor left behind.
-    actor_loss = (alpha * log_prob - torch.min(*critics(batch["obs"], action))).mean()
+    dist = kfac.actor_fisher(actor, batch["obs"]) if kfac.enabled else None  # None: drawn in the loss
+    actor_loss, log_prob = losses.actor(batch["obs"], dist, actor, critics, alpha)
     actor_opt.zero_grad(set_to_none=True)
     actor_loss.backward(inputs=list(actor.parameters()))
     kfac.step_actor(actor_opt)
     actor_opt.step()
 
     out = {"qf1_loss": qf1_loss.detach(), "qf2_loss": qf2_loss.detach(), "actor_loss": actor_loss.detach(),
-           "alpha": alpha, "q_values": q1.detach().mean()}
+           "alpha": alpha, "q_values": q_mean}
     if cfg.autotune:
         alpha_loss = (-log_alpha.exp() * (log_prob.detach() + target_entropy)).mean()
         alpha_opt.zero_grad(set_to_none=True)
@@ -435,10 +467,11 @@ def update(cfg: Config, batch: dict, actor: Actor, critics: Critics, target: Cri
     return out
 
 
-def act(actor: Actor, obs: np.ndarray, device: torch.device, deterministic: bool) -> np.ndarray:
+def act(actor: Actor, obs: np.ndarray, device: torch.device, deterministic: bool, sample=None) -> np.ndarray:
+    """The actor's actions at `obs`: its mean's, or sampled (`sample`: actor.sample, compiled with --compile)."""
     with torch.no_grad():
         obs = torch.as_tensor(obs, device=device, dtype=torch.float32)
-        action = actor.deterministic(obs) if deterministic else actor.sample(obs)[0]
+        action = actor.deterministic(obs) if deterministic else (sample or actor.sample)(obs)[0]
     return action.cpu().numpy()
 
 
@@ -468,7 +501,7 @@ def figures(cfg: Config, losses: dict | None, kfac: Preconditioners, actor: Acto
     return out
 
 
-def train(cfg: Config, saved: dict | None = None) -> Path:
+def fit(cfg: Config, saved: dict | None = None) -> Path:
     """Train, log to TensorBoard, evaluate and checkpoint; returns the final checkpoint's path.
 
     `saved`: the checkpoint at `cfg.resume`, already loaded, to continue from."""
@@ -499,13 +532,13 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
     learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     env.action_space.seed(derived_seed(cfg.seed, c.global_step + 1))
-    losses = None
+    losses, loss_fns, sample = None, Losses(cfg.compile), compiled(actor.sample, cfg.compile)
     with session.open(c.global_step):
         while c.global_step < cfg.total_timesteps and not session.stop:
             if c.global_step < learning_starts and not saved:
                 actions = env.action_space.sample()  # uniform random warm-up (a resumed run refills with its policy)
             else:
-                actions = act(actor, obs, device, deterministic=False)
+                actions = act(actor, obs, device, deterministic=False, sample=sample)
             next_obs, rewards, terminated, truncated, info = env.step(actions)
             rb.add(obs, actions, rewards, terminated, info["episode_end"])
             obs = next_obs
@@ -516,7 +549,7 @@ def train(cfg: Config, saved: dict | None = None) -> Path:
                 session.updates_began(c.global_step)
                 for _ in range(cfg.num_envs):  # one update per env step
                     losses = update(cfg, rb.sample(cfg.batch_size, rng), actor, critics, target, kfac, q_opt,
-                                    actor_opt, log_alpha, alpha_opt, target_entropy)
+                                    actor_opt, log_alpha, alpha_opt, target_entropy, loss_fns)
                     schedule.step()
             session.tick(c.global_step, lambda: figures(cfg, losses, kfac, actor, critics, schedule))
         env.close()
@@ -532,19 +565,37 @@ def evaluate(cfg: Config, actor: Actor, device: torch.device, episodes: int, vid
                               cfg, episodes, video, stop, training, modules=(actor,))
 
 
+def restore(cfg: Config, saved: dict, device: torch.device) -> Actor:
+    """The actor in `saved` (the checkpoint at `cfg.eval`), on `device`."""
+    return env_setup.restore_policy(cfg, saved, lambda env: Actor(*dims(env), cfg.hidden_sizes), "actor",
+                                    lambda n: make_env(cfg, n), device)
+
+
+def policy(cfg: Config, saved: dict, device: torch.device):
+    """agents.load's parts: the deterministic actions tanh(mean) for a batch of observations, and the env
+    they come from."""
+    actor = restore(cfg, saved, device).eval()
+    return (lambda obs: act(actor, obs, device, deterministic=True)), lambda n: make_env(cfg, n)
+
+
 def run_eval(cfg: Config, saved: dict) -> list[float]:
     """Play `cfg.eval_episodes` episodes with the policy in `saved` (the checkpoint at `cfg.eval`)."""
     device = devices.pick(cfg.device)
-    actor = env_setup.restore_policy(cfg, saved, lambda env: Actor(*dims(env), cfg.hidden_sizes), "actor",
-                                     lambda n: make_env(cfg, n), device)
+    actor = restore(cfg, saved, device)
     video = env_setup.eval_video(cfg.eval, cfg.capture_video)
     return env_setup.report(cfg.env, evaluate(cfg, actor, device, cfg.eval_episodes, video, training=False), video)
 
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="sac", prog="python -m agents.sac", description=__doc__.split("\n")[0],
-    prepare=prepare, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    prepare=prepare, train=fit, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
 )
+
+
+def train(cfg: Config) -> lifecycle.Result:
+    """Train from Python: `train(Config(...))` checks `cfg` as the command line does (fields left unset take
+    the preset), trains in this process and returns the run folder, final.pt and the evaluations."""
+    return lifecycle.train(TRAINER, cfg)
 
 
 def main(args: list[str] | None = None):

@@ -12,7 +12,7 @@ loops alternate in short rounds; each reports its median round, and the speed-up
 per-round ratios, so that load from other processes on a shared machine hits both loops alike. Runs on
 the CPU, and on CUDA when there is a GPU. The last line is JSON.
 
-    python bench/dcgan_throughput.py [--steps 2] [--rounds 15] [--devices cpu cuda]
+    python bench/dcgan_throughput.py [--steps 2] [--rounds 15] [--devices cpu cuda] [--compile]
 """
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def trainer_loop(device: torch.device):
-    cfg = dcgan.resolve(dcgan.Config(dataset="cifar10", batch_size=BATCH, z_dim=Z, g_width=WIDTH, d_width=WIDTH))
+def trainer_loop(device: torch.device, compile_: bool = False):
+    cfg = dcgan.resolve(dcgan.Config(dataset="cifar10", batch_size=BATCH, z_dim=Z, g_width=WIDTH, d_width=WIDTH,
+                                     compile=compile_))
     m = dcgan.build_models(cfg, device)  # amp and channels_last on CUDA, as in training
     real = torch.rand(BATCH, 3, 32, 32, device=device).mul_(2).sub_(1)
     if device.type == "cuda":
@@ -82,18 +83,23 @@ def images_per_sec(step, device: torch.device, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - t)
 
 
-def bench(device: torch.device, steps: int, rounds: int, warmup: int) -> dict:
+def bench(device: torch.device, steps: int, rounds: int, warmup: int, compile_: bool = False) -> dict:
     torch.manual_seed(0)
     trainer, amp_dtype = trainer_loop(device)
     reference = reference_loop(device)
-    for _ in range(warmup):  # cuDNN autotuning, allocator, first-call overheads
+    compiled = trainer_loop(device, compile_=True)[0] if compile_ else None
+    for _ in range(warmup):  # cuDNN autotuning, allocator, first-call overheads (and compilation)
         trainer()
         reference()
+        if compiled:
+            compiled()
     sync(device)
-    t_runs, r_runs = [], []
+    t_runs, r_runs, c_runs = [], [], []
     for _ in range(rounds):
         t_runs.append(images_per_sec(trainer, device, steps))
         r_runs.append(images_per_sec(reference, device, steps))
+        if compiled:
+            c_runs.append(images_per_sec(compiled, device, steps))
     t, r = statistics.median(t_runs), statistics.median(r_runs)
     speedup = statistics.median(a / b for a, b in zip(t_runs, r_runs))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
@@ -103,8 +109,14 @@ def bench(device: torch.device, steps: int, rounds: int, warmup: int) -> dict:
           f"(medians of {rounds} rounds of {steps} steps each; spread of the ratios "
           f"{min(a / b for a, b in zip(t_runs, r_runs)):.2f}-{max(a / b for a, b in zip(t_runs, r_runs)):.2f})",
           flush=True)
-    return {"device": name, "precision": precision, "trainer_img_s": round(t, 1), "reference_img_s": round(r, 1),
-            "speedup": round(speedup, 3), "rounds": rounds, "steps_per_round": steps}
+    out = {"device": name, "precision": precision, "trainer_img_s": round(t, 1), "reference_img_s": round(r, 1),
+           "speedup": round(speedup, 3), "rounds": rounds, "steps_per_round": steps}
+    if compiled:
+        c, gain = statistics.median(c_runs), statistics.median(a / b for a, b in zip(c_runs, t_runs))
+        print(f"{device.type:5s} trainer --compile {c:8.1f} img/s   x{gain:.2f} the eager trainer (compiled in "
+              f"the warm-up)", flush=True)
+        out.update(compiled_img_s=round(c, 1), compiled_over_trainer=round(gain, 3))
+    return out
 
 
 def main() -> None:
@@ -114,6 +126,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per loop (default: cpu 2, cuda 30)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="also time the trainer's step with --compile")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +140,7 @@ def main() -> None:
         cuda = device.type == "cuda"
         torch.backends.cudnn.benchmark = True
         results[device.type] = bench(device, args.steps or (50 if cuda else 2), args.rounds,
-                                     args.warmup if args.warmup is not None else (30 if cuda else 2))
+                                     args.warmup if args.warmup is not None else (30 if cuda else 2), args.compile)
     print(json.dumps({"bench": "dcgan_throughput", "batch": BATCH, "image_size": 32, "results": results}))
 
 

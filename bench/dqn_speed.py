@@ -1,7 +1,7 @@
 """DQN on Breakout: env steps/s after learning starts and the whole command's time, our trainer beside
 CleanRL's dqn_atari.py, side by side in one run.
 
-    python bench/dqn_speed.py [--steps 4000] [--learning-starts 2000] [--rounds 2] [--device cpu]
+    python bench/dqn_speed.py [--steps 4000] [--learning-starts 2000] [--rounds 2] [--device cpu] [--compile]
 
 - ours: the real trainer, `python -m agents.dqn --env Breakout` (ale-py's C++ vector env, the
   one-frame-per-step replay memory, DeepMind's RMSprop), in a subprocess; the figure is its own
@@ -15,7 +15,8 @@ NoFrameskip-v4), and a replay of --buffer-size transitions (100k: CleanRL's defa
 Both act at epsilon 0.01 once learning starts (a forward at
 nearly every step): ours anneals epsilon after learning starts, CleanRL from step 0, so each is given the
 schedule that reaches 0.01 at learning_starts. "whole" is the command's wall time, start-up and warm-up
-included. Last line: `train_sps ours=X cleanrl=Y ratio=R`.
+included. --compile adds ours with --compile (its compilation counted in the timed steps). Last line:
+`train_sps ours=X cleanrl=Y ratio=R [compiled=Z]`.
 """
 from __future__ import annotations
 
@@ -26,14 +27,14 @@ import tempfile
 from commands import ROOT, timed_command
 
 
-def ours(args) -> tuple[float, float]:
+def ours(args, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as logdir:
         return timed_command([sys.executable, "-m", "agents.dqn", "--env", "Breakout", "--total-timesteps",
                       str(args.learning_starts + args.steps), "--learning-starts", str(args.learning_starts),
                       "--end-e", "0.01", "--exploration-steps", "1", "--buffer-size", str(args.buffer_size),
                       "--eval-interval", "0",
-                      "--checkpoint-interval", "0", "--device", args.device, "--logdir", logdir],
-                             "agents.dqn")[:2]
+                      "--checkpoint-interval", "0", "--device", args.device, "--logdir", logdir, *extra],
+                             " ".join(["agents.dqn", *extra]))[:2]
 
 
 def cleanrl(args) -> tuple[float, float]:
@@ -52,20 +53,26 @@ def main() -> None:
     parser.add_argument("--buffer-size", type=int, default=100_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time ours with --compile (its compilation "
+                        "falls in the timed steps: give it --steps enough to pay it back)")
     args = parser.parse_args()
 
     # Rounds alternate the commands and each keeps its best: a shared machine's speed drifts.
-    best = {"ours": (0.0, 0.0), "cleanrl": (0.0, 0.0)}
+    commands = {"ours": ours, "cleanrl": cleanrl}
+    if args.compile:
+        commands["ours --compile"] = lambda args: ours(args, ("--compile",))
+    best = {name: (0.0, 0.0) for name in commands}
     for r in range(args.rounds):
-        for name, fn in (("ours", ours), ("cleanrl", cleanrl)):
+        for name, fn in commands.items():
             sps, whole = fn(args)
             if sps > best[name][0]:
                 best[name] = (sps, whole)
             print(f"round {r + 1}: {name} {sps:.1f} steps/s, whole command {whole:.1f} s", flush=True)
     for name, (sps, whole) in best.items():
-        print(f"{name:<8} {sps:7.1f} steps/s  whole {whole:6.1f} s  (best of {args.rounds})")
+        print(f"{name:<15} {sps:7.1f} steps/s  whole {whole:6.1f} s  (best of {args.rounds})")
     o, c = best["ours"][0], best["cleanrl"][0]
-    print(f"train_sps ours={o:.1f} cleanrl={c:.1f} ratio={o / c:.2f}")
+    tail = f" compiled={best['ours --compile'][0]:.1f}" if args.compile else ""
+    print(f"train_sps ours={o:.1f} cleanrl={c:.1f} ratio={o / c:.2f}{tail}")
 
 
 if __name__ == "__main__":

@@ -224,16 +224,16 @@ for src in folder cifar10; do
 done
 
 # ---- speed benchmarks ------------------------------------------------------------------------
-run_step bench_dqn_speed_cuda 120 "^train_sps " 1 \
-    "$PY" bench/dqn_speed.py --device cuda --steps 4000 --learning-starts 2000 --rounds 1
+run_step bench_dqn_speed_cuda 180 "^train_sps " 1 \
+    "$PY" bench/dqn_speed.py --device cuda --steps 4000 --learning-starts 2000 --rounds 1 --compile
 run_step bench_rainbow_speed_cuda 120 "^rainbow_sps=" 1 \
     "$PY" bench/rainbow_speed.py --device cuda --steps 4000 --learning-starts 2000
-run_step bench_sac_speed_cuda 150 "^sac_kfac_sps=" 1 \
-    "$PY" bench/sac_speed.py --device cuda --steps 1500 --learning-starts 1000 --rounds 1
-run_step bench_ppo_speed_cuda 120 "^ppo_sps " 1 \
-    "$PY" bench/ppo_speed.py --device cuda --updates 2
-run_step bench_dcgan_throughput_cuda 90 "^\{" 1 \
-    "$PY" bench/dcgan_throughput.py --devices cuda --rounds 10
+run_step bench_sac_speed_cuda 210 "^sac_kfac_sps=" 1 \
+    "$PY" bench/sac_speed.py --device cuda --steps 1500 --learning-starts 1000 --rounds 1 --compile
+run_step bench_ppo_speed_cuda 180 "^ppo_sps " 1 \
+    "$PY" bench/ppo_speed.py --device cuda --updates 2 --compile
+run_step bench_dcgan_throughput_cuda 150 "^\{" 1 \
+    "$PY" bench/dcgan_throughput.py --devices cuda --rounds 10 --compile
 run_step bench_optim_step_cuda 90 "^ratio_vs_adam " 1 \
     "$PY" bench/optim_step.py --device cuda --rounds 10
 run_step bench_replay_memory 60 "^bytes_per_transition=|us/step" 2 \

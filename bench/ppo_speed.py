@@ -1,7 +1,7 @@
 """PPO on Breakout: env steps/s and the whole command's time, our trainer beside CleanRL's ppo_atari.py, and
 each one's rollout and update timed apart.
 
-    python bench/ppo_speed.py [--updates 3] [--envs 8 32] [--device cpu] [--threads T]
+    python bench/ppo_speed.py [--updates 3] [--envs 8 32] [--device cpu] [--threads T] [--compile]
 
 Whole commands, each in a subprocess with 8 envs and (--updates + 1) iterations of 128 steps per env:
 - ours: `python -m agents.ppo --env Breakout` (atari preset, evaluation and checkpoints off); the figure
@@ -13,6 +13,8 @@ In this process, after one warm-up cycle, --updates timed cycles per env count:
   env, RolloutStorage on the device, the channels-last Nature CNN, the atari preset), the rollout and
   the update timed apart, with the per-update host reads train() makes for its log line.
 - env: the same vector env stepped with random actions, no network.
+--compile adds ours with --compile: the whole command (compilation included) and the in-process cycles
+(compiled in the warm-up cycle, which is not timed).
 Last line: `ppo_sps ours8=.. cleanrl8=.. ratio8=.. whole_ours=.. whole_cleanrl=.. ...` (ratio8: the whole
 commands' steps/s, ours over CleanRL's; rollout_/update_ keys: seconds of the in-process split).
 """
@@ -31,6 +33,7 @@ import envs
 from agents import ppo
 from agents.rollout import RolloutStorage
 from common import device as devices, distributed
+from common.compiled import compiled
 from common.precision import Precision
 from common.seeding import seed_everything
 from commands import ROOT, timed_command
@@ -59,7 +62,7 @@ def timed(cycle, updates: int, device: torch.device) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_ours(num_envs: int, args, device: torch.device) -> tuple[float, float, float]:
+def run_ours(num_envs: int, args, device: torch.device, compile_: bool = False) -> tuple[float, float, float]:
     cycles = args.updates + 1
     cfg = ppo.prepare(ppo.Config(env="Breakout", num_envs=num_envs, device=str(device),
                                  total_timesteps=num_envs * NUM_STEPS * cycles))
@@ -70,6 +73,7 @@ def run_ours(num_envs: int, args, device: torch.device) -> tuple[float, float, f
     optimizer = ppo.make_optimizer(cfg, agent.parameters())
     amp = Precision.of(cfg.amp, device)
     generator = torch.Generator().manual_seed(cfg.seed)
+    loss_fn, act = compiled(ppo.ppo_loss, compile_), compiled(agent.act_and_value, compile_)  # as train() does
     obs_space, act_space = env.single_observation_space, env.single_action_space
     storage = RolloutStorage(cfg.num_steps, num_envs, obs_space.shape, obs_space.dtype, act_space.shape,
                              torch.int64, device)
@@ -84,11 +88,11 @@ def run_ours(num_envs: int, args, device: torch.device) -> tuple[float, float, f
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate * frac
         state["obs"], state["valid"] = ppo.collect(agent, env, storage, state["obs"], state["valid"],
-                                                   lambda t, ret, length: None)
+                                                   lambda t, ret, length: None, act)
         sync(device)
         t1 = time.perf_counter()
         batch = ppo.training_batch(agent, storage, state["obs"], cfg)
-        stats = ppo.update(agent, optimizer, amp, batch, cfg.clip_coef, cfg, world, generator)
+        stats = ppo.update(agent, optimizer, amp, batch, cfg.clip_coef, cfg, world, generator, loss_fn)
         # what train() reads back for its log line each update
         ppo.log_values(stats, batch)
         sync(device)
@@ -120,13 +124,13 @@ def run_env(num_envs: int, args) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def ours_command(args) -> tuple[float, float]:
+def ours_command(args, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     total = 8 * NUM_STEPS * (args.updates + 1)
     with tempfile.TemporaryDirectory() as logdir:
         sps, whole, _ = timed_command(
             [sys.executable, "-m", "agents.ppo", "--env", "Breakout", "--num-envs", "8", "--total-timesteps",
              str(total), "--eval-interval", "0", "--checkpoint-interval", "0", "--device", args.device,
-             "--logdir", logdir], "agents.ppo")
+             "--logdir", logdir, *extra], " ".join(["agents.ppo", *extra]))
     return sps, whole
 
 
@@ -144,6 +148,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3, help="timed rollout+update cycles per measurement")
     parser.add_argument("--envs", type=int, nargs="+", default=[8, 32], help="env counts for ours and env alone")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--compile", action="store_true", help="also time ours with --compile: the whole command "
+                        "(its compilation included) and the in-process cycles (after the warm-up that compiles)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in this process "
                         "(default: torch's; the whole commands use their own defaults)")
     args = parser.parse_args()
@@ -163,11 +169,16 @@ def main() -> None:
     print(f"cleanrl  command   8 envs  {sps:8.1f} steps/s  whole {whole:6.1f} s  (rollouts {rollout_s:.1f} s, "
           f"updates {update_s:.1f} s, all {args.updates + 1} iterations)", flush=True)
     results["ratio8"] = results["ours8"] / results["cleanrl8"]
-    for n in args.envs:
-        sps, rollout_s, update_s = run_ours(n, args, device)
-        results.update({f"inproc_ours{n}": sps, f"rollout_ours{n}": rollout_s, f"update_ours{n}": update_s})
-        print(f"ours     in-proc {n:3d} envs  {sps:8.1f} steps/s  (rollouts {rollout_s:.1f} s, updates "
-              f"{update_s:.1f} s, {args.updates} cycles)", flush=True)
+    if args.compile:
+        sps, whole = ours_command(args, ("--compile",))
+        results.update(compiled8=sps, whole_compiled=whole)
+        print(f"compiled command   8 envs  {sps:8.1f} steps/s  whole {whole:6.1f} s", flush=True)
+    for name, compile_ in (("ours", False), ("compiled", True))[:1 + args.compile]:
+        for n in args.envs:
+            sps, rollout_s, update_s = run_ours(n, args, device, compile_)
+            results.update({f"inproc_{name}{n}": sps, f"rollout_{name}{n}": rollout_s, f"update_{name}{n}": update_s})
+            print(f"{name:<8} in-proc {n:3d} envs  {sps:8.1f} steps/s  (rollouts {rollout_s:.1f} s, updates "
+                  f"{update_s:.1f} s, {args.updates} cycles)", flush=True)
     for n in args.envs:
         results[f"env{n}"] = run_env(n, args)
         print(f"env      in-proc {n:3d} envs  {results[f'env{n}']:8.1f} steps/s  (random actions)", flush=True)

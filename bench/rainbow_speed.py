@@ -1,7 +1,7 @@
 """Rainbow's and DQN's training steps/s on Breakout after learning starts, in one run, and the sum tree's
 time to draw a prioritized batch of 32 out of 1M entries.
 
-    python bench/rainbow_speed.py [--steps 3000] [--learning-starts 2000] [--device cpu]
+    python bench/rainbow_speed.py [--steps 3000] [--learning-starts 2000] [--device cpu] [--compile]
 
 Each agent is its real trainer (`python -m agents.rainbow` / `agents.dqn`, atari presets, a 100k
 replay so the memory's pages stay few) run in a subprocess one after the other; the figure is the
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="timed env steps after learning starts")
     parser.add_argument("--learning-starts", type=int, default=2000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also time Rainbow with --compile (its "
+                        "compilation falls in the timed steps: give it --steps enough to pay it back)")
     args = parser.parse_args()
 
     sample_us, update_us = sum_tree_times()
@@ -78,8 +80,13 @@ def main() -> None:
     print(f"Rainbow (atari preset): {rainbow:.1f} steps/s after learning starts")
     dqn = trainer_sps("agents.dqn", args, "--exploration-steps", "1")
     print(f"DQN (atari preset):     {dqn:.1f} steps/s after learning starts")
+    tail = ""
+    if args.compile:
+        compiled = trainer_sps("agents.rainbow", args, "--compile")
+        print(f"Rainbow --compile:      {compiled:.1f} steps/s after learning starts (compilation included)")
+        tail = f" rainbow_compiled_sps={compiled:.1f}"
     print(f"rainbow_sps={rainbow:.1f} dqn_sps={dqn:.1f} ratio={rainbow / dqn:.2f} "
-          f"sumtree_sample_us={sample_us:.1f} sumtree_update_us={update_us:.1f}")
+          f"sumtree_sample_us={sample_us:.1f} sumtree_update_us={update_us:.1f}{tail}")
 
 
 if __name__ == "__main__":

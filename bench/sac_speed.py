@@ -1,9 +1,10 @@
 """SAC's training steps/s on HalfCheetah-v5 after learning starts, and the whole command's time: ours with
 K-FAC, ours with Adam, and CleanRL's sac_continuous_action.py, side by side in one run.
 
-    python bench/sac_speed.py [--steps 2000] [--learning-starts 1000] [--rounds 2] [--device cpu]
+    python bench/sac_speed.py [--steps 2000] [--learning-starts 1000] [--rounds 2] [--device cpu] [--compile]
 
-- ours, `--optimizer kfac` (its defaults, or each `--kfac FLAGS` setting) and `--optimizer adam`: the real
+- ours, `--optimizer kfac` (its defaults, or each `--kfac FLAGS` setting) and `--optimizer adam` (with
+  --compile, also `--optimizer adam --compile`, its compilation counted in the timed steps): the real
   trainer (`python -m agents.sac`) in a subprocess; the figure is its own "steps/s after learning
   starts" line, and a K-FAC setting's step cost is Adam's steps/s over its own.
 - cleanrl: CleanRL's script as it runs (bench/cleanrl_sac.py: its env wrappers, SB3's replay buffer,
@@ -49,19 +50,21 @@ def main() -> None:
                         help="a K-FAC setting to time, as the trainer's flags in one string (repeatable), e.g. "
                              "'--kfac-combine graft --kfac-factor-interval 2'; default: the trainer's default")
     parser.add_argument("--no-cleanrl", action="store_true", help="leave CleanRL's script out")
+    parser.add_argument("--compile", action="store_true", help="also time ours with Adam and --compile (its "
+                        "compilation falls in the timed steps: give it --steps enough to pay it back)")
     args = parser.parse_args()
 
     # Rounds alternate the commands, and each keeps its best round: on a shared 2-core machine a run's
     # speed drifts by 20% from one minute to the next, and the best of each is the least disturbed.
     kfacs = {f"kfac {flags}".strip(): flags.split() for flags in (args.kfac or [""])}
-    names = [*kfacs, "adam"] + ([] if args.no_cleanrl else ["cleanrl"])
+    names = [*kfacs, "adam"] + (["adam --compile"] if args.compile else []) + ([] if args.no_cleanrl else ["cleanrl"])
     best = {name: (0.0, 0.0) for name in names}
     for r in range(args.rounds):
         for name in names:
             if name == "cleanrl":
                 sps, whole = cleanrl(args)
             else:
-                sps, whole = ours("adam", args) if name == "adam" else ours("kfac", args, kfacs[name])
+                sps, whole = ours("kfac", args, kfacs[name]) if name in kfacs else ours("adam", args, name.split()[1:])
             if sps > best[name][0]:
                 best[name] = (sps, whole)
             print(f"round {r + 1}: {name} {sps:.1f} steps/s, whole command {whole:.1f} s", flush=True)
@@ -72,6 +75,7 @@ def main() -> None:
         print(f"{name:<50} {sps:6.1f} steps/s  whole {whole:5.1f} s{versus}{ratio}  (best of {args.rounds})")
     first = next(iter(kfacs))
     tail = f" cleanrl_sps={best['cleanrl'][0]:.1f}" if "cleanrl" in best else ""
+    tail += f" adam_compiled_sps={best['adam --compile'][0]:.1f}" if args.compile else ""
     print(f"sac_kfac_sps={best[first][0]:.1f} sac_adam_sps={adam:.1f}{tail} kfac_over_adam={adam / best[first][0]:.2f}")
 
 

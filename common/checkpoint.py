@@ -57,8 +57,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load(path: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save` for `kind`; anything else is a UserError naming the file."""
+def load(path: str | os.PathLike, kind: str | None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save` for `kind` (None: any kind, which its "kind" key says); anything
+    else is a UserError naming the file."""
     path = Path(path)
     try:
         found = path.is_file()
@@ -73,7 +74,7 @@ def load(path: str | os.PathLike, kind: str, map_location: str | torch.device = 
         fail(f"cannot read checkpoint {path}: corrupt or not a checkpoint ({reason[:200]})")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         fail(f"{path} is not a checkpoint written by this toolkit")
-    if payload.get("kind") != kind:
+    if kind is not None and payload.get("kind") != kind:
         fail(f"{path} is a {payload.get('kind')!r} checkpoint, not {kind!r}")
     return payload
 

@@ -35,6 +35,10 @@ class RunConfig:
     """Seed of torch, numpy, python and the envs (0 to 2,147,483,647)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    compile: bool = False
+    """torch.compile the update's loss (forward and backward) and the acting forward; the optimizer
+    steps eager. The first update waits tens of seconds for it. Off by default: on a 2-core CPU it
+    measured no faster for these networks (README, Figures); try it on a GPU."""
     logdir: str = "runs"
     """Folder that holds the run folders ({env}__{algo}__{seed}__{unix_time})."""
     resume: str | None = None
@@ -45,7 +49,7 @@ class RunConfig:
 
 
 # Chosen by each invocation, never taken from a checkpoint's config.
-PER_INVOCATION = ("resume", "eval", "device", "capture_video")
+PER_INVOCATION = ("resume", "eval", "device", "compile", "capture_video")
 
 
 def fill_preset(cfg, preset: dict):

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from common import checkpoint, cli
 from common.checks import check_common, check_fields, flag
+from common.compiled import check_compile
 from common.config import PER_INVOCATION, config_from_checkpoint
 from common.errors import exits_cleanly, fail
 
@@ -61,9 +62,23 @@ def parse(trainer: Trainer, args, default=None):
 
 def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
     """Parse the command line, over the checkpoint's config when it names one; check it."""
+    return checked(trainer, parse(trainer, args), lambda stored: parse(trainer, args, default=stored))
+
+
+def typed_over(cfg, stored):
+    """`stored` (a checkpoint's config) with the fields of `cfg` that are not at their defaults: what a
+    config built in Python says beside its `resume`, as flags typed beside --resume do."""
+    typed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+             if f.default is not dataclasses.MISSING and getattr(cfg, f.name) != f.default}
+    return dataclasses.replace(stored, **typed)
+
+
+def checked(trainer: Trainer, cfg, merge: Callable[[Any], Any] | None = None) -> tuple[Any, dict | None]:
+    """`cfg` over the checkpoint's config when it names one (`merge(stored)`, by default `typed_over`),
+    checked and prepared; and the checkpoint, loaded. Every refusal is a UserError."""
     from common import run as runs
 
-    cfg = parse(trainer, args)
+    merge = merge or (lambda stored: typed_over(cfg, stored))
     path = cfg.eval or cfg.resume
     saved = None
     if path:
@@ -78,7 +93,7 @@ def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
         for name in PER_INVOCATION + (("logdir",) if loose else ()):
             if name in defaults:
                 setattr(stored, name, defaults[name])
-        cfg = parse(trainer, args, default=stored)
+        cfg = merge(stored)
         fixed = trainer.fixed_on_resume + ((("seed",) if loose else ("seed", "logdir")) if cfg.resume else ())
         for name in fixed:
             if trainer.canonical(name, getattr(cfg, name)) != trainer.canonical(name, getattr(stored, name)):
@@ -88,6 +103,7 @@ def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
                      f"(got {getattr(cfg, name)!r}): {why}")
     check_fields(cfg)
     check_common(cfg)
+    check_compile(cfg)
     if cfg.resume and (folder := runs.resume_folder(cfg)) is not None and os.environ.get("RANK", "0") == "0":
         # refused now, before the trainer builds anything or says a word, if a process writes it (under
         # torchrun only rank 0 writes the folder: the other ranks' probes would race its lock)
@@ -104,6 +120,43 @@ def load_config(trainer: Trainer, args) -> tuple[Any, dict | None]:
             fail(f"{cfg.resume} is already at step {done} of {getattr(cfg, trainer.budget)}; pass a larger "
                  f"--{flag(trainer.budget)} to train on")
     return cfg, saved
+
+
+@dataclass
+class Result:
+    """What a training run made (`dqn.train(dqn.Config(...))` and the other trainers' `train`)."""
+
+    folder: Path
+    """The run folder: TensorBoard events, config.json, checkpoints."""
+    checkpoint: Path
+    """final.pt, the final weights: `agents.load(result.checkpoint)` plays them."""
+    final_eval: float | None = None
+    """The mean return of the evaluation of the final weights, exploration off (None: evaluation off)."""
+    evaluations: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    """(step, mean return) of every evaluation during the run, the final one last."""
+    metrics: dict = dataclasses.field(default_factory=dict)
+    """The DCGAN trainer's last sample metrics (modes, FID, IS, ...)."""
+
+
+def train(trainer: Trainer, cfg) -> Result:
+    """Train from Python: `cfg` (a trainer's Config, fields left unset taking the env's preset; with
+    `resume`, the checkpoint's config under the fields set here) checked as the command line checks it,
+    then trained in this process. Refusals raise common.errors.UserError with the command line's message."""
+    from common import run as runs
+    from common.observers import observe_evaluations
+
+    if cfg.eval:
+        fail("train() trains; to play a checkpoint, load it: agents.load(path).act(obs) (or the trainer's --eval)")
+    evaluations: list[tuple[int, float]] = []
+    with runs.invocation():
+        cfg, saved = checked(trainer, dataclasses.replace(cfg))
+        with observe_evaluations(lambda step, score: evaluations.append((step, score))):
+            out = trainer.train(cfg, saved)
+    if isinstance(out, dict):  # the DCGAN trainer: its last metrics beside the paths
+        metrics = {k: v for k, v in out.items() if k not in ("folder", "final", "step")}
+        return Result(Path(out["folder"]).resolve(), Path(out["final"]).resolve(), metrics=metrics)
+    final = evaluations[-1][1] if evaluations else None
+    return Result(Path(out).resolve().parent, Path(out).resolve(), final, evaluations)
 
 
 @exits_cleanly

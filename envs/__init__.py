@@ -28,6 +28,7 @@ Depends on gymnasium, ale-py and mujoco (and numpy) only.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from dataclasses import dataclass
 
@@ -65,14 +66,21 @@ _EXTRA_NAMES = {"box2d": "Box2D", "mujoco": "MuJoCo", "atari": "ale-py", "classi
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """What a user's name resolved to: the gymnasium id, and the ALE game for Atari."""
+    """What a user's name resolved to: the gymnasium id, the ALE game for Atari, and for `module:EnvId`
+    the module whose import registers the env."""
 
     id: str
     atari_game: str | None = None
+    module: str | None = None
 
     @property
     def is_atari(self) -> bool:
         return self.atari_game is not None
+
+    @property
+    def make_id(self) -> str:
+        """The id gymnasium makes it by: `module:EnvId` imports the module first, in worker processes too."""
+        return f"{self.module}:{self.id}" if self.module else self.id
 
 
 def _atari_games() -> dict[str, str]:
@@ -88,7 +96,10 @@ def _atari_games() -> dict[str, str]:
 def resolve(name: str) -> EnvSpec:
     """`Breakout`, `ALE/Breakout-v5` and the older spellings (`BreakoutNoFrameskip-v4`, `Breakout-v0`)
     -> the Atari game with this toolkit's DeepMind preprocessing; `CartPole-v1`, `HalfCheetah-v5` pass
-    through; a name without a version (`HalfCheetah`) takes the newest registered one."""
+    through; a name without a version (`HalfCheetah`) takes the newest registered one; `module:EnvId`
+    (gymnasium's form) imports `module`, which registers `EnvId`."""
+    if ":" in name:
+        return _resolve_module_env(name)
     games = _atari_games()
     # A registered id that is not an ALE one is itself (gymnasium's Blackjack-v1 is not ALE's Blackjack).
     if name in gym.registry and "ale_py" not in str(gym.registry[name].entry_point):
@@ -112,6 +123,24 @@ def resolve(name: str) -> EnvSpec:
     hint = (f"; did you mean {', '.join(close)}?" if close
             else " (an Atari game name like Breakout, or a gymnasium id like CartPole-v1)")
     raise UnknownEnvError(f"unknown environment {name!r}{hint}")
+
+
+def _resolve_module_env(name: str) -> EnvSpec:
+    """`my_pkg.envs:MyEnv-v0`: the module imported (its import registers the env), then the id looked up."""
+    module, _, env_id = name.partition(":")
+    if not module or not env_id:
+        raise UnknownEnvError(f"{name!r}: write a user env as module:EnvId (e.g. my_pkg.envs:MyEnv-v0)")
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 (whatever the user's module raises on import, said in one line)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnknownEnvError(f"{name}: cannot import module {module!r} ({type(e).__name__}: {first[:160]})") from e
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownEnvError(f"{name}: importing {module} registered no env {env_id!r} (gymnasium.register it "
+                              f"in that module){hint}")
+    return EnvSpec(env_id, module=module)
 
 
 def _dependency_error(env_id: str, entry_point, err: Exception) -> EnvDependencyError:
@@ -166,6 +195,7 @@ def make(
     gamma: float = 0.99,
     clip_obs: float = 10.0,
     clip_reward: float = 10.0,
+    env_kwargs: dict | None = None,
 ) -> gym.vector.VectorEnv:
     """Make `num_envs` copies of env `name`. `seed` seeds the action space's sampling; seed the envs
     themselves with the first `reset(seed=...)` (env i then gets seed + i).
@@ -181,6 +211,7 @@ def make(
     - `normalize_obs`: observations `clip((obs - mean) / std, -clip_obs, clip_obs)` with running stats;
     - `normalize_reward`: rewards divided by the running std of the `gamma`-discounted return, then
       clipped to +-`clip_reward`. `info["episode"]` keeps the raw returns.
+    - `env_kwargs`: keyword arguments of the env's constructor (gymnasium.make's).
     Save the statistics with `normalization_state(env)`; load them into an evaluation env (frozen)
     with `load_normalization_state(eval_env, state)`.
     """
@@ -190,15 +221,17 @@ def make(
     if spec.is_atari:
         if render_mode is not None:
             raise ValueError("Atari envs here render no frames; record the observations instead")
-        if vector_mode != "sync" or normalize_obs or normalize_reward:
+        if vector_mode != "sync" or normalize_obs or normalize_reward or env_kwargs:
             raise ValueError("Atari envs run on ale-py's threaded vector env with clipped rewards: "
-                             "vector_mode, normalize_obs and normalize_reward apply to other envs only")
+                             "vector_mode, normalize_obs, normalize_reward and env kwargs apply to other envs only")
         env = AtariEnv(spec.atari_game, num_envs, repeat_action_probability=sticky_actions,
                        max_frames=max_frames, noop_max=noop_max)
     else:
         _check_dependencies(spec.id)
         try:
-            env = gym.make_vec(spec.id, num_envs, vectorization_mode=vector_mode, render_mode=render_mode)
+            # render_mode only when asked for: a user's env need not take the argument
+            kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode is not None else {})}
+            env = gym.make_vec(spec.make_id, num_envs, vectorization_mode=vector_mode, **kwargs)
         except (gym.error.DependencyNotInstalled, ImportError) as err:
             raise _dependency_error(spec.id, gym.registry[spec.id].entry_point, err) from err
         env = _EpisodeEnd(gym.wrappers.vector.RecordEpisodeStatistics(env))

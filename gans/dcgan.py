@@ -19,7 +19,7 @@ import math
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Callable, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -321,7 +321,8 @@ def g_loss_fn(fake_logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Models:
-    """The two networks, their optimizers, and each one's precision (autocast and float16 loss scaling)."""
+    """The two networks, their optimizers, and each one's precision (autocast and float16 loss scaling);
+    `g` and `d` are what the training step calls: the networks, or their compiled forwards (--compile)."""
 
     G: nn.Module
     D: nn.Module
@@ -329,6 +330,12 @@ class Models:
     d_opt: torch.optim.Optimizer
     g_amp: Precision
     d_amp: Precision
+    g: Callable | None = None
+    d: Callable | None = None
+
+    def __post_init__(self):
+        self.g = self.G if self.g is None else self.g
+        self.d = self.D if self.d is None else self.d
 
     def autocast(self):
         return self.g_amp.autocast()  # one dtype for both
@@ -349,10 +356,10 @@ def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.
         for real_k, z_k in zip(real.chunk(grad_accum), z.chunk(grad_accum)):
             # the last fake batch is kept, with its graph, for the generator step: one G forward per iteration
             with m.autocast(), (nullcontext() if last else torch.no_grad()):
-                fake = m.G(z_k)
+                fake = m.g(z_k)
             with m.autocast():
-                real_logits = m.D(real_k)
-                fake_logits = m.D(fake.detach())
+                real_logits = m.d(real_k)
+                fake_logits = m.d(fake.detach())
             d_loss = d_loss_fn(real_logits, fake_logits) / grad_accum
             m.d_amp.backward(d_loss)
             with torch.no_grad():
@@ -368,7 +375,7 @@ def train_step(m: Models, next_real, batch_size: int, z_dim: int, device: torch.
     g_total = 0
     for fake in fakes:
         with m.autocast():
-            gen_logits = m.D(fake)
+            gen_logits = m.d(fake)
         g_loss = g_loss_fn(gen_logits) / grad_accum
         m.g_amp.backward(g_loss)
         g_total = g_total + g_loss.detach()
@@ -405,7 +412,10 @@ def build_models(cfg: Config, device: torch.device) -> Models:
         d_opt = optim.build(cfg.d_optimizer, params["D"], switch_of(cfg.d_optimizer), **d_hp)
     except ValueError as e:
         fail(f"--d-optimizer: {e}")
-    return Models(G, D, g_opt, d_opt, Precision.of(cfg.amp, device), Precision.of(cfg.amp, device))
+    from common.compiled import compiled
+
+    return Models(G, D, g_opt, d_opt, Precision.of(cfg.amp, device), Precision.of(cfg.amp, device),
+                  compiled(G, cfg.compile), compiled(D, cfg.compile))
 
 
 def set_hparams(m: Models, cfg: Config) -> None:
@@ -545,7 +555,7 @@ class Interval:
         self.steps = 0
 
 
-def train(cfg: Config, saved: dict | None = None) -> dict:
+def fit(cfg: Config, saved: dict | None = None) -> dict:
     """Train from scratch, or from checkpoint `saved` (already loaded, `cfg` already merged with it).
 
     Returns the last evaluation (mode metrics for 2D mixtures, FID/IS/KID where computed) and paths.
@@ -591,6 +601,7 @@ def train(cfg: Config, saved: dict | None = None) -> dict:
             stats = train_step(m, source.next, cfg.batch_size, cfg.z_dim, device, cfg.d_steps, cfg.grad_accum)
             schedule.step()
             c.step += 1
+            session.updates_began(c.step)  # the first step (allocation, compilation) is not in the final steps/s
             c.images_seen += cfg.batch_size * cfg.d_steps
             interval.add(stats, c.step)
             end = c.step == cfg.steps  # the last step logs, draws and scores whatever the intervals
@@ -660,10 +671,16 @@ class _NoRun:
 
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="dcgan", prog="python -m gans.dcgan", description=__doc__.split("\n\n")[0],
-    prepare=resolve, train=train, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME,
+    prepare=resolve, train=fit, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME,
     budget="steps", progress=lambda ckpt: int(ckpt["step"]),
     canonical=lambda name, value: value.lower() if name.endswith("_optimizer") else value,
 )
+
+
+def train(cfg: Config) -> lifecycle.Result:
+    """Train from Python: `train(Config(...))` checks `cfg` as the command line does (fields left unset take
+    the preset), trains in this process and returns the run folder, final.pt and the evaluations."""
+    return lifecycle.train(TRAINER, cfg)
 
 
 def main(args: list[str] | None = None) -> dict:

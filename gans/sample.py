@@ -54,6 +54,31 @@ def load_generator(path: str, device: torch.device):
     return G.to(device).eval(), cfg
 
 
+@dataclass
+class Generator:
+    """A DCGAN checkpoint's generator in Python (`gans.load(path)`): `sample(n)` draws n samples, images in
+    [-1, 1] (n, channels, size, size) or 2D points (n, 2), on the CPU."""
+
+    G: torch.nn.Module
+    config: Config
+    device: torch.device
+
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        if n < 1:
+            raise ValueError(f"sample() draws at least 1 sample (got {n})")
+        seed = int(torch.randint(0, 2**31 - 1, ())) if seed is None else seed
+        return draw(self.G, self.config, n, seed, self.device).cpu()
+
+
+def load_dcgan(path: str | Path, device: str = "auto") -> Generator:
+    """The generator of a DCGAN checkpoint, on `device` (auto, cpu, cuda)."""
+    from common.device import pick
+
+    target = pick(device)
+    G, cfg = load_generator(str(path), target)
+    return Generator(G, cfg, target)
+
+
 def draw(G, cfg, n: int, seed: int, device: torch.device) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return generate(G, torch.randn(n, cfg.z_dim, generator=g).to(device))

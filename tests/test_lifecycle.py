@@ -76,7 +76,7 @@ def test_resume_and_eval_refusals(tmp_path):
                           {k: v for k, v in saved.items() if k not in ("format", "kind")}, "dqn")
     cfg, loaded = lifecycle.load_config(dqn.TRAINER, ["--resume", str(old), "--total-timesteps", "900"])
     with pytest.raises(UserError, match="mean loss by an earlier version"):
-        dqn.train(cfg, loaded)
+        dqn.fit(cfg, loaded)
 
 
 def test_dcgan_eval_prints_its_score(tmp_path, capsys):
