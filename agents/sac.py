@@ -114,10 +114,14 @@ class Config(OptimizerAidsConfig, RunConfig):
     """With --optimizer kfac, precondition the actor too (its own Fisher pass when factors are due). Off by
     default: the critics alone preconditioned, the actor on plain Adam, learned better on HalfCheetah-v5 at
     50k steps (2 seeds: final 1,941 against 1,285 with the actor's K-FAC) at a slightly lower cost."""
-    policy_lr: Annotated[float, POSITIVE] = 3e-4
-    """Learning rate of the actor (Haarnoja et al.: 3e-4)."""
-    q_lr: Annotated[float, POSITIVE] = 3e-4
-    """Learning rate of the critics and of alpha (Haarnoja et al.: 3e-4; CleanRL uses 1e-3)."""
+    learning_rate: Annotated[Optional[float], POSITIVE] = None
+    """The learning rate of both networks and of alpha, as every trainer's --learning-rate; --policy-lr and
+    --q-lr override it for one of them. Unset: 3e-4 (Haarnoja et al.)."""
+    policy_lr: Annotated[Optional[float], POSITIVE] = None
+    """Learning rate of the actor (default: --learning-rate, else Haarnoja et al.'s 3e-4)."""
+    q_lr: Annotated[Optional[float], POSITIVE] = None
+    """Learning rate of the critics and of alpha (default: --learning-rate, else Haarnoja et al.'s 3e-4;
+    CleanRL uses 1e-3)."""
     autotune: bool = True
     """Tune the entropy temperature alpha towards a target entropy of -|A|."""
     alpha: Annotated[float, NON_NEGATIVE] = 0.2
@@ -176,6 +180,7 @@ CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interva
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
 FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode",
                    "kfac_actor", "autotune", "lr_mult", "optimizer_switch")
+DEFAULT_LR = 3e-4  # both networks' and alpha's (Haarnoja et al. 2018, Table 1)
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -202,6 +207,9 @@ def prepare(cfg: Config) -> Config:
         if cfg.compile:
             fail("--compile: K-FAC's layer hooks capture activations in some updates only, which torch.compile "
                  "does not trace; use it with a plain optimizer (--optimizer adam)")
+    for name in ("policy_lr", "q_lr"):  # typed ones win over --learning-rate
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, cfg.learning_rate if cfg.learning_rate is not None else DEFAULT_LR)
     check_lr_schedule(cfg, off_policy_updates(cfg), ("q_lr", "policy_lr"))
     if not cfg.hidden_sizes:
         fail("--hidden-sizes must be one or more layers (got none)")

@@ -170,6 +170,28 @@ def _check_dependencies(env_id: str) -> None:
         raise _dependency_error(env_id, entry_point, err) from err
 
 
+_mujoco_quiet = False
+
+
+def _route_mujoco_warnings() -> None:
+    """MuJoCo's warnings as Python warnings, instead of its default of stderr plus a MUJOCO_LOG.TXT in the
+    working folder; the deprecation of 'settotalmass', an attribute of gymnasium's own model files (twice
+    per HalfCheetah run, nothing a user can act on), is dropped."""
+    global _mujoco_quiet
+    if _mujoco_quiet:
+        return
+    import warnings
+
+    import mujoco
+
+    def warn(message: str) -> None:
+        if "settotalmass" not in message:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(warn)
+    _mujoco_quiet = True
+
+
 class _EpisodeEnd(gym.vector.VectorWrapper):
     """Adds `info["episode_end"]` to a gymnasium vector env: the step after it is the autoreset."""
 
@@ -228,6 +250,8 @@ def make(
                        max_frames=max_frames, noop_max=noop_max)
     else:
         _check_dependencies(spec.id)
+        if "mujoco" in str(gym.registry[spec.id].entry_point):
+            _route_mujoco_warnings()
         try:
             # render_mode only when asked for: a user's env need not take the argument
             kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode is not None else {})}

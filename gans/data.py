@@ -11,6 +11,7 @@ the scatter plot without pulling in the dataset code.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +284,9 @@ class LoaderSource:
         self.device = device
         self.image_size = image_size
         self.channels_last = channels_last
+        # no more workers than the cores this process may use (torch warns beyond that, and they only contend)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = min(workers, cores)
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=True,
             drop_last=len(dataset) >= batch_size,  # a folder smaller than a batch still trains

@@ -100,7 +100,7 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     channels_last: bool = True
     """CUDA, images: channels-last memory format, faster convolutions on tensor cores; ignored otherwise"""
     workers: Annotated[int, NON_NEGATIVE, limit(256, "each is a process")] = 4
-    """DataLoader processes decoding images for --dataset folder"""
+    """DataLoader processes decoding images for --dataset folder (at most the cores this process may use)"""
 
     log_interval: Annotated[int, POSITIVE, alias("--log-every")] = 100
     """generator steps between scalar logs (means over the interval)"""

@@ -51,6 +51,7 @@ REGISTRY["swats"] = SWATS
 NOT_DRIVABLE = {
     "lbfgs": "L-BFGS needs a closure that re-evaluates the loss at each step",
     "sparseadam": "SparseAdam needs sparse gradients (nn.Embedding(sparse=True)), which these networks do not make",
+    "muon": "torch's Muon steps 2D weight matrices only, and every network here has biases (and convolutions)",
 }
 
 

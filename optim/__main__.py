@@ -8,7 +8,9 @@ optimizer that this toolkit's trainers use by default, each with the paper it co
 from __future__ import annotations
 
 import inspect
+import shutil
 import sys
+import textwrap
 
 import optim
 
@@ -69,10 +71,24 @@ def source(name: str) -> str:
     return SOURCES.get(name, f"torch.optim.{cls.__name__}")
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
+def prose(text: str) -> str:
+    """A paragraph wrapped to the terminal's width (120 columns when not a terminal)."""
+    return textwrap.fill(text, shutil.get_terminal_size((120, 24)).columns)
+
+
+def table(header: list[str], rows: list[list[str]], width: int | None = None) -> str:
+    """Columns as wide as their cells, the widest ones wrapped so that a line fits `width` (the terminal's,
+    or 120 columns when not a terminal)."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths) > 12:
+        widths[widths.index(max(widths))] -= 1  # the widest column gives a character, until the line fits
+    out = []
+    for cells in [header, ["-" * w for w in widths], *rows]:
+        wrapped = [textwrap.wrap(c, w, break_long_words=False) or [""] for c, w in zip(cells, widths)]
+        for k in range(max(map(len, wrapped))):
+            out.append("  ".join((col[k] if k < len(col) else "").ljust(w) for col, w in zip(wrapped, widths)).rstrip())
+    return "\n".join(out)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -85,8 +101,8 @@ def main(args: list[str] | None = None) -> None:
 
         rows = [[name, ", ".join(f"{k}={'(required)' if v is None else v}" for k, v in params.items()) or "-", what]
                 for name, (what, params) in NAMED.items()]
-        print("--lr-schedule NAME[:key=value,...][ then NAME...], counted in optimizer updates; every stage but the "
-              "last takes steps=N:\n")
+        print(prose("--lr-schedule NAME[:key=value,...][ then NAME...], counted in optimizer updates; every stage "
+                    "but the last takes steps=N:") + "\n")
         print(table(["name", "parameters", "what it does"], rows))
         return
     if args:
@@ -102,14 +118,15 @@ def main(args: list[str] | None = None) -> None:
             if meaning is not None:
                 print(f"{hp} ({meaning}): {table_[meaning]}")
         return
-    rows = [[n, defaults(n), means(n), source(n) + (f" (not for a backward(); step() loop: {optim.NOT_DRIVABLE[n]})"
-                                           if n in optim.NOT_DRIVABLE else "")] for n in optim.names()]
-    print("Optimizers (--optimizer NAME in every trainer; K-FAC is a curvature: SAC's --optimizer kfac, "
-          "--kfac-combine):\n")
+    rows = [[n, defaults(n), means(n), source(n)] for n in optim.drivable_names()]
+    print(prose("Optimizers (--optimizer NAME in every trainer; K-FAC is a curvature: SAC's --optimizer kfac, "
+                "--kfac-combine):") + "\n")
     print(table(["name", "defaults", "eps/alpha mean", "source"], rows))
-    print("\neps/alpha mean: what a trainer's family defaults rely on (optim.SEMANTICS; '-': none declared, so "
-          "none given). Adam-family eps defaults go to eps " + ", ".join(optim.ADAM_EPS) + " (optim.ADAMS), "
-          "RMSprop alpha to alpha sq-decay (optim.RMSPROPS):")
+    print("\n" + prose("In the registry but not offered (a trainer's backward(); step() loop cannot drive them): "
+                       + "; ".join(f"{n} ({why})" for n, why in optim.NOT_DRIVABLE.items())))
+    print("\n" + prose("eps/alpha mean: what a trainer's family defaults rely on (optim.SEMANTICS; '-': none "
+                       "declared, so none given). Adam-family eps defaults go to eps " + ", ".join(optim.ADAM_EPS)
+                       + " (optim.ADAMS), RMSprop alpha to alpha sq-decay (optim.RMSPROPS):"))
     used = ([("eps", k, v) for k, v in optim.EPS_MEANINGS.items()]
             + [("alpha", k, v) for k, v in optim.ALPHA_MEANINGS.items()])
     print(table(["", "meaning", "what it is"], [[hp, k, v] for hp, k, v in used]))

@@ -219,7 +219,8 @@ def summary(groups: list[Group], last: int) -> list[dict]:
     for g in groups:
         final_mean, final_std = mean_std([final_value(r.curve, last) for r in g.runs])
         auc_mean, auc_std = mean_std([area_per_step(r.curve) for r in g.runs])
-        rows.append({"env": g.env, "group": g.label, "seeds": len(g.runs),
+        # seeds counted as distinct seeds: two runs of one seed (another budget, say) are one seed, two runs
+        rows.append({"env": g.env, "group": g.label, "seeds": len({r.seed for r in g.runs}), "runs": len(g.runs),
                      "steps": max(int(r.curve.steps[-1]) for r in g.runs),
                      "final": final_mean, "final_std": final_std, "auc": auc_mean, "auc_std": auc_std})
     return rows
@@ -227,7 +228,8 @@ def summary(groups: list[Group], last: int) -> list[dict]:
 
 def format_table(rows: list[dict], tag: str, last: int) -> str:
     header = ["env", "algo / config", "seeds", "steps", "final", "AUC / step"]
-    body = [[r["env"], r["group"], str(r["seeds"]), str(r["steps"]),
+    body = [[r["env"], r["group"], str(r["seeds"]) + (f" ({r['runs']} runs)" if r["runs"] != r["seeds"] else ""),
+             str(r["steps"]),
              f"{r['final']:.2f} +/- {r['final_std']:.2f}", f"{r['auc']:.2f} +/- {r['auc_std']:.2f}"]
             for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
@@ -307,7 +309,8 @@ def plot(groups: list[Group], tag: str, smooth: int, out: Path, band: str = "std
         for g in (g for g in groups if g.env == env):
             color = palette[labels.index(g.label) % len(palette)]
             ys = [smoothed(r.curve.values, smooth) for r in g.runs]
-            seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
+            n = len({r.seed for r in g.runs})
+            seeds = f"{n} seed{'s' if n > 1 else ''}" + (f", {len(g.runs)} runs" if len(g.runs) != n else "")
             for ax, xs in ((by_steps, [r.curve.steps.astype(np.float64) for r in g.runs]),
                            (by_time, [r.curve.elapsed / per_unit for r in g.runs])):
                 grid, mean, low, high = mean_band(xs, ys, band=band)

@@ -43,7 +43,7 @@ import numpy as np
 from common import cli
 from common.errors import UserError, exits_cleanly, fail
 from common.events import read_curve
-from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags
+from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags, seed_list
 
 
 @dataclass
@@ -61,8 +61,9 @@ class Config:
     set: tuple[str, ...] = ()
     """KEY=VALUE config fields for every run, KEY=V1,V2,... for one setting per value (crossed with
     the optimizers and the other lists). Keys are config field names (learning_rate) as in --help."""
-    seeds: int = 5
-    """Seeds 1..N of each setting."""
+    seeds: tuple[str, ...] = ("5",)
+    """N: seeds 1..N of each setting; or the seeds themselves, as a list (3 7 11, or 3,7,11), a range (4-6) or
+    one seed followed by a comma (7,)."""
     total_timesteps: Optional[int] = None
     """Each run's budget (env steps; dcgan: generator steps); default: the preset's."""
     eval_interval: Optional[int] = None
@@ -512,8 +513,9 @@ def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, comm
     plot(results, cfg.env, cfg.agent, metric, out / "curves.png")
     (out / "table.md").write_text(table + "\n")
     done = sum(r["seeds"] for r in rows)
+    n_seeds = len(seed_list(cfg.seeds))
     lines = [f"# Grid: {cfg.agent} on {cfg.env}", "", f"    {command}", "",
-             f"{len(rows)} setting{'s' * (len(rows) > 1)} x {cfg.seeds} seeds, {budgets_said(plans)} steps each; "
+             f"{len(rows)} setting{'s' * (len(rows) > 1)} x {n_seeds} seeds, {budgets_said(plans)} steps each; "
              f"{done} of {len(plans)} runs finished" + (f", {len(failed)} failed (see logs/)" if failed else "") + ".",
              "", table, "", "![curves](curves.png)", "",
              "Curves: each setting's mean over seeds, with the 95% bootstrap interval of the mean as a band, "
@@ -538,8 +540,7 @@ def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, comm
 
 def plan_grid(cfg: Config, argv_command: str) -> dict:
     """Everything `run` needs: the agent, its trainer, the plans found on disk, the base flags."""
-    if cfg.seeds < 1:
-        fail(f"--seeds must be at least 1 (got {cfg.seeds})")
+    seeds = seed_list(cfg.seeds)
     if cfg.workers < 1:
         fail(f"--workers must be at least 1 (got {cfg.workers})")
     if cfg.total_timesteps is not None and cfg.total_timesteps < 1:
@@ -555,7 +556,7 @@ def plan_grid(cfg: Config, argv_command: str) -> dict:
     out = Path(cfg.out or f"runs/grid/{cfg.env.replace('/', '_')}__{cfg.agent}")
     base = base_args(cfg, agent, fixed)
     plans = [RunPlan(s, seed, out / "runs" / s.slug, out / "logs" / f"{s.slug}__seed{seed}.log")
-             for s in settings for seed in range(1, cfg.seeds + 1)]
+             for s in settings for seed in seeds]
     bools = agent.bool_fields()
     check_settings(trainer, plans, base, bools)
     for plan in plans:
@@ -575,7 +576,8 @@ def run(cfg: Config, command: str = "python -m studies.grid") -> Outcome:
     p = plan_grid(cfg, command)
     plans, trainer, out = p["plans"], p["trainer"], p["out"]
     done = sum(pl.status == "done" for pl in plans)
-    print(f"grid: {len({pl.setting.name for pl in plans})} settings x {cfg.seeds} seeds = {len(plans)} runs of "
+    n_seeds = len(seed_list(cfg.seeds))
+    print(f"grid: {len({pl.setting.name for pl in plans})} settings x {n_seeds} seeds = {len(plans)} runs of "
           f"{budgets_said(plans)} steps; {done} done already; report in {out}", file=sys.stderr)
     failed: list[RunPlan] = []
     try:

@@ -39,7 +39,7 @@ from typing import Literal, Optional
 
 from common import cli
 from common.errors import UserError, exits_cleanly, fail
-from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags
+from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags, seed_list
 
 FRESH_SEEDS = 1001
 """The re-evaluation's first seed: far from the trials' seeds 1..N."""
@@ -55,8 +55,9 @@ class Config:
     """Environment (short name or gymnasium id); for dcgan, the dataset (ring8, grid25, cifar10, folder)."""
     trials: int = 50
     """Trials in the study, counting those of every worker and machine (pruned and failed included)."""
-    seeds: int = 3
-    """Seeds 1..N per trial; the trial's value is the mean of their final evaluations."""
+    seeds: tuple[str, ...] = ("3",)
+    """N: seeds 1..N per trial, or the seeds themselves (3 7 11, 3,7,11, 4-6, 7,); the trial's value is the
+    mean of their final evaluations."""
     total_timesteps: Optional[int] = None
     """Each run's budget (env steps; dcgan: generator steps); default: the preset's."""
     eval_interval: Optional[int] = None
@@ -242,8 +243,7 @@ def objective_for(cfg: Config, agent: Agent):
         folder = Path(cfg.logdir) / f"trial{trial.number}"
         budget = budget_of(cfg, agent, values)
         scores = []
-        for i in range(cfg.seeds):
-            seed = 1 + i
+        for i, seed in enumerate(seed_list(cfg.seeds)):
             args = run_args(cfg, agent, values, seed, folder)
             log = folder / f"seed{seed}.log"
             try:
@@ -472,7 +472,8 @@ def report(cfg: Config, study, reevaluate_best: bool = True) -> None:
     lines = [f"# Sweep: {cfg.agent} on {cfg.env}, study {study_name(cfg)}", "", trials_table(study), ""]
     if complete:
         best = study.best_trial
-        lines.append(f"Best: trial {best.number}, value {best.value:.2f} over seeds 1..{cfg.seeds} "
+        seeds = ", ".join(map(str, seed_list(cfg.seeds)))
+        lines.append(f"Best: trial {best.number}, value {best.value:.2f} over seeds {seeds} "
                      f"({', '.join(f'{k}={_short(v)}' for k, v in best.params.items())}).")
         imp = importances(study)
         if imp:

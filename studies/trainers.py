@@ -8,6 +8,8 @@ import importlib
 import typing
 from dataclasses import dataclass
 
+from common.errors import fail
+
 
 @dataclass(frozen=True)
 class Agent:
@@ -90,3 +92,28 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def seed_list(spec: tuple[str, ...] | int) -> list[int]:
+    """--seeds: one whole number N is seeds 1..N; anything else names the seeds (a list, 3,7,11, ranges 4-6,
+    or one seed with a trailing comma). A UserError for anything else."""
+    tokens = [spec] if isinstance(spec, int) else [t for part in spec for t in str(part).split(",")]
+    if isinstance(spec, int) or (len(spec) == 1 and "," not in spec[0] and "-" not in spec[0].lstrip("-")):
+        try:
+            count = int(tokens[0])
+        except ValueError:
+            fail(f"--seeds {spec[0]!r}: a count (5), a list (3 7 11 or 3,7,11) or a range (4-6)")
+        if count < 1:
+            fail(f"--seeds must be at least 1 (got {count})")
+        return list(range(1, count + 1))
+    seeds: list[int] = []
+    for token in filter(None, (t.strip() for t in tokens)):
+        low, dash, high = token.partition("-")
+        try:
+            span = range(int(low), int(high) + 1) if dash else [int(token)]
+        except ValueError:
+            fail(f"--seeds {token!r}: seeds are whole numbers, listed (3 7 11 or 3,7,11) or as a range (4-6)")
+        seeds.extend(s for s in span if s not in seeds)
+    if not seeds or min(seeds) < 0:
+        fail(f"--seeds {' '.join(spec)}: name at least one seed, none negative")
+    return seeds

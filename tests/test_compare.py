@@ -184,3 +184,16 @@ def test_command_line(tmp_path):
                              capture_output=True, text=True, timeout=120, cwd=root)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip() == f"error: {tmp_path / 'nowhere'}: no such folder"
+
+
+def test_seeds_are_counted_as_distinct_seeds(tmp_path, capsys):
+    logdir = tmp_path / "runs"
+    # seed 1 twice (a second run of another budget, say) and seed 2: two seeds, three runs
+    for name, value in (("Acrobot-v1__dqn__1__400", -100.0), ("Acrobot-v1__dqn__1__500", -120.0),
+                        ("Acrobot-v1__dqn__2__400", -200.0)):
+        fake_run(logdir, name, [value] * 6, None)
+    capsys.readouterr()
+    [row] = compare.main([str(logdir), "--tag", TAG, "--out", str(tmp_path / "c.png"), "--last", "3"])
+    assert (row["seeds"], row["runs"]) == (2, 3)
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Acrobot-v1")]
+    assert "2 (3 runs)" in line

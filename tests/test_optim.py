@@ -706,12 +706,19 @@ def test_pairings_are_the_trainers_defaults():
     main([])  # the listing runs
 
 
-def test_optim_command_lists_every_optimizer(capsys):
+def test_optim_command_lists_every_optimizer(capsys, monkeypatch):
     from optim.__main__ import main
 
+    monkeypatch.setenv("COLUMNS", "100")
+    main([])  # a terminal of 100 columns: cells wrap, not lines
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 110
+    monkeypatch.setenv("COLUMNS", "400")
     main([])
     out = capsys.readouterr().out
-    assert all(f"\n{name} " in out for name in optim.names())
+    assert all(f"\n{name} " in out for name in optim.drivable_names())  # a row each
+    offered = out.split("In the registry but not offered")
+    assert all(f"\n{name} " not in offered[0] and f"{name} (" in offered[1] for name in optim.NOT_DRIVABLE)
+    assert "muon" in optim.NOT_DRIVABLE
     for name in optim.SEMANTICS:  # each row says what its eps/alpha mean
         row = re.search(rf"\n{name} .*", out).group(0)
         said = (("eps", optim.eps_means(name)), ("alpha", optim.alpha_means(name)))

@@ -1,6 +1,7 @@
 """studies: the interval estimates against rliable's, grids that resume, Optuna sweeps whose workers
 share a journal file or a PostgreSQL server, pruning, the claims' verdicts, and bad input."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -311,3 +312,16 @@ def test_every_sampled_trial_is_a_command_line_its_trainer_takes(agent, tmp_path
         for key, value in values.items():
             assert getattr(parsed, key) == value, (key, args)
         study.tell(trial, 0.0)
+
+
+def test_seeds_are_a_count_or_the_seeds_themselves():
+    from common.errors import UserError
+    from studies.trainers import seed_list
+
+    assert seed_list(("5",)) == [1, 2, 3, 4, 5] and seed_list(3) == [1, 2, 3]  # a count, typed or from a claim
+    assert seed_list(("3", "7", "11")) == seed_list(("3,7,11",)) == [3, 7, 11]
+    assert seed_list(("4-6", "9")) == [4, 5, 6, 9] and seed_list(("7,",)) == [7] and seed_list(("2", "2")) == [2]
+    for bad, said in ((("0",), "at least 1"), (("x",), "a count (5)"), (("a,b",), "whole numbers"),
+                      ((",",), "at least one seed")):
+        with pytest.raises(UserError, match=re.escape(said)):
+            seed_list(bad)
