@@ -3,6 +3,8 @@ replay memory after a resume, the rounds of updates an env step pays for, and th
 copy period."""
 from __future__ import annotations
 
+import sys
+
 
 def refill_note(cfg, replay_restored: bool = False) -> str:
     """What a resumed run says of its replay memory: refilled for `learning_starts` steps of the
@@ -14,10 +16,14 @@ def refill_note(cfg, replay_restored: bool = False) -> str:
 
 def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False) -> int:
     """The step after which updates run: `learning_starts`, or after a resume that many steps of
-    refill from where the checkpoint stood (none when the replay memory came with it)."""
-    if not resumed:
-        return cfg.learning_starts
-    return step if replay_restored else step + cfg.learning_starts
+    refill from where the checkpoint stood (none when the replay memory came with it). A budget that
+    ends before then is said at start: the run would play without learning."""
+    start = cfg.learning_starts if not resumed else (step if replay_restored else step + cfg.learning_starts)
+    if start >= cfg.total_timesteps:
+        print(f"note: --total-timesteps {cfg.total_timesteps:,} ends before learning starts at step {start:,} "
+              f"(--learning-starts {cfg.learning_starts:,}): this run plays without a single update",
+              file=sys.stderr)
+    return start
 
 
 def rounds_due(counters, cfg) -> int:

@@ -58,8 +58,12 @@ class Policy:
 
 
 def load(path: str | Path, device: str = "auto") -> Policy:
-    """The policy in an agent's checkpoint (final.pt, best.pt or checkpoint.pt of any agent's run), on
-    `device` (auto, cpu, cuda). Anything else is a UserError naming the file."""
+    """The policy in an agent's checkpoint (final.pt, best.pt or checkpoint.pt of any agent's run, or the run
+    folder: its final.pt, else best.pt, else checkpoint.pt), on `device` (auto, cpu, cuda). Anything else is a
+    UserError naming the file."""
+    from common.lifecycle import checkpoint_in
+
+    path = Path(checkpoint_in(str(path), ("final.pt", "best.pt", "checkpoint.pt"), "agents.load"))
     saved = checkpoint.load(path, kind=None)
     if saved["kind"] not in AGENTS:
         fail(f"{path} is a {saved['kind']!r} checkpoint, not an agent's ({', '.join(AGENTS)}); a generator "

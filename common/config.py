@@ -45,7 +45,8 @@ class RunConfig:
     """Checkpoint to continue from, in its run folder, with its config; flags typed beside it override
     that config (e.g. a larger step budget), except those that fix the networks and optimizers."""
     eval: str | None = None
-    """Evaluate this checkpoint and print its score; no training."""
+    """Evaluate this checkpoint (or a run folder: its final.pt, else best.pt, else checkpoint.pt) and print its
+    score; no training."""
 
 
 # Chosen by each invocation, never taken from a checkpoint's config.

@@ -73,12 +73,29 @@ def typed_over(cfg, stored):
     return dataclasses.replace(stored, **typed)
 
 
+def checkpoint_in(path: str, names: tuple[str, ...], flag_: str) -> str:
+    """`path`, or for a run folder the first of `names` in it; a folder without one says what it holds."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    for name in names:
+        if (folder / name).is_file():
+            return str(folder / name)
+    held = sorted(p.name for p in folder.iterdir())
+    fail(f"{flag_} {path}: a folder without {' or '.join(names)}; it holds "
+         f"{', '.join(held[:12]) + (' ...' if len(held) > 12 else '') if held else 'nothing'}")
+
+
 def checked(trainer: Trainer, cfg, merge: Callable[[Any], Any] | None = None) -> tuple[Any, dict | None]:
     """`cfg` over the checkpoint's config when it names one (`merge(stored)`, by default `typed_over`),
     checked and prepared; and the checkpoint, loaded. Every refusal is a UserError."""
     from common import run as runs
 
     merge = merge or (lambda stored: typed_over(cfg, stored))
+    if cfg.eval:
+        cfg.eval = checkpoint_in(cfg.eval, ("final.pt", "best.pt", "checkpoint.pt"), "--eval")
+    if cfg.resume:
+        cfg.resume = checkpoint_in(cfg.resume, ("checkpoint.pt",), "--resume")
     path = cfg.eval or cfg.resume
     saved = None
     if path:
@@ -93,7 +110,9 @@ def checked(trainer: Trainer, cfg, merge: Callable[[Any], Any] | None = None) ->
         for name in PER_INVOCATION + (("logdir",) if loose else ()):
             if name in defaults:
                 setattr(stored, name, defaults[name])
+        found = (cfg.eval, cfg.resume)
         cfg = merge(stored)
+        cfg.eval, cfg.resume = found  # a run folder's checkpoint, as found above
         fixed = trainer.fixed_on_resume + ((("seed",) if loose else ("seed", "logdir")) if cfg.resume else ())
         for name in fixed:
             if trainer.canonical(name, getattr(cfg, name)) != trainer.canonical(name, getattr(stored, name)):

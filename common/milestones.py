@@ -46,6 +46,11 @@ class Milestones:
         self._since, self._since_step = now, step
         return sps
 
+    @property
+    def learning(self) -> bool:
+        """Whether updates have begun (the trainer said so with updates_began)."""
+        return self._updates_began is not None
+
     def updates_began(self, step: int) -> None:
         if self._updates_began is None:
             self._updates_began = (time.time(), step)

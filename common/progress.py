@@ -9,6 +9,12 @@ from collections import deque
 from tqdm import tqdm
 
 
+def _clock(seconds: float) -> str:
+    """`1:02:03` (h:mm:ss), tqdm's remaining-time form."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 class Progress:
     """A tqdm bar over steps showing steps/s, the mean of recent episode returns (when there are
     episodes) and any other figures passed to `update`. Without a terminal it prints a line every
@@ -41,7 +47,16 @@ class Progress:
         self.bar.refresh()
         if self._quiet and time.time() - self._last_print > 30:
             self._last_print = time.time()
-            print(f"step {step}/{self.total}  " + "  ".join(f"{k} {v}" for k, v in shown.items()), file=sys.stderr)
+            eta = f"  eta {_clock((self.total - step) / sps)}" if sps > 0 and step < self.total else ""
+            print(f"step {step}/{self.total}  " + "  ".join(f"{k} {v}" for k, v in shown.items()) + eta,
+                  file=sys.stderr)
+
+    def say(self, line: str) -> None:
+        """A line on stderr that leaves the bar intact on a terminal."""
+        if self._quiet:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

@@ -63,6 +63,13 @@ def stopped(signum: int, step: int, path: Path) -> NoReturn:
     sys.exit(128 + signum)
 
 
+def duration(seconds: float) -> str:
+    """`2 h 05 min`, `14 min`, `40 s`: a run's time to go, as a person reads it."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{int(seconds // 60)} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def score_line(env: str, scores: list[float]) -> str:
     """`ENV: N episodes, score MEAN +/- STD (min, max)`: what every agent's --eval prints."""
     return (f"{env}: {len(scores)} episodes, score {np.mean(scores):.2f} +/- {np.std(scores):.2f} "
@@ -119,6 +126,7 @@ class Session:
         self.last_eval: tuple[int, float] | None = None  # (step, mean) of the latest evaluation
         self._announce, self._resume_note = announce, resume_note
         self.may_be_nan = may_be_nan  # logged figures that are nan without a divergence (PPO's explained variance)
+        self._estimated = False  # whether the run's remaining duration has been said
 
     # -- before the loop ----------------------------------------------------------------------------
 
@@ -146,9 +154,19 @@ class Session:
         if self.saved is not None:
             note = f"; {self._resume_note}" if self._resume_note else ""
             print(f"resuming {self.folder} at step {step}{note}", file=sys.stderr)
+        print(self.plan(step), file=sys.stderr)
         self.progress = Progress(self.budget, initial=step)
         self.milestones = Milestones(step, **self.intervals)
         return self
+
+    def plan(self, step: int) -> str:
+        """The start block's line: where the run writes, on what, how far, and what falls due on the way
+        (its duration is said once the speed is known: common.progress)."""
+        from common.device import pick
+
+        due = [f"{name} every {every:,}" for name, every in self.intervals.items() if every and name != "log"]
+        return (f"run folder: {self.folder}\n{self.algo} on {pick(self.cfg.device)}: step {step:,} of "
+                f"{self.budget:,}" + (f" ({', '.join(due)})" if due else ""))
 
     def __enter__(self) -> "Session":
         self.stop.__enter__()
@@ -190,8 +208,7 @@ class Session:
         if self.due("log", step):  # (the first tick marks the run started)
             self.log(step, log() if log is not None else {}, **shown)
         if self.evaluate is not None and self.due("eval", step):
-            with self.paused():
-                scores = self.evaluate(self.cfg.eval_episodes, None, self.stop)
+            scores = self.play(step)
             if not self.stop:  # a signal cut it short: no score to record
                 self.record(scores, step)
         if self.due("checkpoint", step):
@@ -208,7 +225,19 @@ class Session:
             self.diverged(f"{name.split('/', 1)[1]}={value}", step)
         self.run.scalars({"charts/SPS": sps, **values}, step)
         self.progress.update(step, sps, **shown)
+        if not self._estimated and self.milestones.learning and sps > 0:
+            # said once, at the first log after updates began (a replay warm-up's steps/s would flatter it)
+            self._estimated = True
+            self.progress.say(f"at {sps:,.0f} steps/s, the {self.budget - step:,} steps left take about "
+                              f"{duration((self.budget - step) / sps)}; run folder: {self.folder}")
         return values
+
+    def play(self, step: int) -> list[float]:
+        """An evaluation of the weights at `step` (its start said: a long one would otherwise sit silent),
+        outside the steps/s count."""
+        self.progress.say(f"evaluating at step {step}: {self.cfg.eval_episodes} episodes, exploration off")
+        with self.paused():
+            return self.evaluate(self.cfg.eval_episodes, None, self.stop)
 
     def record(self, scores: list[float], step: int) -> bool:
         """An evaluation's scores: logged, best.pt kept (SB3's EvalCallback), a plateau schedule and
@@ -218,8 +247,7 @@ class Session:
         self.run.scalars({"eval/episodic_return": mean, "eval/episodic_return_std": std}, step)
         cut = getattr(scores, "cut", 0)
         said = f" ({cut} cut short by the evaluation budget, scored as they stood)" if cut else ""
-        print(f"evaluation at step {step}: {len(scores)} episodes, score {mean:.2f} +/- {std:.2f}{said}",
-              file=sys.stderr)
+        self.progress.say(f"evaluation at step {step}: {len(scores)} episodes, score {mean:.2f} +/- {std:.2f}{said}")
         if self.schedule is not None and hasattr(self.schedule, "evaluated"):
             self.schedule.evaluated(mean)
         improved = mean > self._best.best
@@ -238,7 +266,8 @@ class Session:
         """Training produced non-finite numbers: one line naming the step and what is kept, exit 3."""
         self.close()
         path = self.folder / "checkpoint.pt"
-        kept = f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint had been written yet"
+        kept = (f"the last good checkpoint {path} is kept" if path.exists()
+                else f"no checkpoint had been written yet (run folder: {self.folder})")
         fail(f"training diverged at step {step} ({what}); {kept}{hint}", code=3)
 
     # -- after the loop -----------------------------------------------------------------------------
@@ -253,8 +282,7 @@ class Session:
             self.diverged("non-finite weights", step)
         if (self.evaluate is not None and not self.stop and getattr(self.cfg, "eval_interval", 0)
                 and (self.last_eval is None or self.last_eval[0] != step)):
-            with self.paused():
-                scores = self.evaluate(self.cfg.eval_episodes, None, self.stop)
+            scores = self.play(step)
             if not self.stop:
                 self.record(scores, step)
         self.progress.close()

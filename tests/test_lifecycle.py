@@ -212,3 +212,33 @@ def test_a_run_folder_is_not_left_behind_when_the_start_fails(tmp_path, capsys, 
     opened = failing_start(monkeypatch, started=False, error=UserError("the first batch failed"))
     failed(dqn.main, ["--resume", str(folder / "checkpoint.pt"), "--total-timesteps", "1600"], capsys)
     assert opened == [folder] and (folder / "checkpoint.pt").read_bytes() == V0_DQN.read_bytes()
+
+
+def test_a_run_says_where_it_writes_what_it_does_and_how_long_it_takes(tmp_path, capsys):
+    path = dqn.main([*TINY_DQN, "--log-interval", "100", "--device", "cpu", "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err.splitlines()
+    folder = str(path.parent)
+    # at start: the folder, the device and the budget with what falls due on the way
+    assert err[1] == f"run folder: {folder}"
+    assert err[2] == "dqn on cpu: step 0 of 400 (eval every 200, checkpoint every 10,000)"
+    # once updates run, the time left (said once), then each evaluation's start and result
+    [eta] = [line for line in err if line.startswith("at ") and " steps left take about " in line]
+    assert eta.endswith(f"run folder: {folder}")
+    assert err.index("evaluating at step 200: 2 episodes, exploration off") < \
+        next(i for i, line in enumerate(err) if line.startswith("evaluation at step 200: 2 episodes, score "))
+    assert err[-1] == f"run folder: {folder}"
+    # --eval and --resume of a run folder take its checkpoint; a folder without one says what it holds
+    assert len(dqn.main(["--eval", folder, "--eval-episodes", "1"])) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("")
+    with pytest.raises(UserError, match=r"--eval .*empty: a folder without final.pt or best.pt or checkpoint.pt; "
+                                        r"it holds notes.txt"):
+        lifecycle.load_config(dqn.TRAINER, ["--eval", str(empty)])
+
+
+def test_a_budget_that_ends_before_learning_starts_is_said_at_start(tmp_path, capsys):
+    dqn.main(["--env", "CartPole-v1", "--total-timesteps", "300", "--learning-starts", "1000", "--eval-interval", "0",
+              "--logdir", str(tmp_path)])
+    assert ("note: --total-timesteps 300 ends before learning starts at step 1,000 (--learning-starts 1,000): "
+            "this run plays without a single update") in capsys.readouterr().err
