@@ -44,6 +44,14 @@ class RunConfig:
     resume: str | None = None
     """Checkpoint to continue from, in its run folder, with its config; flags typed beside it override
     that config (e.g. a larger step budget), except those that fix the networks and optimizers."""
+    track: bool = False
+    """Also log the scalars and the config to Weights & Biases, as CleanRL's --track does (needs the track
+    extra: pip install -e '.[track]'; WANDB_MODE=offline keeps the run on disk, `wandb sync` uploads it).
+    TensorBoard logs as always."""
+    wandb_project: str = "rlgan"
+    """With --track: the W&B project."""
+    wandb_entity: str | None = None
+    """With --track: the W&B team or user (default: yours)."""
     eval: str | None = None
     """Evaluate this checkpoint (or a run folder: its final.pt, else best.pt, else checkpoint.pt) and print its
     score; no training."""

@@ -79,16 +79,22 @@ class Run:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.created, self.started, self.closed = created, False, False
+        self.tracker = None  # the W&B run with --track
         self._lock = lock_folder(self.folder)
         try:
             if resume_step is not None:
                 _after_existing_event_files(self.folder)
+            self.tracker = _wandb_run(self.folder, config) if getattr(config, "track", False) else None
             # A run that crashed logged past its last checkpoint; purge_step hides those events so the
             # resumed curve does not double back.
             self.writer = SummaryWriter(str(self.folder), purge_step=resume_step)
             if resume_step is None:
                 self.writer.add_text("hyperparameters", markdown_table(config))
         except BaseException:
+            if getattr(self, "writer", None) is not None:
+                self.writer.close()  # its thread would write the folder again after it is removed
+            if self.tracker is not None:
+                self.tracker.finish()
             if self._lock is not None:
                 self._lock.close()
             raise
@@ -98,11 +104,13 @@ class Run:
         self.started = True
 
     def scalar(self, tag: str, value, step: int) -> None:
-        self.writer.add_scalar(tag, float(value), step)
+        self.scalars({tag: value}, step)
 
     def scalars(self, values: dict, step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, float(value), step)
+        if self.tracker is not None:  # the same tags against the same step (W&B's own x axis: global_step)
+            self.tracker.log({**{tag: float(v) for tag, v in values.items()}, "global_step": step})
 
     def hparams(self, config, metrics: dict[str, float], step: int) -> None:
         """TensorBoard's HPARAMS dashboard: the config's fields against `metrics`, in this run's own
@@ -123,10 +131,33 @@ class Run:
         try:
             self.writer.flush()
             self.writer.close()
+            if self.tracker is not None:
+                self.tracker.finish()
         finally:
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
+
+
+def _wandb_run(folder: Path, config):
+    """--track: a W&B run named and identified by the run folder (a resumed run continues it), its config
+    the run's, its files under the run folder; steps are logged as `global_step`, the x axis of every
+    chart."""
+    from dataclasses import asdict
+
+    try:
+        import wandb
+    except ImportError:
+        fail("--track needs Weights & Biases: pip install -e '.[track]' (or leave --track off)")
+    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", folder.name)[-64:]
+    try:
+        run = wandb.init(project=config.wandb_project, entity=config.wandb_entity, name=folder.name, id=run_id,
+                         resume="allow", config=asdict(config), dir=str(folder), reinit="create_new")
+    except Exception as e:  # noqa: BLE001 (no login, no network: one line, the run not started)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"--track: W&B did not start ({first[:200]}); log in with `wandb login`, or set WANDB_MODE=offline")
+    run.define_metric("*", step_metric="global_step")
+    return run
 
 
 def _after_existing_event_files(folder: Path) -> None:

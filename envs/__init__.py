@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 from dataclasses import dataclass
 
@@ -253,6 +254,10 @@ def make(
         if "mujoco" in str(gym.registry[spec.id].entry_point):
             _route_mujoco_warnings()
         try:
+            if render_mode == "rgb_array":
+                # frames drawn off screen: pygame's SDL would look for a display (and print an error about
+                # XDG_RUNTIME_DIR where there is none) for what needs no window
+                os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
             # render_mode only when asked for: a user's env need not take the argument
             kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode is not None else {})}
             env = gym.make_vec(spec.make_id, num_envs, vectorization_mode=vector_mode, **kwargs)

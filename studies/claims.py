@@ -221,8 +221,12 @@ def settle(name: str, cfg: Config) -> dict:
     gcfg = grid.Config(agent=claim.agent, env=claim.env, optimizers=(claim.treatment, claim.control), set=sets,
                        seeds=budget.seeds, total_timesteps=budget.steps, eval_interval=budget.eval_interval,
                        workers=cfg.workers or budget.workers, out=str(out), metric=claim.metric, device=cfg.device)
-    print(f"{name}: {claim.statement}; {cfg.budget} budget: {budget.seeds} seeds x {budget.steps:,} steps "
-          f"per optimizer{' (' + budget.note + ')' if budget.note else ''}", file=sys.stderr, flush=True)
+    # what runs first (the claim's own metric may be one this budget cannot measure: the DCGAN claim's
+    # Inception Score on its 2D stand-in)
+    measured = claim.metric or grid.AGENTS[claim.agent].metric_for(claim.env)
+    print(f"{name}: measuring {measured} of {claim.agent} on {claim.env}, {claim.treatment} against {claim.control}, "
+          f"{budget.seeds} seeds x {budget.steps:,} steps each ({cfg.budget} budget"
+          f"{'; ' + budget.note if budget.note else ''}); the claim: {claim.statement}", file=sys.stderr, flush=True)
     outcome = grid.run(gcfg, f"python -m studies.claims {name} --budget {cfg.budget}")
     fields = grid.AGENTS[claim.agent].optimizer_fields
     names = [grid.Setting(dict(zip(fields, o.split("/")))).name for o in (claim.treatment, claim.control)]
