@@ -501,7 +501,8 @@ def default_budget(cfg: Config) -> int:
 
 def check(cfg: Config) -> int:
     """Every flag, and the trainer's checks of a run's command; returns the runs' budget."""
-    for name in ("trials", "seeds", "workers"):
+    seed_list(cfg.seeds)  # a count or the seeds themselves, refused otherwise
+    for name in ("trials", "workers"):
         if getattr(cfg, name) < 1:
             fail(f"--{name} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.reevaluate_seeds < 0 or cfg.startup_trials < 0:
