@@ -342,7 +342,7 @@ def collect(agent: Agent, env, storage: RolloutStorage, next_obs: torch.Tensor, 
     """Fill `storage` with one rollout from `next_obs`; returns the observation and validity the next
     rollout starts from. `on_episode(t, return, length)` hears of every episode that ends. `act`:
     agent.act_and_value, compiled with --compile."""
-    act = act or agent.act_and_value
+    act = agent.act_and_value if act is None else act
     for t in range(storage.obs.shape[0]):
         storage.obs[t], storage.valid[t] = next_obs, next_valid
         with torch.no_grad():

@@ -319,7 +319,7 @@ def act(net: RainbowNetwork, obs: np.ndarray, support: torch.Tensor, device: tor
     if net.training:
         net.reset_noise()
     with torch.no_grad():
-        log_probs = (forward or net)(torch.as_tensor(obs, device=device))
+        log_probs = (net if forward is None else forward)(torch.as_tensor(obs, device=device))
         actions = q_values(log_probs, support).argmax(dim=1).cpu().numpy()
     if epsilon > 0:
         explore = rng.random(len(obs)) < epsilon

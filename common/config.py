@@ -37,8 +37,8 @@ class RunConfig:
     """auto, cpu, cuda or cuda:N."""
     compile: bool = False
     """torch.compile the update's loss (forward and backward) and the acting forward; the optimizer
-    steps eager. The first update waits tens of seconds for it. Off by default: on a 2-core CPU it
-    measured no faster for these networks (README, Figures); try it on a GPU."""
+    steps eager. The first update waits tens of seconds for it. Off by default: on a 2-core CPU it pays
+    back its compilation only in long runs of the CNN agents (README, Figures); try it on a GPU."""
     logdir: str = "runs"
     """Folder that holds the run folders ({env}__{algo}__{seed}__{unix_time})."""
     resume: str | None = None

@@ -80,6 +80,11 @@ def test_rainbow_update_compiled_equals_eager():
         nets[name] = n
     assert_same_parameters(nets["eager"], nets["compiled"], start)
     torch.testing.assert_close(kls["compiled"], kls["eager"], rtol=1e-4, atol=1e-5)  # the new priorities
+    # acting: the compiled forward picks the eager one's actions (noise at its mean)
+    net = nets["eager"].eval()
+    obs = torch.randn(6, 4).numpy()
+    greedy = rainbow.act(net, obs, support, CPU)
+    assert (rainbow.act(net, obs, support, CPU, forward=compiled(net, True)) == greedy).all()
 
 
 def test_ppo_update_compiled_equals_eager():
