@@ -54,6 +54,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     env_kwargs: tuple[str, ...] = ()
     """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
     3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
+    env_wrappers: tuple[str, ...] = ()
+    """module:callable ... wrapped around each env, innermost first (gymnasium.Wrapper classes, or any env ->
+    env), before this toolkit's own wrappers; saved with the run, so that --eval and agents.load rebuild it."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps (agent steps; 4 frames each on Atari). Preset atari 10,000,000 (Nature trained
     50M), classic 50,000."""
@@ -148,7 +151,7 @@ CLASSIC = dict(total_timesteps=50_000, buffer_size=100_000, learning_starts=1_00
 PRESETS = {"atari": ATARI, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "lr_mult", "optimizer_switch")
+FIXED_ON_RESUME = ("env", "env_kwargs", "env_wrappers", "hidden_sizes", "optimizer", "lr_mult", "optimizer_switch")
 # What a checkpoint's loss was: before 2026-12 DQN averaged its Huber loss over the batch, which an
 # optimizer state made with the sum cannot continue.
 LOSS = "huber-sum"
@@ -251,7 +254,7 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    return env_setup.make_env("DQN", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+    return env_setup.make_env("DQN", cfg.env, num_envs, env_kwargs=cfg.env_kwargs, env_wrappers=cfg.env_wrappers,
                               actions=(gym.spaces.Discrete,), render=render,
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions)
 

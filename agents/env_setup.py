@@ -51,11 +51,35 @@ def parse_env_kwargs(items: tuple[str, ...]) -> dict[str, Any]:
     return kwargs
 
 
+def import_wrappers(paths: tuple[str, ...]) -> tuple:
+    """--env-wrappers module:callable ...: each imported (a gymnasium.Wrapper class, or any env -> env)."""
+    import importlib
+
+    found = []
+    for path in paths:
+        module, _, name = path.partition(":")
+        if not module or not name:
+            fail(f"--env-wrappers {path}: write module:callable, e.g. my_pkg.wrappers:TimeFeature")
+        try:
+            target = importlib.import_module(module)
+            for part in name.split("."):
+                target = getattr(target, part)
+        except Exception as e:  # noqa: BLE001 (whatever the import raises, said in one line)
+            why = str(e).splitlines()[0][:160] if str(e) else ""
+            fail(f"--env-wrappers {path}: cannot import it ({type(e).__name__}: {why}); write module:callable, "
+                 f"e.g. my_pkg.wrappers:TimeFeature")
+        if not callable(target):
+            fail(f"--env-wrappers {path}: not a callable (write module:callable, e.g. my_pkg.wrappers:TimeFeature)")
+        found.append(target)
+    return tuple(found)
+
+
 def make_env(algo: str, name: str, num_envs: int, *, actions: tuple[type, ...], render: bool = False,
-             vector_mode: str = "sync", env_kwargs: tuple[str, ...] = (), **options) -> gym.vector.VectorEnv:
-    """`envs.make` for agent `algo` (with --env-kwargs' keyword arguments), refusing with one line what it
-    cannot make or the agent cannot take: action spaces other than `actions`, observations other than
-    Atari frames or flat vectors."""
+             vector_mode: str = "sync", env_kwargs: tuple[str, ...] = (), env_wrappers: tuple[str, ...] = (),
+             **options) -> gym.vector.VectorEnv:
+    """`envs.make` for agent `algo` (with --env-kwargs' keyword arguments and --env-wrappers' wrappers around
+    each env), refusing with one line what it cannot make or the agent cannot take: action spaces other than
+    `actions`, observations other than Atari frames or flat vectors."""
     try:
         atari = envs.resolve(name).is_atari
     except envs.UnknownEnvError as e:
@@ -63,7 +87,7 @@ def make_env(algo: str, name: str, num_envs: int, *, actions: tuple[type, ...], 
     try:
         env = envs.make(name, num_envs, render_mode="rgb_array" if render and not atari else None,
                         vector_mode="sync" if atari or render else vector_mode,
-                        env_kwargs=parse_env_kwargs(env_kwargs), **options)
+                        env_kwargs=parse_env_kwargs(env_kwargs), wrappers=import_wrappers(env_wrappers), **options)
     except envs.UnknownEnvError as e:
         fail(str(e))
     except (ImportError, TypeError, ValueError, gym.error.Error) as e:  # an env that cannot be made here

@@ -64,6 +64,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     env_kwargs: tuple[str, ...] = ()
     """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
     3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
+    env_wrappers: tuple[str, ...] = ()
+    """module:callable ... wrapped around each env, innermost first (gymnasium.Wrapper classes, or any env ->
+    env), before this toolkit's own wrappers; saved with the run, so that --eval and agents.load rebuild it."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps over all envs and ranks. Preset atari 10,000,000; mujoco 1,000,000; classic 100,000."""
     num_envs: Annotated[PresetInt, POSITIVE, limit(4096, "one process steps its share of them")] = None
@@ -155,8 +158,8 @@ CLASSIC = dict(total_timesteps=100_000, num_envs=8, num_steps=32, learning_rate=
 PRESETS = {"atari": ATARI, "mujoco": MUJOCO, "classic": CLASSIC}
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "normalize_obs", "normalize_reward", "lr_mult",
-                   "optimizer_switch")
+FIXED_ON_RESUME = ("env", "env_kwargs", "env_wrappers", "hidden_sizes", "optimizer", "normalize_obs",
+                   "normalize_reward", "lr_mult", "optimizer_switch")
 
 
 def preset_name(cfg: Config) -> str:
@@ -395,7 +398,7 @@ def log_values(stats: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -
 
 def make_env(cfg: Config, num_envs: int, render: bool = False, training: bool = True):
     """Training envs normalize rewards (with the mujoco preset); evaluation envs report raw returns only."""
-    return env_setup.make_env("PPO", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+    return env_setup.make_env("PPO", cfg.env, num_envs, env_kwargs=cfg.env_kwargs, env_wrappers=cfg.env_wrappers,
                               actions=(gym.spaces.Discrete, gym.spaces.Box), render=render,
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions,
                               normalize_obs=cfg.normalize_obs, normalize_reward=cfg.normalize_reward and training,

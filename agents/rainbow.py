@@ -60,6 +60,9 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     env_kwargs: tuple[str, ...] = ()
     """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
     3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
+    env_wrappers: tuple[str, ...] = ()
+    """module:callable ... wrapped around each env, innermost first (gymnasium.Wrapper classes, or any env ->
+    env), before this toolkit's own wrappers; saved with the run, so that --eval and agents.load rebuild it."""
     preset: Optional[Literal["atari", "atari100k", "classic"]] = None
     """Preset for the unset fields; default: atari for Atari games, classic for everything else."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
@@ -175,8 +178,8 @@ PRESETS = {"atari": ATARI, "atari100k": ATARI100K, "classic": CLASSIC}
 TORSOS = ("nature", "data-efficient")
 
 # What the checkpoint's networks and optimizer state were made for.
-FIXED_ON_RESUME = ("env", "env_kwargs", "preset", "lr_mult", "optimizer_switch", "hidden_sizes", "noisy_hidden",
-                   "noisy_sigma", "torso", "num_atoms", "v_min", "v_max", "optimizer")
+FIXED_ON_RESUME = ("env", "env_kwargs", "env_wrappers", "preset", "lr_mult", "optimizer_switch", "hidden_sizes",
+                   "noisy_hidden", "noisy_sigma", "torso", "num_atoms", "v_min", "v_max", "optimizer")
 
 
 def preset_name(cfg: Config) -> str:
@@ -346,7 +349,7 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    return env_setup.make_env("Rainbow", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+    return env_setup.make_env("Rainbow", cfg.env, num_envs, env_kwargs=cfg.env_kwargs, env_wrappers=cfg.env_wrappers,
                               actions=(gym.spaces.Discrete,), render=render,
                               vector_mode=cfg.vector_mode, sticky_actions=cfg.sticky_actions)
 

@@ -77,6 +77,9 @@ class Config(OptimizerAidsConfig, RunConfig):
     env_kwargs: tuple[str, ...] = ()
     """KEY=VALUE ... passed to the env's constructor (gymnasium envs; each value read as a Python literal:
     3, 0.5, True, 'text'); a user's env is named `module:EnvId`, whose module registers it."""
+    env_wrappers: tuple[str, ...] = ()
+    """module:callable ... wrapped around each env, innermost first (gymnasium.Wrapper classes, or any env ->
+    env), before this toolkit's own wrappers; saved with the run, so that --eval and agents.load rebuild it."""
     total_timesteps: Annotated[PresetInt, POSITIVE] = None
     """Environment steps. Preset mujoco 1,000,000; classic 15,000."""
     num_envs: Annotated[int, POSITIVE, limit(1024, "one process steps them all")] = 1
@@ -180,8 +183,8 @@ KFAC_MOMENTUM = 0.9  # sgd: ACKTR's momentum
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
-FIXED_ON_RESUME = ("env", "env_kwargs", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer", "kfac_mode",
-                   "kfac_actor", "autotune", "lr_mult", "optimizer_switch")
+FIXED_ON_RESUME = ("env", "env_kwargs", "env_wrappers", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer",
+                   "kfac_mode", "kfac_actor", "autotune", "lr_mult", "optimizer_switch")
 DEFAULT_LR = 3e-4  # both networks' and alpha's (Haarnoja et al. 2018, Table 1)
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
@@ -390,7 +393,7 @@ class Preconditioners:
 
 
 def make_env(cfg: Config, num_envs: int, render: bool = False):
-    return env_setup.make_env("SAC", cfg.env, num_envs, env_kwargs=cfg.env_kwargs,
+    return env_setup.make_env("SAC", cfg.env, num_envs, env_kwargs=cfg.env_kwargs, env_wrappers=cfg.env_wrappers,
                               actions=(gym.spaces.Box,), render=render,
                               vector_mode=cfg.vector_mode)
 

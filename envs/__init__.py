@@ -219,6 +219,7 @@ def make(
     clip_obs: float = 10.0,
     clip_reward: float = 10.0,
     env_kwargs: dict | None = None,
+    wrappers: tuple = (),
 ) -> gym.vector.VectorEnv:
     """Make `num_envs` copies of env `name`. `seed` seeds the action space's sampling; seed the envs
     themselves with the first `reset(seed=...)` (env i then gets seed + i).
@@ -235,6 +236,7 @@ def make(
     - `normalize_reward`: rewards divided by the running std of the `gamma`-discounted return, then
       clipped to +-`clip_reward`. `info["episode"]` keeps the raw returns.
     - `env_kwargs`: keyword arguments of the env's constructor (gymnasium.make's).
+    - `wrappers`: callables env -> env applied to each env, innermost first, before everything above.
     Save the statistics with `normalization_state(env)`; load them into an evaluation env (frozen)
     with `load_normalization_state(eval_env, state)`.
     """
@@ -244,9 +246,9 @@ def make(
     if spec.is_atari:
         if render_mode is not None:
             raise ValueError("Atari envs here render no frames; record the observations instead")
-        if vector_mode != "sync" or normalize_obs or normalize_reward or env_kwargs:
-            raise ValueError("Atari envs run on ale-py's threaded vector env with clipped rewards: "
-                             "vector_mode, normalize_obs, normalize_reward and env kwargs apply to other envs only")
+        if vector_mode != "sync" or normalize_obs or normalize_reward or env_kwargs or wrappers:
+            raise ValueError("Atari envs run on ale-py's threaded vector env with clipped rewards: vector_mode, "
+                             "normalize_obs, normalize_reward, env kwargs and wrappers apply to other envs only")
         env = AtariEnv(spec.atari_game, num_envs, repeat_action_probability=sticky_actions,
                        max_frames=max_frames, noop_max=noop_max)
     else:
@@ -260,7 +262,8 @@ def make(
                 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
             # render_mode only when asked for: a user's env need not take the argument
             kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode is not None else {})}
-            env = gym.make_vec(spec.make_id, num_envs, vectorization_mode=vector_mode, **kwargs)
+            env = gym.make_vec(spec.make_id, num_envs, vectorization_mode=vector_mode,
+                               wrappers=list(wrappers) or None, **kwargs)
         except (gym.error.DependencyNotInstalled, ImportError) as err:
             raise _dependency_error(spec.id, gym.registry[spec.id].entry_point, err) from err
         env = _EpisodeEnd(gym.wrappers.vector.RecordEpisodeStatistics(env))

@@ -40,6 +40,17 @@ def test_box_user_env_trains_from_python(tmp_path):
     env.close()
 
 
+def test_a_users_wrapper_is_applied_saved_and_rebuilt(tmp_path):
+    result = sac.train(sac.Config(env=TARGET, env_wrappers=("user_envs:WithDistance",), optimizer="adam",
+                                  total_timesteps=200, learning_starts=100, eval_interval=0, logdir=str(tmp_path)))
+    policy = agents.load(result.folder)  # the run folder: its final.pt
+    assert policy.observation_shape == (3,)  # the wrapper's observation, rebuilt from the saved config
+    env = policy.make_env()
+    obs, _ = env.reset(seed=0)
+    assert obs[0, 2] == pytest.approx(abs(obs[0, 0] - obs[0, 1]), abs=1e-6)
+    env.close()
+
+
 @pytest.mark.parametrize("env, kwargs, message", [
     ("no_such_module:Corridor-v0", [], "cannot import module 'no_such_module' (ModuleNotFoundError"),
     ("user_envs:Corridr-v0", [], "registered no env 'Corridr-v0'"),
@@ -47,7 +58,7 @@ def test_box_user_env_trains_from_python(tmp_path):
     (TARGET, [], "DQN needs discrete actions"),
     (CORRIDOR, ["length"], "write KEY=VALUE"),
     (CORRIDOR, ["width=3"], "cannot make user_envs:Corridor-v0"),
-    ("Breakout", ["mode=1"], "env kwargs apply to other envs only"),
+    ("Breakout", ["mode=1"], "env kwargs and wrappers apply to other envs only"),
 ])
 def test_user_env_errors_are_one_line(tmp_path, capsys, env, kwargs, message):
     args = ["--env", env, "--total-timesteps", "300", "--logdir", str(tmp_path)]
@@ -56,6 +67,16 @@ def test_user_env_errors_are_one_line(tmp_path, capsys, env, kwargs, message):
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("wrapper, message", [
+    ("user_envs:NoSuchWrapper", "cannot import it (AttributeError"), ("user_envs", "write module:callable"),
+    ("user_envs:Corridor.metadata", "not a callable"), ("nowhere:Wrap", "ModuleNotFoundError")])
+def test_wrapper_errors_are_one_line(tmp_path, capsys, wrapper, message):
+    with pytest.raises(SystemExit) as e:
+        sac.main(["--env", TARGET, "--env-wrappers", wrapper, "--total-timesteps", "300", "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err and not any(tmp_path.iterdir())
 
 
 def test_python_api_raises_the_same_errors(tmp_path):

@@ -48,5 +48,16 @@ class Target(gym.Env):
         return np.array([self.x, self.goal], dtype=np.float32), -abs(self.x - self.goal), False, False, {}
 
 
+class WithDistance(gym.ObservationWrapper):
+    """A user's wrapper: Target's observation with the distance to the goal appended."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-4.0, 4.0, (3,), dtype=np.float32)
+
+    def observation(self, obs):
+        return np.append(obs, abs(obs[0] - obs[1])).astype(np.float32)
+
+
 gym.register("Corridor-v0", entry_point=Corridor, max_episode_steps=50)
 gym.register("Target-v0", entry_point=Target, max_episode_steps=30)
