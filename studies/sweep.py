@@ -183,9 +183,8 @@ def train_once(agent: Agent, args: list[str], observer, log: Path) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out, contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
         print(f"$ python -m {agent.module} {' '.join(args)}", flush=True)
-        cfg, _ = lifecycle.load_config(trainer, args)
-        with observers.observe_evaluations(observer):
-            trainer.train(cfg, None)
+        with observers.observe_evaluations(observer):  # the Python API's train(), as a user's script calls it
+            lifecycle.train(trainer, lifecycle.parse(trainer, args))
     if observer.last is None:
         fail(f"the run logged no evaluation (see {log})")
     return observer.last
