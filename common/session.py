@@ -235,7 +235,7 @@ class Session:
     def play(self, step: int) -> list[float]:
         """An evaluation of the weights at `step` (its start said: a long one would otherwise sit silent),
         outside the steps/s count."""
-        self.progress.say(f"evaluating at step {step}: {self.cfg.eval_episodes} episodes, exploration off")
+        self.progress.say(f"evaluating at step {step}: {self.cfg.eval_episodes} episodes")
         with self.paused():
             return self.evaluate(self.cfg.eval_episodes, None, self.stop)
 

@@ -9,6 +9,9 @@ import typing
 from dataclasses import dataclass
 
 from common.errors import fail
+from common.seeding import MAX_SEED
+
+MAX_SEEDS = 10_000  # runs per setting: each seed is a whole training run
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,8 @@ def seed_list(spec: tuple[str, ...] | int) -> list[int]:
             count = int(tokens[0])
         except ValueError:
             fail(f"--seeds {spec[0]!r}: a count (5), a list (3 7 11 or 3,7,11) or a range (4-6)")
-        if count < 1:
-            fail(f"--seeds must be at least 1 (got {count})")
+        if not 1 <= count <= MAX_SEEDS:
+            fail(f"--seeds must be 1 to {MAX_SEEDS:,} (got {count}): each seed is a run")
         return list(range(1, count + 1))
     seeds: list[int] = []
     for token in filter(None, (t.strip() for t in tokens)):
@@ -113,7 +116,9 @@ def seed_list(spec: tuple[str, ...] | int) -> list[int]:
             span = range(int(low), int(high) + 1) if dash else [int(token)]
         except ValueError:
             fail(f"--seeds {token!r}: seeds are whole numbers, listed (3 7 11 or 3,7,11) or as a range (4-6)")
+        if len(span) > MAX_SEEDS or (span and not 0 <= min(span) <= max(span) <= MAX_SEED):
+            fail(f"--seeds {token!r}: seeds are 0 to {MAX_SEED:,}, at most {MAX_SEEDS:,} of them")
         seeds.extend(s for s in span if s not in seeds)
-    if not seeds or min(seeds) < 0:
-        fail(f"--seeds {' '.join(spec)}: name at least one seed, none negative")
+    if not seeds or len(seeds) > MAX_SEEDS:
+        fail(f"--seeds {' '.join(spec)}: name 1 to {MAX_SEEDS:,} seeds")
     return seeds

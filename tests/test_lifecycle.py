@@ -224,7 +224,7 @@ def test_a_run_says_where_it_writes_what_it_does_and_how_long_it_takes(tmp_path,
     # once updates run, the time left (said once), then each evaluation's start and result
     [eta] = [line for line in err if line.startswith("at ") and " steps left take about " in line]
     assert eta.endswith(f"run folder: {folder}")
-    assert err.index("evaluating at step 200: 2 episodes, exploration off") < \
+    assert err.index("evaluating at step 200: 2 episodes") < \
         next(i for i, line in enumerate(err) if line.startswith("evaluation at step 200: 2 episodes, score "))
     assert err[-1] == f"run folder: {folder}"
     # --eval and --resume of a run folder take its checkpoint; a folder without one says what it holds

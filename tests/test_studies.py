@@ -321,7 +321,8 @@ def test_seeds_are_a_count_or_the_seeds_themselves():
     assert seed_list(("5",)) == [1, 2, 3, 4, 5] and seed_list(3) == [1, 2, 3]  # a count, typed or from a claim
     assert seed_list(("3", "7", "11")) == seed_list(("3,7,11",)) == [3, 7, 11]
     assert seed_list(("4-6", "9")) == [4, 5, 6, 9] and seed_list(("7,",)) == [7] and seed_list(("2", "2")) == [2]
-    for bad, said in ((("0",), "at least 1"), (("x",), "a count (5)"), (("a,b",), "whole numbers"),
-                      ((",",), "at least one seed")):
+    for bad, said in ((("0",), "must be 1 to 10,000"), (("x",), "a count (5)"), (("a,b",), "whole numbers"),
+                      ((",",), "name 1 to 10,000 seeds"), (("1000000000",), "each seed is a run"),
+                      (("1-1000000000",), "at most 10,000"), (("3000000000,",), "seeds are 0 to 2,147,483,647")):
         with pytest.raises(UserError, match=re.escape(said)):
             seed_list(bad)
