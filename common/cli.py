@@ -29,6 +29,9 @@ def parse(config_cls: type[T], args: Sequence[str] | None = None, prog: str | No
     (tyro's boxed message is folded into it).
     """
     args = _integral_scientific(config_cls, list(sys.argv[1:] if args is None else args))
+    unknown = _unknown_flag(config_cls, args)
+    if unknown:
+        fail(unknown + (f"; see {prog} --help" if prog else "; see --help"), code=2)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -37,6 +40,61 @@ def parse(config_cls: type[T], args: Sequence[str] | None = None, prog: str | No
         if e.code in (0, None):
             raise
         fail(_one_line(captured.getvalue(), prog), code=2)
+
+
+# What users of CleanRL, Stable-Baselines3 and RL Zoo type for our flags: a typo of one of these is
+# pointed at the flag that does what they meant, which string similarity alone does not find (--lr is
+# closer to --lr-schedule than to --learning-rate).
+_SYNONYMS = {
+    "learning-rate": ("lr", "learning-rate", "step-size", "alpha-lr"),
+    "total-timesteps": ("steps", "timesteps", "total-steps", "n-timesteps", "num-timesteps", "max-steps",
+                        "num-steps-total", "iterations"),
+    "env": ("env-id", "gym-id", "env-name", "game", "environment", "task"),
+    "num-envs": ("n-envs", "num-env", "envs", "n-env", "num-workers"),
+    "batch-size": ("batch", "bs", "minibatch-size", "mini-batch-size"),
+    "update-epochs": ("epochs", "n-epochs", "ppo-epochs", "num-epochs"),
+    "device": ("cuda", "gpu", "cpu", "no-cuda"),
+    "buffer-size": ("buffer", "replay-size", "memory-size", "replay-buffer-size", "capacity"),
+    "logdir": ("log-dir", "save-dir", "output-dir", "tensorboard-log", "run-dir"),
+    "num-steps": ("n-steps", "rollout-length", "horizon"),
+    "learning-starts": ("warmup", "warmup-steps", "start-steps", "learning-start"),
+    "seed": ("seeds", "random-seed"),
+    "gamma": ("discount",),
+    "target-network-frequency": ("target-update", "target-update-interval", "target-update-freq"),
+    "eval-episodes": ("n-eval-episodes", "eval-episode"),
+}
+
+
+def _unknown_flag(config_cls, args: list[str]) -> str | None:
+    """`unknown flag --lr (did you mean --learning-rate?)` for the first `--flag` that no field has, with
+    the flags it most likely meant: the synonyms above, then close spellings, then flags that contain
+    it; None when every flag is known (tyro then judges the values). Configs with nested dataclasses
+    are left to tyro."""
+    import difflib
+
+    fields = dataclasses.fields(config_cls)
+    hints = typing.get_type_hints(config_cls)
+    if any(dataclasses.is_dataclass(hints.get(f.name)) for f in fields):
+        return None
+    names = {f.name.replace("_", "-") for f in fields}
+    known = names | {f"no-{n}" for n in names} | {"help"}
+    for arg in args:
+        if arg == "--":
+            return None  # what follows is positional
+        if not arg.startswith("--"):
+            continue
+        flag = arg[2:].split("=", 1)[0].replace("_", "-")
+        if flag in known:
+            continue
+        meant = [n for n, said in _SYNONYMS.items() if flag in said and n in names]
+        pool = sorted(known - {"help"}) if flag.startswith("no-") else sorted(names)
+        meant += [m for m in difflib.get_close_matches(flag, pool, n=3, cutoff=0.7) if m not in meant]
+        # --lr: the flags with an `lr` part (--g-lr, --lr-schedule); --epochs: --update-epochs
+        meant += [n for n in sorted(names) if (flag in n.split("-") or (len(flag) >= 4 and flag in n))
+                  and n not in meant]
+        said = ", ".join(f"--{m}" for m in meant[:4])
+        return f"unknown flag --{flag}" + (f" (did you mean {said}?)" if said else "")
+    return None
 
 
 def _integral_scientific(config_cls, args: list[str]) -> list[str]:

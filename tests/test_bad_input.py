@@ -262,3 +262,34 @@ def test_schedule_checks_over_a_long_run_and_the_old_call():
         optimizers.check_lr_schedule(cfg, 10_000_000, ("learning_rate",))
     cfg.lr_schedule = "linear"  # a run of one update cannot change its lr: not refused for that
     optimizers.check_lr_schedule(cfg, 1, ("learning_rate",))
+
+
+TYPOS = [
+    (dqn.Config, ["--lr", "1e-3"], "unknown flag --lr (did you mean --learning-rate, --lr-mult, --lr-schedule?)"),
+    (sac.Config, ["--learning-rat", "1e-3"], "unknown flag --learning-rat (did you mean --learning-rate, "
+                                             "--learning-starts?)"),
+    (ppo.Config, ["--env", "CartPole-v1", "--n-envs", "4"], "unknown flag --n-envs (did you mean --num-envs?)"),
+    (ppo.Config, ["--epochs=3"], "unknown flag --epochs (did you mean --update-epochs?)"),
+    (dqn.Config, ["--env-id", "CartPole-v1"], "unknown flag --env-id (did you mean --env?)"),
+    (dqn.Config, ["--cuda"], "unknown flag --cuda (did you mean --device?)"),
+    (dcgan.Config, ["--lr", "2e-4"], "unknown flag --lr (did you mean --d-lr, --g-lr,"),
+    (dqn.Config, ["--no-capture-vide"], "unknown flag --no-capture-vide (did you mean --no-capture-video"),
+    (dqn.Config, ["--zzz"], "unknown flag --zzz; see"),
+]
+
+
+@pytest.mark.parametrize("config,args,says", TYPOS, ids=[" ".join(a) for _, a, _ in TYPOS])
+def test_an_unknown_flag_points_at_the_flags_it_likely_meant(config, args, says):
+    from common import cli
+
+    with pytest.raises(UserError) as e:
+        cli.parse(config, args, prog="python -m x")
+    assert e.value.code == 2
+    assert "\n" not in str(e.value) and str(e.value).startswith(says), str(e.value)
+
+
+def test_known_flags_in_either_spelling_and_negative_values_still_parse():
+    from common import cli
+
+    cfg = cli.parse(rainbow.Config, ["--total_timesteps", "1000", "--v-min=-5", "--v-max", "5", "--no-capture-video"])
+    assert (cfg.total_timesteps, cfg.v_min, cfg.v_max, cfg.capture_video) == (1000, -5, 5, False)

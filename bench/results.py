@@ -1,0 +1,500 @@
+"""Results on real tasks: each entry trains a real trainer on a task users run, at a budget someone
+published, over seeds, and sets its learning curve beside the published figure in docs/results.md.
+
+    python bench/results.py                          # the entries, what each costs here, which are done
+    python bench/results.py run ppo-hopper           # run one entry (or several, or `all`), then the page
+    python bench/results.py run all --suite gpu      # the papers' budgets, for a machine with a GPU
+    python bench/results.py page                     # rewrite docs/results.md from docs/results/*.json
+    python bench/results.py smoke --out /tmp/smoke   # a few thousand steps of one entry (what CI runs)
+
+An entry is an (agent, env, preset, budget, seeds) run as a studies.grid (each seed its own process
+of `python -m agents.<agent>` with the preset and nothing but the flags the entry names), so it
+resumes: an entry stopped part way (Ctrl-C, a session that ends) continues from each run's last
+checkpoint when its command is given again, and runs that finished are not run again. Its runs go to
+runs/results/<entry>/ (git-ignored); what the page needs goes to docs/results/<entry>.json and
+<entry>.png (small, committed): each run's evaluation curve (the trainer's evaluation with exploration
+off, every eval interval and at the end), its training episodes' returns (binned), its wall time, and
+the machine. The page gives per entry the final evaluation (mean over seeds and its 95% bootstrap
+interval), the training-episode measure that CleanRL's tables report (the mean return of the training
+episodes that ended in the last 10% of the budget; our reading of "average episodic return"), the
+reference with its source, and a sentence on what differs.
+
+The CPU suite fits a 2-core machine over a few sittings (hours of CPU in all; `python bench/results.py`
+lists each entry's cost); the GPU suite is the papers' budgets and is run wherever a GPU is at hand.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.events import read_curve  # noqa: E402
+from studies import stats  # noqa: E402
+
+DOCS = ROOT / "docs"
+RUNS = ROOT / "runs" / "results"
+TRAIN_TAG = "charts/episodic_return"
+EVAL_TAG = "eval/episodic_return"
+TRAIN_WINDOW = 0.1
+"""The training-episode measure: episodes that ended in the last this fraction of the budget."""
+BINS = 50
+"""Training-episode returns are kept as this many bins over the budget (the page's dashed curve)."""
+
+
+@dataclass
+class Reference:
+    """A published figure to set beside an entry."""
+
+    value: float
+    source: str
+    """Who measured it and where it is printed (paper and table, or repository, file and tag)."""
+    measure: str
+    """What the figure is: `train` (training episodes near the end of the budget), `eval`, or `steps`
+    (environment steps to reach the entry's threshold)."""
+    spread: Optional[float] = None
+    """Its +/- as published (what it is, e.g. std over seeds, is in `source`)."""
+    step: Optional[int] = None
+    """The budget the figure was read at, if not the entry's."""
+
+
+@dataclass
+class Entry:
+    name: str
+    agent: str
+    env: str
+    budget: int
+    seeds: int
+    references: list[Reference]
+    differs: str
+    """What differs from the reference's setup (env version, evaluation protocol, budget)."""
+    minutes: float
+    """The whole entry's wall time, all seeds at its --workers: on this 2-core CPU for the CPU suite (as
+    measured, or estimated from the trainer's speed before it ran), per seed on one GPU for the GPU suite
+    (estimated from published speeds)."""
+    optimizers: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    eval_interval: Optional[int] = None
+    workers: int = 1
+    threshold: Optional[float] = None
+    """Report the first step whose evaluation reaches this (Pong: 18, "solved")."""
+    atari: Optional[tuple[float, float]] = None
+    """(random, human) scores for human-normalized scores."""
+    suite: str = "cpu"
+    earlier: tuple[tuple[str, str], ...] = ()
+    """Studies already committed that ran this entry's protocol: (their results.json, the setting), shown
+    on the page, finals only, until the entry is run here and its curves drawn."""
+
+    def grid_args(self, out: Path, budget: Optional[int] = None, seeds: Optional[int] = None) -> list[str]:
+        args = ["--agent", self.agent, "--env", self.env, "--seeds", str(seeds or self.seeds),
+                "--total-timesteps", str(budget or self.budget), "--workers", str(self.workers), "--out", str(out)]
+        if self.optimizers:
+            args += ["--optimizers", *self.optimizers]
+        if self.eval_interval is not None:
+            args += ["--eval-interval", str(self.eval_interval)]
+        for s in self.sets:
+            args += ["--set", s]
+        return args
+
+    def command(self) -> str:
+        return f"python bench/results.py run {self.name}" + (" --suite gpu" if self.suite == "gpu" else "")
+
+
+# CleanRL's PPO on MuJoCo, 1M steps, v4 envs: docs/rl-algorithms/ppo.md, ppo_continuous_action.py,
+# benchmark tag pr-424; mean +/- std over 3 seeds of the average episodic return of training episodes.
+CLEANRL_PPO = "CleanRL ppo_continuous_action.py, 1M steps, v4 env, 3 seeds (docs/rl-algorithms/ppo.md, tag pr-424)"
+# Atari random and human scores: DQN Zoo's atari_data.py (the Nature DQN paper's human and random).
+# Data-efficient Rainbow at 100k agent steps: van Hasselt et al. 2019, "When to use parametric models
+# in reinforcement learning?", Table 2 (DER column), as reprinted in CURL (Srinivas et al. 2020), Table 1.
+DER = "data-efficient Rainbow, 100k steps (van Hasselt et al. 2019, Table 2; CURL 2020, Table 1, column DER)"
+ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
+                  "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
+                  "noise off and epsilon 0.001; DER's: the mean over its seeds of its evaluation at 100k "
+                  "agent steps (400k frames).")
+
+ENTRIES = [
+    Entry("ppo-hopper", "ppo", "Hopper-v5", 1_000_000, 3,
+          [Reference(2382.9, CLEANRL_PPO, "train", 271.7)],
+          "Hopper-v5 against v4 (Gymnasium's v5 revision of the same robot and task: bug fixes and new arguments). "
+          "Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
+    Entry("ppo-halfcheetah", "ppo", "HalfCheetah-v5", 1_000_000, 3,
+          [Reference(1442.6, CLEANRL_PPO, "train", 46.0)],
+          "HalfCheetah-v5 against v4. Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
+    Entry("ppo-walker2d", "ppo", "Walker2d-v5", 1_000_000, 3,
+          [Reference(2288.0, CLEANRL_PPO, "train", 571.8)],
+          "Walker2d-v5 against v4. Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
+    Entry("sac-halfcheetah", "sac", "HalfCheetah-v5", 100_000, 3,
+          [Reference(5470.0, "Dopamine's SAC on HalfCheetah-v2, training return read at 100k steps from its "
+                             "published baseline curves (as the results issue gives it)", "train")],
+          "The default optimizer (K-FAC on the critics, grafted onto Adam's step sizes) and Adam, the "
+          "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2.",
+          minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
+          earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac"),
+                   ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam"))),
+    Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3, [],
+          "No published figure at 100k steps was read for Hopper; the entry compares the default optimizer "
+          "with Adam. Protocol as sac-halfcheetah.",
+          minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
+          earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac"),
+                   ("studies/results/claim-sac-hopper-100k/results.json", "optimizer=adam"))),
+    Entry("ppo-pong", "ppo", "Pong", 3_000_000, 1,
+          [Reference(20.36, "CleanRL ppo_atari.py on PongNoFrameskip-v4, 10M steps, 3 seeds "
+                            "(docs/rl-algorithms/ppo.md)", "train", 0.20, step=10_000_000)],
+          "3M steps against CleanRL's 10M (the page gives the step where our evaluation first reaches 18); "
+          "ALE v5 Pong with the same preprocessing as CleanRL's NoFrameskip-v4 wrappers.",
+          minutes=120, eval_interval=250_000, threshold=18.0),
+    Entry("rainbow-100k-roadrunner", "rainbow", "RoadRunner", 100_000, 1,
+          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=50, sets=("preset=atari100k", "sticky_actions=0"),
+          atari=(11.5, 7845.0)),
+    Entry("rainbow-100k-kungfumaster", "rainbow", "KungFuMaster", 100_000, 1,
+          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=50, sets=("preset=atari100k", "sticky_actions=0"),
+          atari=(258.5, 22736.3)),
+    Entry("rainbow-100k-kangaroo", "rainbow", "Kangaroo", 100_000, 1,
+          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=50, sets=("preset=atari100k", "sticky_actions=0"),
+          atari=(52.0, 3035.0)),
+    # The papers' budgets, for a GPU. Minutes per seed are estimates, not measured here: PPO and SAC from
+    # LeanRL's H100 figures for CleanRL's scripts (PPO Atari ~1,000 steps/s, SAC ~130); DQN at ~400
+    # steps/s and Rainbow at ~280 (its update costs about 1.5x DQN's), guesses until bench/gpu.sh runs.
+    Entry("gpu-dqn-breakout", "dqn", "Breakout", 10_000_000, 3,
+          [Reference(366.928, "CleanRL dqn_atari.py on BreakoutNoFrameskip-v4, 10M steps, 3 seeds "
+                              "(docs/rl-algorithms/dqn.md)", "train", 39.89)],
+          "ALE v5 Breakout with CleanRL's preprocessing.", minutes=420, suite="gpu"),
+    Entry("gpu-rainbow-breakout", "rainbow", "Breakout", 10_000_000, 3, [],
+          "Rainbow's published Breakout figures are at 50M steps (200M frames); none at 10M was read.",
+          minutes=600, suite="gpu"),
+    Entry("gpu-ppo-breakout", "ppo", "Breakout", 10_000_000, 3,
+          [Reference(414.66, "CleanRL ppo_atari.py on BreakoutNoFrameskip-v4, 10M steps, 3 seeds "
+                             "(docs/rl-algorithms/ppo.md)", "train", 28.09)],
+          "ALE v5 Breakout with CleanRL's preprocessing.", minutes=170, suite="gpu"),
+    Entry("gpu-sac-halfcheetah", "sac", "HalfCheetah-v5", 1_000_000, 3,
+          [Reference(9634.89, "CleanRL sac_continuous_action.py on HalfCheetah-v2, 1M steps "
+                              "(docs/rl-algorithms/sac.md)", "train", 1423.73)],
+          "v5 against v2; the default optimizer (K-FAC on the critics) and Adam.",
+          minutes=130, optimizers=("kfac", "adam"), suite="gpu"),
+]
+BY_NAME = {e.name: e for e in ENTRIES}
+
+
+# ------------------------------------------------------------------------------------------------
+# Running an entry and keeping what the page needs
+# ------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def binned(curve, budget: int) -> dict:
+    """Training-episode returns as the mean of each of BINS equal spans of the budget (empty spans left out)."""
+    edges = np.linspace(0, budget, BINS + 1)
+    which = np.clip(np.digitize(curve.steps, edges) - 1, 0, BINS - 1)
+    steps, values = [], []
+    for b in range(BINS):
+        sel = which == b
+        if sel.any():
+            steps.append(int((edges[b] + edges[b + 1]) / 2))
+            values.append(float(curve.values[sel].mean()))
+    return {"steps": steps, "values": values}
+
+
+def run_record(folder: Path, seed: int, budget: int, resumed: bool) -> dict:
+    ev, _ = read_curve(folder, EVAL_TAG)
+    tr, _ = read_curve(folder, TRAIN_TAG)
+    rec = {"seed": seed, "folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
+           "resumed": resumed,
+           "eval": {"steps": ev.steps.tolist(), "values": ev.values.tolist()},
+           "final_eval": float(ev.values[-1]),
+           # from the run's first event to its final evaluation; a pause between sittings counts too
+           "wall_s": float(ev.wall_times[-1] - ev.start_time)}
+    if tr is not None:
+        late = tr.steps >= budget * (1 - TRAIN_WINDOW)
+        rec["train"] = binned(tr, budget)
+        rec["train_last"] = float(tr.values[late].mean()) if late.any() else None
+        rec["train_episodes_last"] = int(late.sum())
+    return rec
+
+
+def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = None,
+              seeds: Optional[int] = None) -> dict:
+    """Run (or resume) the entry's grid and write data_dir/<entry>.json; returns what it wrote."""
+    from studies import grid
+
+    args = entry.grid_args(out, budget, seeds)
+    print(f"results: {entry.name}: python -m studies.grid {' '.join(args)}", file=sys.stderr, flush=True)
+    start = datetime.datetime.now(datetime.timezone.utc)
+    outcome = grid.main(args)
+    settings = []
+    for r in outcome.results:
+        runs = [run_record(f, s, budget or entry.budget, resumed)
+                for s, f, resumed in zip(r.seeds, r.folders, r.resumed)]
+        settings.append({"label": r.setting.name, "runs": runs})
+    data = {"entry": asdict(entry), "budget": budget or entry.budget, "command": entry.command(),
+            "grid": "python -m studies.grid " + " ".join(args), "machine": machine(),
+            "finished": start.strftime("%Y-%m-%d"), "settings": settings}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / f"{entry.name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    plot_entry(data, data_dir / f"{entry.name}.png")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures and the page
+# ------------------------------------------------------------------------------------------------
+
+
+def interval_of(values: list[float]) -> Optional[dict]:
+    if not values:
+        return None
+    if len(values) == 1:
+        return {"point": values[0], "low": None, "high": None}
+    return asdict(stats.interval(stats.mean, np.array(values)))
+
+
+def plot_entry(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entry = data["entry"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.3), dpi=80)
+    for i, s in enumerate(data["settings"]):
+        color = f"C{i}"
+        runs = [r for r in s["runs"] if r["eval"]["steps"]]
+        if not runs:
+            continue
+        grid_steps = np.array(runs[0]["eval"]["steps"], dtype=float)
+        ys = np.array([np.interp(grid_steps, r["eval"]["steps"], r["eval"]["values"]) for r in runs])
+        label = f"{entry['agent']} {s['label']}" if s["label"] != "default" else entry["agent"]
+        ax.plot(grid_steps, ys.mean(0), color=color, marker="o", markersize=2.5, label=f"{label}: evaluation")
+        if len(runs) > 1:
+            band = [stats.interval(stats.mean, ys[:, j]) for j in range(ys.shape[1])]
+            ax.fill_between(grid_steps, [b.low for b in band], [b.high for b in band], color=color, alpha=0.2,
+                            linewidth=0)
+        trains = [r["train"] for r in runs if r.get("train") and r["train"]["steps"]]
+        if trains:
+            tsteps = np.array(trains[0]["steps"], dtype=float)
+            tys = np.mean([np.interp(tsteps, t["steps"], t["values"]) for t in trains], axis=0)
+            ax.plot(tsteps, tys, color=color, linestyle=":", linewidth=1, label=f"{label}: training episodes")
+    for ref in entry["references"]:
+        if ref["measure"] == "steps":
+            continue
+        at = ref["step"] or data["budget"]
+        if at <= data["budget"]:
+            ax.axhline(ref["value"], color="k", linestyle="--", linewidth=0.8)
+        ax.annotate(f"reference {ref['value']:,.0f}" + (f" at {at:,}" if at != data["budget"] else ""),
+                    xy=(0.01, 0.97), xycoords="axes fraction", va="top", fontsize=7)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return")
+    ax.set_title(f"{entry['agent']} on {entry['env']}, {len(data['settings'][0]['runs'])} seed(s)", fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fmt(x: Optional[float], digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def fmt_interval(e: Optional[dict]) -> str:
+    if e is None:
+        return "-"
+    if e["low"] is None:
+        return fmt(e["point"], 1)
+    return f"{fmt(e['point'], 1)} [{fmt(e['low'])}, {fmt(e['high'])}]"
+
+
+def first_reach(run: dict, threshold: float) -> Optional[int]:
+    for step, value in zip(run["eval"]["steps"], run["eval"]["values"]):
+        if value >= threshold:
+            return step
+    return None
+
+
+def setting_rows(data: dict) -> list[dict]:
+    entry = data["entry"]
+    rows = []
+    for s in data["settings"]:
+        runs = s["runs"]
+        finals = [r["final_eval"] for r in runs]
+        trains = [r["train_last"] for r in runs if r.get("train_last") is not None]
+        row = {"label": s["label"], "seeds": len(runs), "final": interval_of(finals), "train": interval_of(trains),
+               "hours": sum(r["wall_s"] for r in runs) / 3600}
+        if entry.get("atari"):
+            rnd, human = entry["atari"]
+            row["hns"] = float(np.mean([(f - rnd) / (human - rnd) for f in finals]))
+        if entry.get("threshold") is not None:
+            row["reached"] = [first_reach(r, entry["threshold"]) for r in runs]
+        rows.append(row)
+    return rows
+
+
+def reference_cell(entry: dict) -> str:
+    cells = []
+    for ref in entry["references"]:
+        v = f"{ref['value']:,.1f}" + (f" +/- {ref['spread']:,.1f}" if ref.get("spread") is not None else "")
+        v += f" ({ref['measure']}" + (f", at {ref['step']:,}" if ref.get("step") else "") + ")"
+        if entry.get("atari"):
+            rnd, human = entry["atari"]
+            v += f", HNS {(ref['value'] - rnd) / (human - rnd):.2f}"
+        cells.append(v)
+    return "; ".join(cells) or "none read"
+
+
+def earlier_rows(entry: Entry) -> list[tuple[str, str, dict]]:
+    """The rows of the committed studies an entry names, each with its study's command."""
+    found = []
+    for path, setting in entry.earlier:
+        study = json.loads((ROOT / path).read_text())
+        for row in study["rows"]:
+            if row["setting"] == setting:
+                found.append((path, setting, {**row, "command": study["command"]}))
+    return found
+
+
+def write_page(data_dir: Path, page: Path) -> None:
+    """docs/results.md from every <entry>.json in data_dir, with the entries not yet run listed with their commands."""
+    found = {}
+    for path in sorted(data_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        found[data["entry"]["name"]] = data
+    rel = os.path.relpath(data_dir, page.parent)
+    lines = ["# Results on real tasks", "",
+             "Each entry is the real trainer with its preset, run over seeds by `bench/results.py` "
+             "(a resumable `studies.grid`), set beside a published figure. *Final evaluation*: the "
+             "trainer's evaluation of the final weights with exploration off, mean over seeds [95% "
+             "bootstrap interval]. *Training episodes*: the mean return of the training episodes that ended "
+             f"in the last {TRAIN_WINDOW:.0%} of the budget, the measure CleanRL's tables report. Below a "
+             "reference is written as measured; what differs is said per entry. Regenerate this page with "
+             "`python bench/results.py page`; run an entry with the command in its section.", "",
+             "| entry | budget | seeds | final evaluation | training episodes | reference | wall time |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for entry in ENTRIES:
+        data = found.get(entry.name)
+        if data is None:
+            for path, setting, row in earlier_rows(entry):
+                lines.append(f"| [{entry.name} ({setting})](#{entry.name}) | {entry.budget:,} | {row['seeds']} | "
+                             f"{fmt_interval(row['final_mean'])} | - | {reference_cell(asdict(entry))} | "
+                             f"[study]({os.path.relpath(ROOT / path, page.parent)}) |")
+            continue
+        for row in setting_rows(data):
+            name = entry.name + ("" if row["label"] == "default" else f" ({row['label']})")
+            lines.append(f"| [{name}](#{entry.name}) | {data['budget']:,} | {row['seeds']} | "
+                         f"{fmt_interval(row['final'])} | {fmt_interval(row['train'])} | "
+                         f"{reference_cell(data['entry'])} | {row['hours']:.1f} h |")
+    lines.append("")
+    lines.append("Wall time: the runs' own durations summed (first event to final evaluation), seeds run "
+                 "two at a time where the entry says `--workers 2`.")
+    for entry in ENTRIES:
+        data = found.get(entry.name)
+        lines += ["", f"## {entry.name}", ""]
+        if data is None:
+            where = " on a 2-core CPU" if entry.suite == "cpu" else " per seed on a GPU (an estimate)"
+            lines += [f"Not run yet ({entry.suite} suite, about {entry.minutes:.0f} min{where}): "
+                      f"`{entry.command()}`.", "", f"Reference: {reference_cell(asdict(entry))}. "
+                      + "; ".join(r.source for r in entry.references), "", entry.differs]
+            for path, setting, row in earlier_rows(entry):
+                curves = os.path.relpath(ROOT / path.replace("results.json", "curves.png"), page.parent)
+                lines += ["", f"Measured earlier with this protocol by a committed study ([curves]({curves})): "
+                              f"{setting}, final evaluation {fmt_interval(row['final_mean'])} over {row['seeds']} "
+                              f"seeds (`{row['command']}`)."]
+            continue
+        m = data["machine"]
+        lines += [f"`{data['command']}` ({data['grid']}), finished {data['finished']} on {m['cpu']} "
+                  f"({m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}.", "",
+                  f"![{entry.name}]({rel}/{entry.name}.png)", ""]
+        for row in setting_rows(data):
+            label = "" if row["label"] == "default" else f"{row['label']}: "
+            said = (f"- {label}final evaluation {fmt_interval(row['final'])}, training episodes "
+                    f"{fmt_interval(row['train'])}")
+            if "hns" in row:
+                said += f", human-normalized {row['hns']:.2f}"
+            if "reached" in row:
+                hit = [r for r in row["reached"] if r is not None]
+                said += (f"; evaluation first >= {entry.threshold:g} at "
+                         + (", ".join(f"{r:,}" for r in hit) if hit else "no evaluation")
+                         + f" ({len(hit)} of {len(row['reached'])} seeds)")
+            seeds = ", ".join(f"{r['final_eval']:,.1f}" for s in data["settings"] if s["label"] == row["label"]
+                              for r in s["runs"])
+            lines.append(said + f" (per seed: {seeds}).")
+        lines += ["", "Reference: " + (reference_cell(data["entry"]) + ". "
+                                       + "; ".join(r["source"] for r in data["entry"]["references"])
+                                       if data["entry"]["references"] else "none read."),
+                  "", data["entry"]["differs"]]
+        if data["entry"].get("verdict"):
+            lines += ["", data["entry"]["verdict"]]
+    page.write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def listing() -> None:
+    for entry in ENTRIES:
+        done = (DOCS / "results" / f"{entry.name}.json").exists()
+        estimate = " (estimate)" if entry.suite == "gpu" else ""
+        print(f"{entry.name:28s} {entry.suite:3s} {entry.agent:8s} {entry.env:16s} {entry.budget:>11,} steps x "
+              f"{entry.seeds} seeds, ~{entry.minutes:.0f} min{estimate}  {'done' if done else '-'}")
+    print("\nrun: python bench/results.py run NAME [NAME ...] | run all [--suite gpu]; "
+          "the page alone: python bench/results.py page")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python bench/results.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what")
+    run = sub.add_parser("run", help="run entries (resumably), then rewrite the page")
+    run.add_argument("names", nargs="+", help="entry names, or `all` (of --suite)")
+    run.add_argument("--suite", choices=("cpu", "gpu"), default="cpu")
+    sub.add_parser("page", help="rewrite docs/results.md from docs/results/*.json")
+    smoke = sub.add_parser("smoke", help="a few thousand steps of ppo-hopper into --out, with its page")
+    smoke.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.what is None:
+        listing()
+    elif args.what == "page":
+        write_page(DOCS / "results", DOCS / "results.md")
+        print(f"wrote {DOCS / 'results.md'}", file=sys.stderr)
+    elif args.what == "run":
+        names = [e.name for e in ENTRIES if e.suite == args.suite] if args.names == ["all"] else args.names
+        unknown = [n for n in names if n not in BY_NAME]
+        if unknown:
+            sys.exit(f"error: no entry {', '.join(unknown)}; the entries: {', '.join(BY_NAME)}")
+        for name in names:
+            run_entry(BY_NAME[name], RUNS / name, DOCS / "results")
+            write_page(DOCS / "results", DOCS / "results.md")
+        print(f"wrote {DOCS / 'results.md'}", file=sys.stderr)
+    else:
+        out = Path(args.out)
+        entry = BY_NAME["ppo-hopper"]
+        # 2 rollouts of 2,048 steps, evaluated at the end: the whole path, from grid to page, in seconds
+        run_entry(entry, out / "runs", out / "results", budget=4096, seeds=1)
+        write_page(out / "results", out / "results.md")
+        print(f"wrote {out / 'results.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

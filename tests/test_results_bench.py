@@ -1,0 +1,89 @@
+"""bench/results.py, the results suite: its smoke entry end to end (grid, event files, figure, page), its
+measures against hand-computed ones, and every entry's grid accepted by the trainers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import cli
+from common.events import Curve
+from studies import grid
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import results  # noqa: E402
+
+
+def test_smoke_entry_runs_from_grid_to_page(tmp_path):
+    out = subprocess.run([sys.executable, "bench/results.py", "smoke", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads((tmp_path / "results" / "ppo-hopper.json").read_text())
+    (run,) = data["settings"][0]["runs"]
+    assert run["eval"]["steps"][-1] == 4096  # the evaluation of the final weights
+    assert run["final_eval"] == run["eval"]["values"][-1] > 0
+    assert run["train_episodes_last"] > 0 and run["train_last"] > 0  # Hopper's episodes end early untrained
+    assert 0 < run["wall_s"] < 3600
+    assert (tmp_path / "results" / "ppo-hopper.png").stat().st_size > 5_000
+    page = (tmp_path / "results.md").read_text()
+    assert "| [ppo-hopper](#ppo-hopper) | 4,096 | 1 | " in page
+    assert "2,382.9 +/- 271.7 (train)" in page  # CleanRL's figure beside ours
+    assert "![ppo-hopper](results/ppo-hopper.png)" in page
+    assert "## rainbow-100k-roadrunner" in page and "python bench/results.py run rainbow-100k-roadrunner" in page
+
+
+def test_training_episode_measure_is_the_mean_over_the_last_tenth_of_the_budget():
+    steps = np.array([100, 850, 899, 900, 950, 1000])
+    returns = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0])
+    curve = Curve(steps, returns, np.arange(6.0), 0.0)
+    late = steps >= 1000 * (1 - results.TRAIN_WINDOW)
+    assert late.sum() == 3 and returns[late].mean() == 20.0
+    b = results.binned(curve, 1000)
+    # 50 bins of 20 steps: 100 alone, 850 alone, 899 with 880-900's, then 900, 950 and 1000 (the last bin)
+    assert b["values"] == [1.0, 2.0, 3.0, 10.0, 20.0, 30.0]
+
+
+def hand_data(finals, entry_name="rainbow-100k-kangaroo"):
+    entry = results.BY_NAME[entry_name]
+    runs = [{"seed": i + 1, "eval": {"steps": [50_000, 100_000], "values": [f / 2, f]}, "final_eval": f,
+             "wall_s": 1800.0, "train_last": f / 2} for i, f in enumerate(finals)]
+    return {"entry": results.asdict(entry), "budget": entry.budget, "settings": [{"label": "default", "runs": runs}]}
+
+
+def test_human_normalized_score_and_first_step_reaching_the_threshold():
+    data = hand_data([52.0 + 0.25 * (3035.0 - 52.0), 52.0 + 0.75 * (3035.0 - 52.0)])
+    (row,) = results.setting_rows(data)
+    assert row["hns"] == pytest.approx(0.5)
+    assert row["hours"] == pytest.approx(1.0)
+    run = data["settings"][0]["runs"][1]
+    assert results.first_reach(run, run["final_eval"] / 2) == 50_000
+    assert results.first_reach(run, run["final_eval"] + 1) is None
+
+
+def test_page_from_hand_made_entries(tmp_path):
+    data = hand_data([800.0, 1000.0])
+    (tmp_path / "rainbow-100k-kangaroo.json").write_text(json.dumps(
+        {**data, "command": "c", "grid": "g", "finished": "2026-12-06",
+         "machine": {"cpu": "x", "cores": 2, "gpu": None, "torch": "t"}}))
+    page = tmp_path / "results.md"
+    results.write_page(tmp_path, page)
+    text = page.read_text()
+    assert "| [rainbow-100k-kangaroo](#rainbow-100k-kangaroo) | 100,000 | 2 | 900.0 [800, 1,000] |" in text
+    assert "human-normalized 0.28" in text  # ((800 - 52) + (1000 - 52)) / 2 / (3035 - 52)
+    assert "779.3 (eval), HNS 0.24" in text  # DER's figure, normalized alike
+    # the SAC entries show the committed K-FAC study's finals until run here
+    assert "[sac-halfcheetah (optimizer=kfac)](#sac-halfcheetah) | 100,000 | 3 | 4,206.8 [3,627, 5,036]" in text
+
+
+@pytest.mark.parametrize("entry", results.ENTRIES, ids=lambda e: e.name)
+def test_every_entry_is_a_grid_its_trainer_takes(entry, tmp_path):
+    cfg = cli.parse(grid.Config, entry.grid_args(tmp_path / entry.name), prog="python -m studies.grid")
+    plan = grid.plan_grid(cfg, "test")
+    assert len(plan["plans"]) == entry.seeds * max(1, len(entry.optimizers))
+    assert all(p.status == "pending" for p in plan["plans"])
