@@ -1,7 +1,7 @@
 """DCGAN at 64x64 on a folder of images: iterations/s and the whole command's time, our trainer beside PyTorch's
 DCGAN example (pytorch/examples, dcgan/main.py), side by side in one run.
 
-    python bench/dcgan_speed.py [--iterations 30] [--batch-size 64] [--rounds 2] [--device cpu] [--compile]
+    python bench/dcgan_speed.py [--iterations 30] [--batch-size 64] [--rounds 2] [--device cpu] [--compile] [--bf16]
 
 Both read the same folder of PNG images (written first, in ImageFolder's layout, random 64x64 RGB) with 2
 loader workers (the example's default), at batch 64, for --iterations iterations of one discriminator and one
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time ours with --compile")
+    parser.add_argument("--bf16", action="store_true", help="also time ours with --amp bf16 (bfloat16 autocast)")
     args = parser.parse_args()
     if args.iterations < 2:
         parser.error("--iterations must be at least 2 (the first is left out of the figures)")
@@ -76,6 +77,8 @@ def main() -> None:
         commands = {"ours": lambda: ours(args, data), "pytorch": lambda: pytorch(args, data)}
         if args.compile:
             commands["ours --compile"] = lambda: ours(args, data, ("--compile",))
+        if args.bf16:
+            commands["ours --amp bf16"] = lambda: ours(args, data, ("--amp", "bf16"))
         best = {name: (0.0, 0.0) for name in commands}
         for r in range(args.rounds):
             for name, run in commands.items():
@@ -88,6 +91,8 @@ def main() -> None:
               f"(best of {args.rounds})")
     o, p = best["ours"], best["pytorch"]
     tail = f" compiled={best['ours --compile'][0]:.2f}" if args.compile else ""
+    if args.bf16:
+        tail += f" bf16={best['ours --amp bf16'][0]:.2f} bf16_ratio={best['ours --amp bf16'][0] / p[0]:.2f}"
     print(f"dcgan_its ours={o[0]:.2f} pytorch={p[0]:.2f} ratio={o[0] / p[0]:.2f} whole_ours={o[1]:.1f} "
           f"whole_pytorch={p[1]:.1f}{tail}")
 

@@ -1,7 +1,7 @@
 """PPO on Breakout: env steps/s and the whole command's time, our trainer beside CleanRL's ppo_atari.py, and
 each one's rollout and update timed apart.
 
-    python bench/ppo_speed.py [--updates 3] [--envs 8 32] [--device cpu] [--threads T] [--compile]
+    python bench/ppo_speed.py [--updates 3] [--envs 8 32] [--device cpu] [--threads T] [--compile] [--bf16]
 
 Whole commands, each in a subprocess with 8 envs and (--updates + 1) iterations of 128 steps per env:
 - ours: `python -m agents.ppo --env Breakout` (atari preset, evaluation and checkpoints off); the figure
@@ -14,7 +14,8 @@ In this process, after one warm-up cycle, --updates timed cycles per env count:
   the update timed apart, with the per-update host reads train() makes for its log line.
 - env: the same vector env stepped with random actions, no network.
 --compile adds ours with --compile: the whole command (compilation included) and the in-process cycles
-(compiled in the warm-up cycle, which is not timed).
+(compiled in the warm-up cycle, which is not timed). --bf16 adds our whole command with --amp bf16 (the
+update under bfloat16 autocast; fast on CPUs with bfloat16 instructions).
 Last line: `ppo_sps ours8=.. cleanrl8=.. ratio8=.. whole_ours=.. whole_cleanrl=.. ...` (ratio8: the whole
 commands' steps/s, ours over CleanRL's; rollout_/update_ keys: seconds of the in-process split).
 """
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--compile", action="store_true", help="also time ours with --compile: the whole command "
                         "(its compilation included) and the in-process cycles (after the warm-up that compiles)")
+    parser.add_argument("--bf16", action="store_true", help="also time our whole command with --amp bf16")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads in this process "
                         "(default: torch's; the whole commands use their own defaults)")
     args = parser.parse_args()
@@ -173,6 +175,10 @@ def main() -> None:
         sps, whole = ours_command(args, ("--compile",))
         results.update(compiled8=sps, whole_compiled=whole)
         print(f"compiled command   8 envs  {sps:8.1f} steps/s  whole {whole:6.1f} s", flush=True)
+    if args.bf16:
+        sps, whole = ours_command(args, ("--amp", "bf16"))
+        results.update(bf16_8=sps, whole_bf16=whole, ratio_bf16=sps / results["cleanrl8"])
+        print(f"bf16     command   8 envs  {sps:8.1f} steps/s  whole {whole:6.1f} s", flush=True)
     for name, compile_ in (("ours", False), ("compiled", True))[:1 + args.compile]:
         for n in args.envs:
             sps, rollout_s, update_s = run_ours(n, args, device, compile_)

