@@ -63,8 +63,8 @@ class Reference:
     source: str
     """Who measured it and where it is printed (paper and table, or repository, file and tag)."""
     measure: str
-    """What the figure is: `train` (training episodes near the end of the budget), `eval`, or `steps`
-    (environment steps to reach the entry's threshold)."""
+    """What the figure is: `train` (training episodes near the end of the budget) or `eval` (evaluation
+    with exploration off)."""
     spread: Optional[float] = None
     """Its +/- as published (what it is, e.g. std over seeds, is in `source`)."""
     step: Optional[int] = None
@@ -308,8 +308,6 @@ def plot_entry(data: dict, path: Path) -> None:
             tys = np.mean([np.interp(tsteps, t["steps"], t["values"]) for t in trains], axis=0)
             ax.plot(tsteps, tys, color=color, linestyle=":", linewidth=1, label=f"{label}: training episodes")
     for ref in entry["references"]:
-        if ref["measure"] == "steps":
-            continue
         at = ref["step"] or data["budget"]
         if at <= data["budget"]:
             ax.axhline(ref["value"], color="k", linestyle="--", linewidth=0.8)
@@ -360,7 +358,8 @@ def setting_rows(data: dict) -> list[dict]:
         runs = s["runs"]
         finals = [r["final_eval"] for r in runs]
         trains = [r["train_last"] for r in runs if r.get("train_last") is not None]
-        row = {"label": s["label"], "seeds": len(runs), "final": interval_of(finals), "train": interval_of(trains),
+        row = {"label": s["label"], "seeds": len(runs), "budget": data["budget"], "final": interval_of(finals),
+               "train": interval_of(trains),
                "hours": entry_hours(data)}
         if entry.get("atari"):
             rnd, human = entry["atari"]
@@ -369,6 +368,27 @@ def setting_rows(data: dict) -> list[dict]:
             row["reached"] = [first_reach(r, entry["threshold"]) for r in runs]
         rows.append(row)
     return rows
+
+
+def against(row: dict, ref: dict) -> str:
+    """Ours beside a reference of the same measure: level with it (within its published spread, or the
+    reference inside our interval), above or below; empty for measures we do not have."""
+    ours = row["train"] if ref["measure"] == "train" else row["final"] if ref["measure"] == "eval" else None
+    if ours is None or (ref.get("step") and ref["step"] != row.get("budget")):
+        return ""
+    point, what = ours["point"], {"train": "training episodes", "eval": "final evaluation"}[ref["measure"]]
+    if ref.get("spread") is not None:
+        level = abs(point - ref["value"]) <= ref["spread"]
+        how = "within its published spread"
+    elif ours["low"] is not None:
+        level = ours["low"] <= ref["value"] <= ours["high"]
+        how = "inside our interval"
+    else:
+        level, how = False, ""
+    if level:
+        return f"{what} level with the reference ({how})"
+    ratio = point / ref["value"] if ref["value"] else float("nan")
+    return f"{what} {'above' if point > ref['value'] else 'below'} the reference ({ratio:.0%} of it)"
 
 
 def reference_cell(entry: dict) -> str:
@@ -458,7 +478,8 @@ def write_page(data_dir: Path, page: Path) -> None:
                          + f" ({len(hit)} of {len(row['reached'])} seeds)")
             seeds = ", ".join(f"{r['final_eval']:,.1f}" for s in data["settings"] if s["label"] == row["label"]
                               for r in s["runs"])
-            lines.append(said + f" (per seed: {seeds}).")
+            lines.append(said + f" (per seed: {seeds})" + "".join(
+                f"; {against(row, ref)}" for ref in data["entry"]["references"] if against(row, ref)) + ".")
         lines += ["", "Reference: " + (reference_cell(data["entry"]) + ". "
                                        + "; ".join(r["source"] for r in data["entry"]["references"])
                                        if data["entry"]["references"] else "none read."),

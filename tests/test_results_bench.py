@@ -52,7 +52,8 @@ def test_training_episode_measure_is_the_mean_over_the_last_tenth_of_the_budget(
 def hand_data(finals, entry_name="rainbow-100k-kangaroo"):
     entry = results.BY_NAME[entry_name]
     runs = [{"seed": i + 1, "eval": {"steps": [50_000, 100_000], "values": [f / 2, f]}, "final_eval": f,
-             "wall_s": 1800.0, "train_last": f / 2} for i, f in enumerate(finals)]
+             "wall_s": 1800.0, "start": 1000.0 * i, "end": 1000.0 * i + 1800.0, "train_last": f / 2}
+            for i, f in enumerate(finals)]
     return {"entry": results.asdict(entry), "budget": entry.budget, "settings": [{"label": "default", "runs": runs}]}
 
 
@@ -60,10 +61,23 @@ def test_human_normalized_score_and_first_step_reaching_the_threshold():
     data = hand_data([52.0 + 0.25 * (3035.0 - 52.0), 52.0 + 0.75 * (3035.0 - 52.0)])
     (row,) = results.setting_rows(data)
     assert row["hns"] == pytest.approx(0.5)
-    assert row["hours"] == pytest.approx(1.0)
+    assert row["hours"] == pytest.approx(2800 / 3600)  # side by side: first start to last end
     run = data["settings"][0]["runs"][1]
     assert results.first_reach(run, run["final_eval"] / 2) == 50_000
     assert results.first_reach(run, run["final_eval"] + 1) is None
+
+
+def test_ours_beside_a_reference():
+    row = {"budget": 1000, "final": {"point": 900.0, "low": 700.0, "high": 1100.0},
+           "train": {"point": 500.0, "low": 400.0, "high": 600.0}}
+    assert results.against(row, {"measure": "train", "value": 600.0, "spread": 100.0}).endswith(
+        "level with the reference (within its published spread)")
+    assert results.against(row, {"measure": "train", "value": 700.0, "spread": 100.0}) == (
+        "training episodes below the reference (71% of it)")
+    assert results.against(row, {"measure": "eval", "value": 1000.0}).endswith("(inside our interval)")
+    assert results.against(row, {"measure": "eval", "value": 600.0}) == (
+        "final evaluation above the reference (150% of it)")
+    assert results.against(row, {"measure": "train", "value": 600.0, "step": 10_000}) == ""  # another budget
 
 
 def test_page_from_hand_made_entries(tmp_path):
@@ -77,6 +91,7 @@ def test_page_from_hand_made_entries(tmp_path):
     assert "| [rainbow-100k-kangaroo](#rainbow-100k-kangaroo) | 100,000 | 2 | 900.0 [800, 1,000] |" in text
     assert "human-normalized 0.28" in text  # ((800 - 52) + (1000 - 52)) / 2 / (3035 - 52)
     assert "779.3 (eval), HNS 0.24" in text  # DER's figure, normalized alike
+    assert "final evaluation above the reference (115% of it)" in text  # 900 / 779.3, 779.3 below [800, 1,000]
     # the SAC entries show the committed K-FAC study's finals until run here
     assert "[sac-halfcheetah (optimizer=kfac)](#sac-halfcheetah) | 100,000 | 3 | 4,206.8 [3,627, 5,036]" in text
 
