@@ -29,7 +29,7 @@ def parse(config_cls: type[T], args: Sequence[str] | None = None, prog: str | No
     (tyro's boxed message is folded into it).
     """
     args = _integral_scientific(config_cls, list(sys.argv[1:] if args is None else args))
-    unknown = _unknown_flag(config_cls, args)
+    unknown = _unknown_flag(config_cls, args) or _repeated_list_flag(config_cls, args)
     if unknown:
         fail(unknown + (f"; see {prog} --help" if prog else "; see --help"), code=2)
     captured = io.StringIO()
@@ -94,6 +94,31 @@ def _unknown_flag(config_cls, args: list[str]) -> str | None:
                   and n not in meant]
         said = ", ".join(f"--{m}" for m in meant[:4])
         return f"unknown flag --{flag}" + (f" (did you mean {said}?)" if said else "")
+    return None
+
+
+def _repeated_list_flag(config_cls, args: list[str]) -> str | None:
+    """`--set given twice: ...` for a list flag typed more than once: tyro alone would keep the last
+    occurrence's values and drop the others without a word (`--set a=1 --set b=2` runs b=2 only)."""
+    hints = typing.get_type_hints(config_cls)
+
+    def is_sequence(hint) -> bool:
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Union and len(inner) == 1:
+            hint = inner[0]
+        return typing.get_origin(hint) in (tuple, list)
+
+    sequences = {f.name.replace("_", "-") for f in dataclasses.fields(config_cls) if is_sequence(hints.get(f.name))}
+    seen = set()
+    for arg in args:
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("_", "-")
+            if name in sequences:
+                if name in seen:
+                    return f"--{name} given twice: give all its values after one --{name} (--{name} A B)"
+                seen.add(name)
     return None
 
 

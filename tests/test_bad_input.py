@@ -275,6 +275,8 @@ TYPOS = [
     (dcgan.Config, ["--lr", "2e-4"], "unknown flag --lr (did you mean --d-lr, --g-lr,"),
     (dqn.Config, ["--no-capture-vide"], "unknown flag --no-capture-vide (did you mean --no-capture-video"),
     (dqn.Config, ["--zzz"], "unknown flag --zzz; see"),
+    (dqn.Config, ["--hidden-sizes", "64", "--hidden-sizes", "32"], "--hidden-sizes given twice: give all its values "
+                                                                   "after one --hidden-sizes"),
 ]
 
 
@@ -286,6 +288,16 @@ def test_an_unknown_flag_points_at_the_flags_it_likely_meant(config, args, says)
         cli.parse(config, args, prog="python -m x")
     assert e.value.code == 2
     assert "\n" not in str(e.value) and str(e.value).startswith(says), str(e.value)
+
+
+def test_a_list_flag_given_twice_is_refused_not_half_kept():
+    from common import cli
+    from studies import grid
+
+    with pytest.raises(UserError, match="--set given twice"):
+        cli.parse(grid.Config, ["--agent", "dqn", "--env", "x", "--set", "a=1", "--set=b=2"])
+    cfg = cli.parse(grid.Config, ["--agent", "dqn", "--env", "x", "--set", "a=1", "b=2"])
+    assert cfg.set == ("a=1", "b=2")
 
 
 def test_known_flags_in_either_spelling_and_negative_values_still_parse():

@@ -69,12 +69,13 @@ def test_human_normalized_score_and_first_step_reaching_the_threshold():
 
 def test_ours_beside_a_reference():
     row = {"budget": 1000, "final": {"point": 900.0, "low": 700.0, "high": 1100.0},
-           "train": {"point": 500.0, "low": 400.0, "high": 600.0}}
+           "train": {"point": 500.0, "low": 450.0, "high": 550.0}}
     assert results.against(row, {"measure": "train", "value": 600.0, "spread": 100.0}).endswith(
         "level with the reference (within its published spread)")
     assert results.against(row, {"measure": "train", "value": 700.0, "spread": 100.0}) == (
         "training episodes below the reference (71% of it)")
-    assert results.against(row, {"measure": "eval", "value": 1000.0}).endswith("(inside our interval)")
+    assert results.against(row, {"measure": "eval", "value": 1000.0, "spread": 10.0}).endswith(
+        "level with the reference (it lies inside our interval)")
     assert results.against(row, {"measure": "eval", "value": 600.0}) == (
         "final evaluation above the reference (150% of it)")
     assert results.against(row, {"measure": "train", "value": 600.0, "step": 10_000}) == ""  # another budget
@@ -101,4 +102,9 @@ def test_every_entry_is_a_grid_its_trainer_takes(entry, tmp_path):
     cfg = cli.parse(grid.Config, entry.grid_args(tmp_path / entry.name), prog="python -m studies.grid")
     plan = grid.plan_grid(cfg, "test")
     assert len(plan["plans"]) == entry.seeds * max(1, len(entry.optimizers))
+    # every field the entry sets reaches the trainer's command line
+    flags = " ".join(plan["base"])
+    for item in entry.sets:
+        key, value = item.split("=")
+        assert f"--{key.replace('_', '-')} {value}" in flags
     assert all(p.status == "pending" for p in plan["plans"])

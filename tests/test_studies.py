@@ -138,7 +138,9 @@ def test_grid_interrupted_after_its_first_run_runs_the_rest_only(tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000 and "| optimizer=adam | 1 |" in (out / "table.md").read_text()
 
     # The same folder with another config is refused, not mixed in.
-    other = studies_cmd("grid", *args[3:], "--set", "gamma=0.9")
+    rest_args = args[3:]
+    at = rest_args.index("eval_episodes=3") + 1
+    other = studies_cmd("grid", *rest_args[:at], "gamma=0.9", *rest_args[at:])  # one more field in its --set
     assert (other.returncode == 2 and "pass another --out" in other.stderr
             and len(other.stderr.strip().splitlines()) == 1)
 
