@@ -21,9 +21,9 @@ reference with its source, and a sentence on what differs.
 
 The CPU suite fits a 2-core machine over a few sittings (about 13 hours in all; `python bench/results.py`
 lists each entry's cost). The GPU suite (`run all --suite gpu`) is the papers' budgets: DQN, Rainbow
-and PPO on Breakout for 10M steps and SAC on HalfCheetah for 1M, 3 seeds each, about 22 hours per seed
-of each on one GPU, 66 in all one run at a time (estimates from published speeds until bench/gpu.sh
-has run on one), resumable like the rest.
+and PPO on Breakout for 10M steps and SAC (K-FAC and Adam) on HalfCheetah for 1M, 3 seeds each: about
+24 hours per seed of all five runs on one GPU, 72 in all one run at a time (estimates from published
+speeds until bench/gpu.sh has run on one), resumable like the rest.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ DOCS = ROOT / "docs"
 RUNS = ROOT / "runs" / "results"
 TRAIN_TAG = "charts/episodic_return"
 EVAL_TAG = "eval/episodic_return"
+CUT_TAG = "eval/episodes_cut"  # of an evaluation's episodes, how many its step budget ended
 TRAIN_WINDOW = 0.1
 """The training-episode measure: episodes that ended in the last this fraction of the budget."""
 BINS = 50
@@ -83,8 +84,8 @@ class Entry:
     """What differs from the reference's setup (env version, evaluation protocol, budget)."""
     minutes: float
     """The whole entry's wall time, all seeds at its --workers: on this 2-core CPU for the CPU suite (as
-    measured, or estimated from the trainer's speed before it ran), per seed on one GPU for the GPU suite
-    (estimated from published speeds)."""
+    measured, or estimated from the trainer's speed before it ran); for the GPU suite one run's (one seed,
+    one optimizer) on one GPU, estimated from published speeds."""
     optimizers: tuple[str, ...] = ()
     sets: tuple[str, ...] = ()
     eval_interval: Optional[int] = None
@@ -96,6 +97,11 @@ class Entry:
     atari: Optional[tuple[float, float]] = None
     """(random, human) scores for human-normalized scores."""
     suite: str = "cpu"
+    full_games: bool = False
+    """Give as the final evaluation each run's final.pt played over full games by the trainer's --eval
+    (its preset's episodes and epsilon, each game to the env's own end: Atari's 108k-frame cap), as the
+    reference's protocol does: the in-training evaluation cuts each episode at total_timesteps /
+    episodes steps so that it never outlasts the training, which at 100k steps is 10,000 steps."""
     earlier: tuple[tuple[str, str], ...] = ()
     """Studies already committed that ran this entry's protocol: (their results.json, the setting), shown
     on the page, finals only, until the entry is run here and its curves drawn."""
@@ -127,8 +133,9 @@ DER = ("data-efficient Rainbow (DER), 100k steps: van Hasselt et al. 2019, per-g
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
-                  "noise off and epsilon 0.001; DER's: the mean over its seeds of its evaluation at 100k "
-                  "agent steps (400k frames).")
+                  "noise off and epsilon 0.001, full games up to 108k frames (`--eval` of final.pt; the "
+                  "curve's in-training evaluations cut each game at 10,000 agent steps); DER's: the mean "
+                  "over its seeds of its evaluation at 100k agent steps (400k frames).")
 
 ENTRIES = [
     Entry("ppo-hopper", "ppo", "Hopper-v5", 1_000_000, 3,
@@ -162,13 +169,13 @@ ENTRIES = [
           "ALE v5 Pong with the same preprocessing as CleanRL's NoFrameskip-v4 wrappers.",
           minutes=120, eval_interval=250_000, threshold=18.0),
     Entry("rainbow-100k-roadrunner", "rainbow", "RoadRunner", 100_000, 3,
-          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2,
+          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2, full_games=True,
           atari=(11.5, 7845.0)),
     Entry("rainbow-100k-kungfumaster", "rainbow", "KungFuMaster", 100_000, 3,
-          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2,
+          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2, full_games=True,
           atari=(258.5, 22736.3)),
     Entry("rainbow-100k-kangaroo", "rainbow", "Kangaroo", 100_000, 3,
-          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2,
+          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2, full_games=True,
           atari=(52.0, 3035.0)),
     # The papers' budgets, for a GPU. Minutes per seed are estimates, not measured here: PPO and SAC from
     # LeanRL's H100 figures for CleanRL's scripts (PPO Atari ~1,000 steps/s, SAC ~130); DQN at ~400
@@ -227,7 +234,36 @@ def binned(curve, budget: int) -> dict:
     return {"steps": steps, "values": values}
 
 
-def run_record(folder: Path, seed: int, budget: int, resumed: bool) -> dict:
+def train_last(curve, budget: int) -> tuple[Optional[float], int]:
+    """CleanRL's measure: the mean return of the training episodes that ended in the last
+    TRAIN_WINDOW of the budget (None when none did), and how many those are."""
+    late = curve.steps >= budget * (1 - TRAIN_WINDOW)
+    return (float(curve.values[late].mean()) if late.any() else None), int(late.sum())
+
+
+def full_game_scores(entry: Entry, folder: Path) -> list[float]:
+    """The scores of the run's final.pt over full games (`python -m agents.<agent> --eval`), kept in the
+    run folder (full_games.json) and played again only when final.pt is newer."""
+    kept, final = folder / "full_games.json", folder / "final.pt"
+    if kept.exists() and kept.stat().st_mtime >= final.stat().st_mtime:
+        return json.loads(kept.read_text())["scores"]
+    import importlib
+
+    import torch
+
+    from common import lifecycle
+
+    print(f"results: {entry.name}: full games of {os.path.relpath(final, ROOT)}", file=sys.stderr, flush=True)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // entry.workers))  # as the grid's runs
+    trainer = importlib.import_module(f"agents.{entry.agent}").TRAINER
+    scores = [float(v) for v in lifecycle.main(trainer, ["--eval", str(final)])]
+    kept.write_text(json.dumps({"scores": scores}) + "\n")
+    return scores
+
+
+def run_record(folder: Path, seed: int, budget: int, resumed: bool, full: Optional[list[float]] = None) -> dict:
+    """What the page needs of one run; `full`: its final.pt's scores over full games, then its final
+    evaluation (the in-training one's last point kept as final_eval_in_training)."""
     ev, _ = read_curve(folder, EVAL_TAG)
     tr, _ = read_curve(folder, TRAIN_TAG)
     rec = {"seed": seed, "folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
@@ -237,11 +273,15 @@ def run_record(folder: Path, seed: int, budget: int, resumed: bool) -> dict:
            # from the run's first event to its final evaluation; a pause between sittings counts too
            "wall_s": float(ev.wall_times[-1] - ev.start_time),
            "start": float(ev.start_time), "end": float(ev.wall_times[-1])}
+    cut, _ = read_curve(folder, CUT_TAG)  # written by trainers since 2026-12-06
+    if cut is not None:
+        rec["final_eval_cut"] = int(cut.values[-1])
+    if full is not None:
+        rec["final_eval_in_training"] = rec["final_eval"]
+        rec["final_eval"], rec["full_games"] = float(np.mean(full)), full
     if tr is not None:
-        late = tr.steps >= budget * (1 - TRAIN_WINDOW)
         rec["train"] = binned(tr, budget)
-        rec["train_last"] = float(tr.values[late].mean()) if late.any() else None
-        rec["train_episodes_last"] = int(late.sum())
+        rec["train_last"], rec["train_episodes_last"] = train_last(tr, budget)
     return rec
 
 
@@ -256,7 +296,8 @@ def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = N
     outcome = grid.main(args)
     settings = []
     for r in outcome.results:
-        runs = [run_record(f, s, budget or entry.budget, resumed)
+        runs = [run_record(f, s, budget or entry.budget, resumed,
+                           full_game_scores(entry, f) if entry.full_games else None)
                 for s, f, resumed in zip(r.seeds, r.folders, r.resumed)]
         settings.append({"label": r.setting.name, "runs": runs})
     shown = [os.path.relpath(a, ROOT) if a == str(out) and out.is_relative_to(ROOT) else a for a in args]
@@ -303,6 +344,10 @@ def plot_entry(data: dict, path: Path) -> None:
             band = [stats.interval(stats.mean, ys[:, j]) for j in range(ys.shape[1])]
             ax.fill_between(grid_steps, [b.low for b in band], [b.high for b in band], color=color, alpha=0.2,
                             linewidth=0)
+        full = [r["final_eval"] for r in runs if "full_games" in r]
+        if full:
+            ax.plot([data["budget"]], [np.mean(full)], color=color, marker="*", markersize=7, linestyle="none",
+                    label=f"{label}: final.pt, full games")
         trains = [r["train"] for r in runs if r.get("train") and r["train"]["steps"]]
         if trains:
             tsteps = np.array(trains[0]["steps"], dtype=float)
@@ -349,6 +394,8 @@ def entry_hours(data: dict) -> float:
     """The entry's wall time: from its first run's start to its last run's end (runs side by side
     counted once)."""
     runs = [r for s in data["settings"] for r in s["runs"]]
+    if not runs:
+        return 0.0
     return (max(r["end"] for r in runs) - min(r["start"] for r in runs)) / 3600
 
 
@@ -372,22 +419,22 @@ def setting_rows(data: dict) -> list[dict]:
 
 
 def against(row: dict, ref: dict) -> str:
-    """Ours beside a reference of the same measure: level with it (ours within its published spread, or
-    the reference inside our interval), else above or below; empty for a measure we do not have or a
-    reference at another budget."""
+    """Ours beside a reference of the same measure: level with it when our mean lies within its published
+    spread, else above or below by how much, and whether the reference lies inside our interval (with 3
+    seeds the bootstrap interval is the range of the seeds: inside it is no real difference shown);
+    empty for a measure we do not have or a reference at another budget."""
     ours = row["train"] if ref["measure"] == "train" else row["final"] if ref["measure"] == "eval" else None
     if ours is None or (ref.get("step") and ref["step"] != row.get("budget")):
         return ""
     point, what = ours["point"], {"train": "training episodes", "eval": "final evaluation"}[ref["measure"]]
-    ways = []
+    inside = ours["low"] is not None and ours["low"] <= ref["value"] <= ours["high"]
     if ref.get("spread") is not None and abs(point - ref["value"]) <= ref["spread"]:
-        ways.append("within its published spread")
-    if ours["low"] is not None and ours["low"] <= ref["value"] <= ours["high"]:
-        ways.append("it lies inside our interval")
-    if ways:
-        return f"{what} level with the reference ({' and '.join(ways)})"
-    ratio = point / ref["value"] if ref["value"] else float("nan")
-    return f"{what} {'above' if point > ref['value'] else 'below'} the reference ({ratio:.0%} of it)"
+        return f"{what} level with the reference (our mean within its published spread)"
+    how = (f"{point / ref['value']:.0%} of it" if ref["value"] > 0
+           else f"{point - ref['value']:+,.1f}")  # a ratio to a score <= 0 means nothing
+    where = ("; the reference lies inside our interval, so no clear difference" if inside
+             else "" if ours["low"] is None else "; outside our interval")
+    return f"{what} {'above' if point > ref['value'] else 'below'} the reference ({how}{where})"
 
 
 def reference_cell(entry: dict) -> str:
@@ -468,8 +515,10 @@ def write_page(data_dir: Path, page: Path) -> None:
                   f"![{entry.name}]({rel}/{entry.name}.png)", ""]
         for row in setting_rows(data):
             label = "" if row["label"] == "default" else f"{row['label']}: "
-            said = (f"- {label}final evaluation {fmt_interval(row['final'])}, training episodes "
-                    f"{fmt_interval(row['train'])}")
+            runs = [r for s in data["settings"] if s["label"] == row["label"] for r in s["runs"]]
+            per_seed = ", ".join(f"{r['final_eval']:,.1f}" for r in runs)
+            said = (f"- {label}final evaluation {fmt_interval(row['final'])} (per seed: {per_seed}), training "
+                    f"episodes {fmt_interval(row['train'])}")
             if "hns" in row:
                 said += f", human-normalized {row['hns']:.2f}"
             if "reached" in row:
@@ -477,16 +526,18 @@ def write_page(data_dir: Path, page: Path) -> None:
                 said += (f"; evaluation first >= {entry.threshold:g} at "
                          + (", ".join(f"{r:,}" for r in hit) if hit else "no evaluation")
                          + f" ({len(hit)} of {len(row['reached'])} seeds)")
-            seeds = ", ".join(f"{r['final_eval']:,.1f}" for s in data["settings"] if s["label"] == row["label"]
-                              for r in s["runs"])
-            lines.append(said + f" (per seed: {seeds})" + "".join(
-                f"; {against(row, ref)}" for ref in data["entry"]["references"] if against(row, ref)) + ".")
+            if entry.full_games and all("full_games" in r for r in runs):
+                said += ("; the final evaluation is full games of final.pt (--eval), the in-training evaluation's "
+                         "last point " + ", ".join(f"{r['final_eval_in_training']:,.1f}" for r in runs))
+            cut = sum(r.get("final_eval_cut", 0) for r in runs if "full_games" not in r)
+            if cut:
+                said += f"; {cut} final-evaluation episodes ended by the evaluation's step budget, scored as they stood"
+            verdicts = [v for v in (against(row, ref) for ref in data["entry"]["references"]) if v]
+            lines.append(said + "".join(f"; {v}" for v in verdicts) + ".")
         lines += ["", "Reference: " + (reference_cell(data["entry"]) + ". "
                                        + "; ".join(r["source"] for r in data["entry"]["references"])
                                        if data["entry"]["references"] else "none read."),
                   "", data["entry"]["differs"]]
-        if data["entry"].get("verdict"):
-            lines += ["", data["entry"]["verdict"]]
     page.write_text("\n".join(lines) + "\n")
 
 
@@ -496,9 +547,12 @@ def write_page(data_dir: Path, page: Path) -> None:
 def listing() -> None:
     for entry in ENTRIES:
         done = (DOCS / "results" / f"{entry.name}.json").exists()
-        estimate = " (estimate)" if entry.suite == "gpu" else ""
+        if entry.suite == "gpu":  # minutes per run: per seed, every setting's run
+            cost = f"~{entry.minutes * max(1, len(entry.optimizers)):.0f} min per seed (estimate)"
+        else:
+            cost = f"~{entry.minutes:.0f} min"
         print(f"{entry.name:28s} {entry.suite:3s} {entry.agent:8s} {entry.env:16s} {entry.budget:>11,} steps x "
-              f"{entry.seeds} seeds, ~{entry.minutes:.0f} min{estimate}  {'done' if done else '-'}")
+              f"{entry.seeds} seeds, {cost}  {'done' if done else '-'}")
     print("\nrun: python bench/results.py run NAME [NAME ...] | run all [--suite gpu]; "
           "the page alone: python bench/results.py page")
 

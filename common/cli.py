@@ -6,6 +6,7 @@ import dataclasses
 import io
 import re
 import sys
+import types
 import typing
 from typing import Sequence, TypeVar
 
@@ -104,7 +105,7 @@ def _repeated_list_flag(config_cls, args: list[str]) -> str | None:
 
     def is_sequence(hint) -> bool:
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        if typing.get_origin(hint) is typing.Union and len(inner) == 1:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(inner) == 1:  # Optional[X], X | None
             hint = inner[0]
         return typing.get_origin(hint) in (tuple, list)
 

@@ -29,8 +29,8 @@ class AmpConfig:
     kept in checkpoints), off (float32), or auto (bf16 where the GPU has it, else fp16; float32 on
     the CPU). On the CPU fp16 is refused and bf16 is faster where the CPU has bfloat16 instructions
     (AVX512-BF16 or AMX; measured on a 2-core EPYC: the DCGAN trainer's 64x64 step 1.9x, PPO's Atari
-    command 1.3x, DQN's update 1.5x but its whole step about 1.1x) and slower than float32 where it
-    has none (said at start)."""
+    command 1.3x, DQN's update 1.5x but its whole step not measurably, within the machine's drift) and
+    slower than float32 where it has none (said at start)."""
 
 
 def cpu_has_bf16() -> bool | None:
@@ -47,6 +47,9 @@ def cpu_has_bf16() -> bool | None:
     return None
 
 
+_said = {"slow bf16": False}
+
+
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype --amp `mode` means on `device`; None for float32."""
     if mode == "off":
@@ -55,7 +58,8 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         if mode == "fp16":
             fail("--amp fp16 needs a CUDA GPU (the CPU has no float16 matrix units, and its loss scaler is "
                  "not supported); use --amp bf16 or off")
-        if mode == "bf16" and cpu_has_bf16() is False:
+        if mode == "bf16" and cpu_has_bf16() is False and not _said["slow bf16"]:
+            _said["slow bf16"] = True  # once per process: the DCGAN trainer asks once per network
             print("note: --amp bf16 on a CPU without bfloat16 instructions (AVX512-BF16, AMX) runs slower than "
                   "float32", file=sys.stderr)
         return torch.bfloat16 if mode == "bf16" else None

@@ -244,8 +244,9 @@ class Session:
         the observers told. Returns whether it is a new best."""
         mean, std = float(np.mean(scores)), float(np.std(scores))
         self.last_eval = (step, mean)
-        self.run.scalars({"eval/episodic_return": mean, "eval/episodic_return_std": std}, step)
         cut = getattr(scores, "cut", 0)
+        self.run.scalars({"eval/episodic_return": mean, "eval/episodic_return_std": std,
+                          "eval/episodes_cut": cut}, step)  # how many its step budget ended, scored as they stood
         said = f" ({cut} cut short by the evaluation budget, scored as they stood)" if cut else ""
         self.progress.say(f"evaluation at step {step}: {len(scores)} episodes, score {mean:.2f} +/- {std:.2f}{said}")
         if self.schedule is not None and hasattr(self.schedule, "evaluated"):

@@ -277,6 +277,8 @@ TYPOS = [
     (dqn.Config, ["--zzz"], "unknown flag --zzz; see"),
     (dqn.Config, ["--hidden-sizes", "64", "--hidden-sizes", "32"], "--hidden-sizes given twice: give all its values "
                                                                    "after one --hidden-sizes"),
+    # a list flag whose type is `X | None` (types.UnionType, not typing.Union)
+    (dcgan.Config, ["--g-betas", "0.5", "0.9", "--g-betas", "0.1", "0.2"], "--g-betas given twice"),
 ]
 
 
