@@ -169,13 +169,13 @@ ENTRIES = [
           "ALE v5 Pong with the same preprocessing as CleanRL's NoFrameskip-v4 wrappers.",
           minutes=120, eval_interval=250_000, threshold=18.0),
     Entry("rainbow-100k-roadrunner", "rainbow", "RoadRunner", 100_000, 3,
-          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2, full_games=True,
+          [Reference(9600.0, DER, "eval")], ATARI100K_NOTE, minutes=150, sets=ATARI100K, workers=2, full_games=True,
           atari=(11.5, 7845.0)),
     Entry("rainbow-100k-kungfumaster", "rainbow", "KungFuMaster", 100_000, 3,
-          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2, full_games=True,
+          [Reference(14346.1, DER, "eval")], ATARI100K_NOTE, minutes=150, sets=ATARI100K, workers=2, full_games=True,
           atari=(258.5, 22736.3)),
     Entry("rainbow-100k-kangaroo", "rainbow", "Kangaroo", 100_000, 3,
-          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=120, sets=ATARI100K, workers=2, full_games=True,
+          [Reference(779.3, DER, "eval")], ATARI100K_NOTE, minutes=150, sets=ATARI100K, workers=2, full_games=True,
           atari=(52.0, 3035.0)),
     # The papers' budgets, for a GPU. Minutes per seed are estimates, not measured here: PPO and SAC from
     # LeanRL's H100 figures for CleanRL's scripts (PPO Atari ~1,000 steps/s, SAC ~130); DQN at ~400
