@@ -33,7 +33,7 @@ import json
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -286,10 +286,11 @@ def run_record(folder: Path, seed: int, budget: int, resumed: bool, full: Option
 
 
 def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = None,
-              seeds: Optional[int] = None) -> dict:
+              seeds: Optional[int] = None, workers: Optional[int] = None) -> dict:
     """Run (or resume) the entry's grid and write data_dir/<entry>.json; returns what it wrote."""
     from studies import grid
 
+    entry = replace(entry, workers=workers) if workers else entry
     args = entry.grid_args(out, budget, seeds)
     print(f"results: {entry.name}: python -m studies.grid {' '.join(args)}", file=sys.stderr, flush=True)
     start = datetime.datetime.now(datetime.timezone.utc)
@@ -565,6 +566,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     run.add_argument("--suite", choices=("cpu", "gpu"), default="cpu")
     run.add_argument("--seeds", type=int, default=None, help="only the entry's first N seeds for now (a later "
                      "run without --seeds adds the rest: the grid resumes)")
+    run.add_argument("--workers", type=int, default=None, help="runs at once, each with (cores / workers) threads "
+                     "(default: the entry's; 1 gives one run all the cores, e.g. with --seeds 1 and nothing beside it)")
     sub.add_parser("page", help="rewrite docs/results.md from docs/results/*.json")
     smoke = sub.add_parser("smoke", help="a few thousand steps of ppo-hopper into --out, with its page")
     smoke.add_argument("--out", required=True)
@@ -579,10 +582,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         unknown = [n for n in names if n not in BY_NAME]
         if unknown:
             sys.exit(f"error: no entry {', '.join(unknown)}; the entries: {', '.join(BY_NAME)}")
-        if args.seeds is not None and args.seeds < 1:
-            sys.exit(f"error: --seeds must be at least 1 (got {args.seeds})")
+        for flag in ("seeds", "workers"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                sys.exit(f"error: --{flag} must be at least 1 (got {getattr(args, flag)})")
         for name in names:
-            run_entry(BY_NAME[name], RUNS / name, DOCS / "results", seeds=args.seeds)
+            run_entry(BY_NAME[name], RUNS / name, DOCS / "results", seeds=args.seeds, workers=args.workers)
             write_page(DOCS / "results", DOCS / "results.md")
         print(f"wrote {DOCS / 'results.md'}", file=sys.stderr)
     else:

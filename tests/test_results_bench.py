@@ -144,3 +144,13 @@ def test_full_games_of_final_pt_are_the_final_evaluation_and_kept(tmp_path, monk
     assert rec["final_eval"] == 3.0 and rec["final_eval_in_training"] == run.final_eval
     assert rec["full_games"] == [2.0, 4.0]
 
+
+
+@pytest.mark.parametrize("args,says", [
+    (["run", "nope"], "error: no entry nope; the entries: ppo-hopper,"),
+    (["run", "rainbow-100k-kangaroo", "--seeds", "0"], "error: --seeds must be at least 1 (got 0)"),
+    (["run", "rainbow-100k-kangaroo", "--workers", "-1"], "error: --workers must be at least 1 (got -1)"),
+])
+def test_bad_input_is_one_line_and_runs_nothing(args, says):
+    out = subprocess.run([sys.executable, "bench/results.py", *args], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
