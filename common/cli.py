@@ -66,6 +66,13 @@ _SYNONYMS = {
 }
 
 
+def _aliases(config_cls) -> set[str]:
+    """The earlier names that fields still accept (common.config.alias: tyro's `aliases`), without dashes."""
+    hints = typing.get_type_hints(config_cls, include_extras=True)
+    return {a.lstrip("-") for hint in hints.values() for meta in typing.get_args(hint)[1:]
+            for a in (getattr(meta, "aliases", None) or ()) if isinstance(a, str)}
+
+
 def _unknown_flag(config_cls, args: list[str]) -> str | None:
     """`unknown flag --lr (did you mean --learning-rate?)` for the first `--flag` that no field has, with
     the flags it most likely meant: the synonyms above, then close spellings, then flags that contain
@@ -78,7 +85,7 @@ def _unknown_flag(config_cls, args: list[str]) -> str | None:
     if any(dataclasses.is_dataclass(hints.get(f.name)) for f in fields):
         return None
     names = {f.name.replace("_", "-") for f in fields}
-    known = names | {f"no-{n}" for n in names} | {"help"}
+    known = names | {f"no-{n}" for n in names} | {"help"} | _aliases(config_cls)
     for arg in args:
         if arg == "--":
             return None  # what follows is positional

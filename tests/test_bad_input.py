@@ -307,3 +307,5 @@ def test_known_flags_in_either_spelling_and_negative_values_still_parse():
 
     cfg = cli.parse(rainbow.Config, ["--total_timesteps", "1000", "--v-min=-5", "--v-max", "5", "--no-capture-video"])
     assert (cfg.total_timesteps, cfg.v_min, cfg.v_max, cfg.capture_video) == (1000, -5, 5, False)
+    cfg = cli.parse(dcgan.Config, ["--log-every", "7", "--save-every=9"])  # earlier names, still accepted
+    assert (cfg.log_interval, cfg.checkpoint_interval) == (7, 9)
