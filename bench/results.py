@@ -558,8 +558,15 @@ def listing() -> None:
           "the page alone: python bench/results.py page")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments as one line on stderr (argparse adds its usage block), exit 2; its subcommands alike."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python bench/results.py", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python bench/results.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what")
     run = sub.add_parser("run", help="run entries (resumably), then rewrite the page")
     run.add_argument("names", nargs="+", help="entry names, or `all` (of --suite)")

@@ -150,6 +150,9 @@ def test_full_games_of_final_pt_are_the_final_evaluation_and_kept(tmp_path, monk
     (["run", "nope"], "error: no entry nope; the entries: ppo-hopper,"),
     (["run", "rainbow-100k-kangaroo", "--seeds", "0"], "error: --seeds must be at least 1 (got 0)"),
     (["run", "rainbow-100k-kangaroo", "--workers", "-1"], "error: --workers must be at least 1 (got -1)"),
+    (["run", "rainbow-100k-kangaroo", "--workers", "two"], "error: argument --workers: invalid int value: 'two'; "
+                                                           "see python bench/results.py run --help"),
+    (["frob"], "error: argument what: invalid choice: 'frob'"),
 ])
 def test_bad_input_is_one_line_and_runs_nothing(args, says):
     out = subprocess.run([sys.executable, "bench/results.py", *args], cwd=ROOT, capture_output=True, text=True)
