@@ -245,6 +245,8 @@ def full_game_scores(entry: Entry, folder: Path) -> list[float]:
     """The scores of the run's final.pt over full games (`python -m agents.<agent> --eval`), kept in the
     run folder (full_games.json) and played again only when final.pt is newer."""
     kept, final = folder / "full_games.json", folder / "final.pt"
+    if not final.is_file():
+        sys.exit(f"error: {entry.name}: no final.pt in {folder} to play over full games (did its run fail?)")
     if kept.exists() and kept.stat().st_mtime >= final.stat().st_mtime:
         return json.loads(kept.read_text())["scores"]
     import importlib

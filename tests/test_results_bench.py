@@ -143,6 +143,8 @@ def test_full_games_of_final_pt_are_the_final_evaluation_and_kept(tmp_path, monk
     rec = results.run_record(run.folder, 1, 600, False, [2.0, 4.0])
     assert rec["final_eval"] == 3.0 and rec["final_eval_in_training"] == run.final_eval
     assert rec["full_games"] == [2.0, 4.0]
+    with pytest.raises(SystemExit, match="no final.pt in"):  # one line, not a traceback
+        results.full_game_scores(entry, tmp_path)
 
 
 
