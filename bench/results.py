@@ -130,6 +130,16 @@ CLEANRL_PPO = "CleanRL ppo_continuous_action.py, 1M steps, v4 env, 3 seeds (docs
 # CURL's Atari-100k table (Laskin, Srinivas & Abbeel 2020); typed here from those tables.
 DER = ("data-efficient Rainbow (DER), 100k steps: van Hasselt et al. 2019, per-game scores, as in the DER column "
        "of CURL's Atari-100k table (Laskin et al. 2020); random and human scores as in DQN Zoo's atari_data.py")
+# Dopamine's SAC baselines (google/dopamine, baselines/mujoco/data/<env>.json, plotted by its
+# plots.html as the mean over runs): 5 runs, each row the training return of one iteration of 1,000 steps
+# (sac.gin: ContinuousRunner.training_steps = 1000), so iteration 100 is 100k steps; mean and std (numpy's,
+# ddof 0) of its 5 values there.
+DOPAMINE_SAC = ("Dopamine's SAC (JAX, sac.gin) on the v2 env: mean +/- std over its 5 runs of the training return "
+                "at iteration 100 = 100k steps (runs {seeds}), google/dopamine baselines/mujoco/data/{env}.json")
+DOPAMINE_DIFFERS = ("Dopamine's settings differ from ours (CleanRL's and Haarnoja et al.'s): rewards scaled by 0.1, "
+                    "target entropy -|A|/2 (ours -|A|), 10,000 random steps before learning (ours 5,000); its "
+                    "figure is the return of training episodes with sampled actions, "
+                    "ours the final weights' deterministic evaluation (training episodes beside it).")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
@@ -149,16 +159,16 @@ ENTRIES = [
           [Reference(2288.0, CLEANRL_PPO, "train", 571.8)],
           "Walker2d-v5 against v4. Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
     Entry("sac-halfcheetah", "sac", "HalfCheetah-v5", 100_000, 3,
-          [Reference(5470.0, "Dopamine's SAC on HalfCheetah-v2, training return read at 100k steps from its "
-                             "published baseline curves (as the results issue gives it)", "train")],
+          [Reference(5469.7, DOPAMINE_SAC.format(env="halfcheetah", seeds="4,589 to 6,007"), "train", 490.2)],
           "The default optimizer (K-FAC on the critics, grafted onto Adam's step sizes) and Adam, the "
-          "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2.",
+          "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
+          + DOPAMINE_DIFFERS,
           minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac"),
                    ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam"))),
-    Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3, [],
-          "No published figure at 100k steps was read for Hopper; the entry compares the default optimizer "
-          "with Adam. Protocol as sac-halfcheetah.",
+    Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
+          [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4)],
+          "Protocol as sac-halfcheetah. v5 against v2. " + DOPAMINE_DIFFERS,
           minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac"),
                    ("studies/results/claim-sac-hopper-100k/results.json", "optimizer=adam"))),
@@ -440,6 +450,15 @@ def against(row: dict, ref: dict) -> str:
     return f"{what} {'above' if point > ref['value'] else 'below'} the reference ({how}{where})"
 
 
+def beside_training_return(row: dict, entry: Entry) -> str:
+    """An earlier study's final evaluation set beside a training-return reference, said as what it is:
+    the study kept no training episodes, so the measures differ."""
+    refs = [r for r in entry.references if r.measure == "train" and r.value > 0 and not r.step]
+    return "".join(f"; {row['final_mean']['point'] / r.value:.0%} of the reference's training return "
+                   f"(the study kept no training-episode figure: a final evaluation beside training episodes, "
+                   f"not the same measure)" for r in refs)
+
+
 def reference_cell(entry: dict) -> str:
     cells = []
     for ref in entry["references"]:
@@ -510,7 +529,7 @@ def write_page(data_dir: Path, page: Path) -> None:
                 curves = os.path.relpath(ROOT / path.replace("results.json", "curves.png"), page.parent)
                 lines += ["", f"Measured earlier with this protocol by a committed study ([curves]({curves})): "
                               f"{setting}, final evaluation {fmt_interval(row['final_mean'])} over {row['seeds']} "
-                              f"seeds (`{row['command']}`)."]
+                              f"seeds (`{row['command']}`)" + beside_training_return(row, entry) + "."]
             continue
         m = data["machine"]
         lines += [f"`{data['command']}` ({data['grid']}), finished {data['finished']} on {m['cpu']} "
@@ -549,13 +568,17 @@ def write_page(data_dir: Path, page: Path) -> None:
 
 def listing() -> None:
     for entry in ENTRIES:
-        done = (DOCS / "results" / f"{entry.name}.json").exists()
+        data = DOCS / "results" / f"{entry.name}.json"
+        done = "-"
+        if data.exists():  # seeds run so far: the fewest over the entry's settings
+            ran = min(len(s["runs"]) for s in json.loads(data.read_text())["settings"])
+            done = "done" if ran >= entry.seeds else f"{ran} of {entry.seeds} seeds"
         if entry.suite == "gpu":  # minutes per run: per seed, every setting's run
             cost = f"~{entry.minutes * max(1, len(entry.optimizers)):.0f} min per seed (estimate)"
         else:
             cost = f"~{entry.minutes:.0f} min"
         print(f"{entry.name:28s} {entry.suite:3s} {entry.agent:8s} {entry.env:16s} {entry.budget:>11,} steps x "
-              f"{entry.seeds} seeds, {cost}  {'done' if done else '-'}")
+              f"{entry.seeds} seeds, {cost}  {done}")
     print("\nrun: python bench/results.py run NAME [NAME ...] | run all [--suite gpu]; "
           "the page alone: python bench/results.py page")
 

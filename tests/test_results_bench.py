@@ -112,6 +112,21 @@ def test_page_from_hand_made_entries(tmp_path):
             "400.0, 500.0") in page.read_text()
     # the SAC entries show the committed K-FAC study's finals until run here
     assert "[sac-halfcheetah (optimizer=kfac)](#sac-halfcheetah) | 100,000 | 3 | 4,206.8 [3,627, 5,036]" in text
+    # beside Dopamine's training return, said as another measure: 4,206.8 / 5,469.7
+    assert "4,206.8 [3,627, 5,036] over 3 seeds" in text
+    assert "; 77% of the reference's training return (the study" in text
+
+
+def test_listing_says_how_many_seeds_ran(tmp_path, monkeypatch, capsys):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "rainbow-100k-kangaroo.json").write_text(json.dumps(hand_data([800.0, 1000.0])))
+    (tmp_path / "results" / "ppo-pong.json").write_text(json.dumps(hand_data([10.0], "ppo-pong")))
+    monkeypatch.setattr(results, "DOCS", tmp_path)
+    results.listing()
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["rainbow-100k-kangaroo"].endswith("2 of 3 seeds")  # the entry asks for 3
+    assert lines["ppo-pong"].endswith("done")  # it asks for 1
+    assert lines["ppo-hopper"].endswith("-")  # not run
 
 
 @pytest.mark.parametrize("entry", results.ENTRIES, ids=lambda e: e.name)
