@@ -136,10 +136,18 @@ DER = ("data-efficient Rainbow (DER), 100k steps: van Hasselt et al. 2019, per-g
 # ddof 0) of its 5 values there.
 DOPAMINE_SAC = ("Dopamine's SAC (JAX, sac.gin) on the v2 env: mean +/- std over its 5 runs of the training return "
                 "at iteration 100 = 100k steps (runs {seeds}), google/dopamine baselines/mujoco/data/{env}.json")
-DOPAMINE_DIFFERS = ("Dopamine's settings differ from ours (CleanRL's and Haarnoja et al.'s): rewards scaled by 0.1, "
-                    "target entropy -|A|/2 (ours -|A|), 10,000 random steps before learning (ours 5,000); its "
-                    "figure is the return of training episodes with sampled actions, "
-                    "ours the final weights' deterministic evaluation (training episodes beside it).")
+# Tianshou's SAC benchmark (thu-ml/tianshou examples/mujoco/benchmark/<env>/sac/test_rew_10seeds.csv):
+# every 5,000 steps the deterministic policy's mean return over 10 test episodes, per seed, with the
+# mean and std ("rew", "rew:shaded") over its 10 seeds; read at the 100,000 row.
+TIANSHOU_SAC = ("Tianshou's SAC (examples/mujoco/mujoco_sac.py) on {env}: mean +/- std over its 10 seeds of the "
+                "deterministic evaluation (10 episodes) at 100k steps (seeds {seeds}), thu-ml/tianshou "
+                "examples/mujoco/benchmark/{env}/sac/test_rew_10seeds.csv")
+DOPAMINE_DIFFERS = ("The references' settings differ from ours (CleanRL's and Haarnoja et al.'s: one learning rate "
+                    "of 3e-4, alpha tuned towards -|A| from 1, 5,000 random steps): Dopamine scales rewards by "
+                    "0.1, tunes alpha towards -|A|/2 and starts learning after 10,000 random steps, and its figure "
+                    "is the return of training episodes with sampled actions; Tianshou's learning rates are 1e-3, "
+                    "its alpha fixed at 0.2, 10,000 random steps, and its figure a deterministic evaluation as "
+                    "ours.")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
@@ -159,7 +167,8 @@ ENTRIES = [
           [Reference(2288.0, CLEANRL_PPO, "train", 571.8)],
           "Walker2d-v5 against v4. Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
     Entry("sac-halfcheetah", "sac", "HalfCheetah-v5", 100_000, 3,
-          [Reference(5469.7, DOPAMINE_SAC.format(env="halfcheetah", seeds="4,589 to 6,007"), "train", 490.2)],
+          [Reference(5469.7, DOPAMINE_SAC.format(env="halfcheetah", seeds="4,589 to 6,007"), "train", 490.2),
+           Reference(6514.6, TIANSHOU_SAC.format(env="HalfCheetah-v3", seeds="5,629 to 7,289"), "eval", 514.2)],
           "The default optimizer (K-FAC on the critics, grafted onto Adam's step sizes) and Adam, the "
           "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
           + DOPAMINE_DIFFERS,
@@ -167,7 +176,8 @@ ENTRIES = [
           earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac"),
                    ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
-          [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4)],
+          [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4),
+           Reference(2613.5, TIANSHOU_SAC.format(env="Hopper-v3", seeds="420 to 3,430"), "eval", 990.8)],
           "Protocol as sac-halfcheetah. v5 against v2. " + DOPAMINE_DIFFERS,
           minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac"),
@@ -529,7 +539,10 @@ def write_page(data_dir: Path, page: Path) -> None:
                 curves = os.path.relpath(ROOT / path.replace("results.json", "curves.png"), page.parent)
                 lines += ["", f"Measured earlier with this protocol by a committed study ([curves]({curves})): "
                               f"{setting}, final evaluation {fmt_interval(row['final_mean'])} over {row['seeds']} "
-                              f"seeds (`{row['command']}`)" + beside_training_return(row, entry) + "."]
+                              f"seeds (`{row['command']}`)" + beside_training_return(row, entry)
+                              + "".join(f"; {v}" for v in (against({"final": row["final_mean"], "train": None},
+                                                                    asdict(ref)) for ref in entry.references) if v)
+                              + "."]
             continue
         m = data["machine"]
         lines += [f"`{data['command']}` ({data['grid']}), finished {data['finished']} on {m['cpu']} "
