@@ -117,6 +117,15 @@ def test_page_from_hand_made_entries(tmp_path):
     assert "; 77% of the reference's training return (the study" in text
 
 
+def test_page_says_when_no_evaluation_reached_the_threshold(tmp_path):
+    data = hand_data([10.0], "ppo-pong")  # evaluations 5, 10 against Pong's 18
+    (tmp_path / "ppo-pong.json").write_text(json.dumps(
+        {**data, "command": "c", "grid": "g", "finished": "2026-12-06",
+         "machine": {"cpu": "x", "cores": 2, "gpu": None, "torch": "t"}}))
+    results.write_page(tmp_path, tmp_path / "results.md")
+    assert "; no evaluation reached 18 (0 of 1 seeds)" in (tmp_path / "results.md").read_text()
+
+
 def test_listing_says_how_many_seeds_ran(tmp_path, monkeypatch, capsys):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "rainbow-100k-kangaroo.json").write_text(json.dumps(hand_data([800.0, 1000.0])))
