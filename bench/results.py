@@ -102,9 +102,10 @@ class Entry:
     (its preset's episodes and epsilon, each game to the env's own end: Atari's 108k-frame cap), as the
     reference's protocol does: the in-training evaluation cuts each episode at total_timesteps /
     episodes steps so that it never outlasts the training, which at 100k steps is 10,000 steps."""
-    earlier: tuple[tuple[str, str], ...] = ()
-    """Studies already committed that ran this entry's protocol: (their results.json, the setting), shown
-    on the page, finals only, until the entry is run here and its curves drawn."""
+    earlier: tuple[tuple[str, ...], ...] = ()
+    """Studies already committed that ran this entry's protocol: (their results.json, the setting[, the
+    label the page gives it, where the setting alone no longer says what ran]), shown on the page, finals
+    only, until the entry is run here and its curves drawn."""
 
     def grid_args(self, out: Path, budget: Optional[int] = None, seeds: Optional[int] = None) -> list[str]:
         args = ["--agent", self.agent, "--env", self.env, "--seeds", str(seeds or self.seeds),
@@ -143,12 +144,13 @@ TIANSHOU_SAC = ("Tianshou's SAC (examples/mujoco/mujoco_sac.py) on {env}: mean +
                 "deterministic evaluation (10 episodes) at 100k steps (seeds {seeds}), thu-ml/tianshou "
                 "examples/mujoco/benchmark/{env}/sac/test_rew_10seeds.csv")
 SAC_REFERENCES_DIFFER = (
-    "The references' settings differ from ours (CleanRL's and Haarnoja et al.'s: one learning rate "
-    "of 3e-4, alpha tuned towards -|A| from 1, 5,000 random steps): Dopamine scales rewards by "
-    "0.1, tunes alpha towards -|A|/2 and starts learning after 10,000 random steps, and its figure "
-    "is the return of training episodes with sampled actions; Tianshou's learning rates are 1e-3, "
-    "its alpha fixed at 0.2, 10,000 random steps, and its figure a deterministic evaluation as "
-    "ours.")
+    "The references' settings differ from ours (alpha tuned towards -|A| from 1 and 5,000 random "
+    "steps, as CleanRL's script; learning rates 1e-3 with Adam, as Tianshou's, and Haarnoja et al.'s "
+    "3e-4 with K-FAC): Dopamine scales rewards by 0.1, tunes alpha towards -|A|/2 and starts learning "
+    "after 10,000 random steps, and its figure is the return of training episodes with sampled "
+    "actions; Tianshou's alpha is fixed at 0.2, 10,000 random steps, and its figure a deterministic "
+    "evaluation as ours. The studies' rows named lr 3e-4 ran Adam at Haarnoja et al.'s rate, the "
+    "default until it was measured against 1e-3 (studies/results/sac-lr-*-100k).")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
@@ -175,14 +177,21 @@ ENTRIES = [
           + SAC_REFERENCES_DIFFER,
           minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac"),
-                   ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam"))),
+                   ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam",
+                    "optimizer=adam, lr 3e-4"),
+                   ("studies/results/sac-lr-halfcheetah-100k/results.json", "optimizer=adam,learning_rate=1e-3",
+                    "optimizer=adam, lr 1e-3, the default now"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
           [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4),
            Reference(2613.5, TIANSHOU_SAC.format(env="Hopper-v3", seeds="420 to 3,430"), "eval", 990.8)],
           "Protocol as sac-halfcheetah. v5 against v2. " + SAC_REFERENCES_DIFFER,
           minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac"),
-                   ("studies/results/claim-sac-hopper-100k/results.json", "optimizer=adam"))),
+                   ("studies/results/claim-sac-hopper-100k/results.json", "optimizer=adam", "optimizer=adam, lr 3e-4"),
+                   ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,q_lr=1e-3",
+                    "optimizer=adam, CleanRL's rates: critics and alpha 1e-3, actor 3e-4"),
+                   ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,learning_rate=1e-3",
+                    "optimizer=adam, lr 1e-3, the default now"))),
     Entry("ppo-pong", "ppo", "Pong", 3_000_000, 1,
           [Reference(20.36, "CleanRL ppo_atari.py on PongNoFrameskip-v4, 10M steps, 3 seeds "
                             "(docs/rl-algorithms/ppo.md)", "train", 0.20, step=10_000_000)],
@@ -487,11 +496,11 @@ def reference_cell(entry: dict) -> str:
 def earlier_rows(entry: Entry) -> list[tuple[str, str, dict]]:
     """The rows of the committed studies an entry names, each with its study's command."""
     found = []
-    for path, setting in entry.earlier:
+    for path, setting, *label in entry.earlier:
         study = json.loads((ROOT / path).read_text())
         for row in study["rows"]:
             if row["setting"] == setting:
-                found.append((path, setting, {**row, "command": study["command"]}))
+                found.append((path, label[0] if label else setting, {**row, "command": study["command"]}))
     return found
 
 
