@@ -24,13 +24,14 @@ worse than Adam here (`--kfac-combine base`, kept to compare).
 Measured, and not in K-FAC's favour: on HalfCheetah-v5 at 50k steps (2 seeds) graft on both networks,
 the best of the three combinations, ends at 1,285 against plain Adam's 2,587 (evaluation of the final
 weights; eigen-adam 1,118, sgd 670), graft on the critics only (the default since) at 1,941. At 100k
-steps (3 seeds) the default ends level with Adam on HalfCheetah (4,207 against 4,700: -10% [-24%, +6%])
-and behind it on Hopper-v5 (518 against 774: -33% [-58%, +11%]; no K-FAC run hops by then), while graft
-on both networks is clearly behind (Adam needs 37% and 72% fewer steps); K-FAC's update costs 1.4-1.5x
-Adam's. All of these at Haarnoja et al.'s learning rate 3e-4; a plain optimizer's default is 1e-3 since
-(Tianshou's), at which Adam ends far higher (Hopper 2,923, HalfCheetah 6,845), while K-FAC keeps 3e-4 until
-1e-3 is measured with it. `--optimizer adam` is the surer agent at these budgets; README's SAC section has
-the figures and the studies behind them.
+steps (3 seeds) and Haarnoja et al.'s learning rate 3e-4 the default ends level with Adam on HalfCheetah
+(4,207 against 4,700: -10% [-24%, +6%]) and behind it on Hopper-v5 (518 against 774: -33% [-58%, +11%]),
+while graft on both networks is clearly behind (Adam needs 37% and 72% fewer steps); K-FAC's update costs
+1.4-1.5x Adam's. At 1e-3 (Tianshou's), the default rate since, both gain and the gap widens: Adam ends at
+2,923 on Hopper and 6,845 on HalfCheetah, level with Tianshou's SAC, the default K-FAC at 1,005 and 5,199
+(-66% and -24% of Adam's; on Hopper no K-FAC seed passes 1,400, every Adam seed passes 2,400).
+`--optimizer adam` is the surer agent at these budgets; README's SAC section has the figures and the
+studies behind them.
 """
 from __future__ import annotations
 
@@ -123,8 +124,8 @@ class Config(OptimizerAidsConfig, RunConfig):
     518 against 391)."""
     learning_rate: Annotated[Optional[float], POSITIVE] = None
     """The learning rate of both networks and of alpha, as every trainer's --learning-rate; --policy-lr and
-    --q-lr override it for one of them. Unset: 1e-3 with a plain optimizer (Tianshou's SAC; Haarnoja et
-    al.'s 3e-4 learned far slower here), 3e-4 with K-FAC (the rate its studies ran at)."""
+    --q-lr override it for one of them. Unset: 1e-3 (Tianshou's SAC; Haarnoja et al.'s 3e-4 learned far
+    slower here, with Adam and with K-FAC)."""
     policy_lr: Annotated[Optional[float], POSITIVE] = None
     """Learning rate of the actor (default: --learning-rate, else as --learning-rate says)."""
     q_lr: Annotated[Optional[float], POSITIVE] = None
@@ -187,14 +188,13 @@ CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interva
 PRESETS = {"mujoco": MUJOCO, "classic": CLASSIC}
 FIXED_ON_RESUME = ("env", "env_kwargs", "env_wrappers", "hidden_sizes", "optimizer", "kfac_combine", "base_optimizer",
                    "kfac_mode", "kfac_actor", "autotune", "lr_mult", "optimizer_switch")
-# Both networks' and alpha's learning rate when none is typed. With a plain optimizer 1e-3, as Tianshou's
-# mujoco_sac.py (CleanRL's sac_continuous_action.py: its critics' and alpha's, 3e-4 for the actor): Haarnoja
-# et al.'s 3e-4 (Table 1) learned far slower at 100k steps here (3 seeds, final evaluation: Hopper-v5 2,923
-# [2,407, 3,253] against 774 [468, 982]; HalfCheetah-v5 6,845 [6,623, 7,247] against 4,700 [4,404, 5,008];
-# studies/results/sac-lr-*-100k/). With K-FAC 3e-4: its dampings and intervals were chosen at that rate,
-# and 1e-3 is not measured with it.
+# Both networks' and alpha's learning rate when none is typed, with any optimizer: 1e-3, as Tianshou's
+# mujoco_sac.py (CleanRL's sac_continuous_action.py: its critics' and alpha's, 3e-4 for the actor). Haarnoja
+# et al.'s 3e-4 (Table 1) learned far slower at 100k steps here (3 seeds, final evaluation; Adam: Hopper-v5
+# 2,923 [2,407, 3,253] against 774 [468, 982], HalfCheetah-v5 6,845 [6,623, 7,247] against 4,700 [4,404,
+# 5,008]; K-FAC, grafted: Hopper 1,005 [747, 1,378] against 518 [365, 723], HalfCheetah 5,199 [5,136,
+# 5,262] against 4,207 [3,627, 5,036]; studies/results/sac-lr-*-100k/, sac-kfac-lr-*-100k/).
 DEFAULT_LR = 1e-3
-KFAC_LR = 3e-4
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's log-std range (CleanRL, Haarnoja et al.'s code: -20, 2)
 
 
@@ -221,10 +221,9 @@ def prepare(cfg: Config) -> Config:
         if cfg.compile:
             fail("--compile: K-FAC's layer hooks capture activations in some updates only, which torch.compile "
                  "does not trace; use it with a plain optimizer (--optimizer adam)")
-    default = KFAC_LR if cfg.optimizer.lower() == "kfac" else DEFAULT_LR
     for name in ("policy_lr", "q_lr"):  # typed ones win over --learning-rate
         if getattr(cfg, name) is None:
-            setattr(cfg, name, cfg.learning_rate if cfg.learning_rate is not None else default)
+            setattr(cfg, name, cfg.learning_rate if cfg.learning_rate is not None else DEFAULT_LR)
     check_lr_schedule(cfg, off_policy_updates(cfg), ("q_lr", "policy_lr"))
     if not cfg.hidden_sizes:
         fail("--hidden-sizes must be one or more layers (got none)")

@@ -145,12 +145,12 @@ TIANSHOU_SAC = ("Tianshou's SAC (examples/mujoco/mujoco_sac.py) on {env}: mean +
                 "examples/mujoco/benchmark/{env}/sac/test_rew_10seeds.csv")
 SAC_REFERENCES_DIFFER = (
     "The references' settings differ from ours (alpha tuned towards -|A| from 1 and 5,000 random "
-    "steps, as CleanRL's script; learning rates 1e-3 with Adam, as Tianshou's, and Haarnoja et al.'s "
-    "3e-4 with K-FAC): Dopamine scales rewards by 0.1, tunes alpha towards -|A|/2 and starts learning "
-    "after 10,000 random steps, and its figure is the return of training episodes with sampled "
-    "actions; Tianshou's alpha is fixed at 0.2, 10,000 random steps, and its figure a deterministic "
-    "evaluation as ours. The studies' rows named lr 3e-4 ran Adam at Haarnoja et al.'s rate, the "
-    "default until it was measured against 1e-3 (studies/results/sac-lr-*-100k).")
+    "steps, as CleanRL's script; learning rate 1e-3 with either optimizer, as Tianshou's): Dopamine "
+    "scales rewards by 0.1, tunes alpha towards -|A|/2 and starts learning after 10,000 random steps, "
+    "and its figure is the return of training episodes with sampled actions; Tianshou's alpha is fixed "
+    "at 0.2, 10,000 random steps, and its figure a deterministic evaluation as ours. The studies' rows "
+    "named lr 3e-4 ran Haarnoja et al.'s rate, the default until it was measured against 1e-3 "
+    "(studies/results/sac-lr-*-100k, sac-kfac-lr-*-100k).")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
@@ -176,9 +176,12 @@ ENTRIES = [
           "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
           + SAC_REFERENCES_DIFFER,
           minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
-          earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac"),
+          earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac",
+                    "optimizer=kfac, lr 3e-4"),
                    ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam",
                     "optimizer=adam, lr 3e-4"),
+                   ("studies/results/sac-kfac-lr-halfcheetah-100k/results.json", "optimizer=kfac,learning_rate=1e-3",
+                    "optimizer=kfac, lr 1e-3, the default now"),
                    ("studies/results/sac-lr-halfcheetah-100k/results.json", "optimizer=adam,learning_rate=1e-3",
                     "optimizer=adam, lr 1e-3, the default now"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
@@ -186,10 +189,13 @@ ENTRIES = [
            Reference(2613.5, TIANSHOU_SAC.format(env="Hopper-v3", seeds="420 to 3,430"), "eval", 990.8)],
           "Protocol as sac-halfcheetah. v5 against v2. " + SAC_REFERENCES_DIFFER,
           minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
-          earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac"),
+          earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac",
+                    "optimizer=kfac, lr 3e-4"),
                    ("studies/results/claim-sac-hopper-100k/results.json", "optimizer=adam", "optimizer=adam, lr 3e-4"),
                    ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,q_lr=1e-3",
                     "optimizer=adam, CleanRL's rates: critics and alpha 1e-3, actor 3e-4"),
+                   ("studies/results/sac-kfac-lr-hopper-100k/results.json", "optimizer=kfac,learning_rate=1e-3",
+                    "optimizer=kfac, lr 1e-3, the default now"),
                    ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,learning_rate=1e-3",
                     "optimizer=adam, lr 1e-3, the default now"))),
     Entry("ppo-pong", "ppo", "Pong", 3_000_000, 1,

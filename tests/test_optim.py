@@ -694,16 +694,16 @@ def test_pairings_are_the_trainers_defaults():
               ("Rainbow, Atari 100k", rainbow.Config.optimizer, rainbow.ATARI100K["learning_rate"]),
               ("PPO, Atari", ppo.Config.optimizer, ppo.ATARI["learning_rate"]),
               ("PPO, MuJoCo", ppo.Config.optimizer, ppo.MUJOCO["learning_rate"]),
-              ("SAC, MuJoCo", "kfac", sac.KFAC_LR),
+              ("SAC, MuJoCo", "kfac", sac.DEFAULT_LR),
               ("DCGAN, images", dcgan.Config.g_optimizer, dcgan.IMAGE_PRESET["g_lr"])]
     for task, optimizer, lr in checks:
         opt, hp = rows[task]
         said = float(re.search(r"lr ([0-9.e-]+)", hp).group(1))
         assert opt.startswith(optimizer) and said == lr, (task, opt, hp, lr)
     cfg = sac.prepare(sac.Config(env="HalfCheetah"))
-    assert cfg.optimizer == "kfac" and cfg.q_lr == cfg.policy_lr == sac.KFAC_LR
+    assert cfg.optimizer == "kfac" and cfg.q_lr == cfg.policy_lr == sac.DEFAULT_LR
     plain = sac.prepare(sac.Config(env="HalfCheetah", optimizer="adam"))
-    said = float(re.search(r"adam lr ([0-9.e-]+)", rows["SAC, MuJoCo"][1]).group(1))
+    said = float(re.search(r"adam: plain SAC, lr ([0-9.e-]+)", rows["SAC, MuJoCo"][1]).group(1))
     assert plain.q_lr == plain.policy_lr == sac.DEFAULT_LR == said
     assert dcgan.Config.d_optimizer == "rmsprop" and dcgan.IMAGE_PRESET["d_lr"] == dcgan.IMAGE_PRESET["g_lr"]
     assert dcgan.DEFAULT_G_BETAS == (0.5, 0.999) and dcgan.DEFAULT_D_ALPHA == 0.9

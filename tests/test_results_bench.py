@@ -111,13 +111,15 @@ def test_page_from_hand_made_entries(tmp_path):
     assert ("the final evaluation is full games of final.pt (--eval), the in-training evaluation's last point "
             "400.0, 500.0") in page.read_text()
     # the SAC entries show the committed K-FAC study's finals until run here
-    assert "[sac-halfcheetah (optimizer=kfac)](#sac-halfcheetah) | 100,000 | 3 | 4,206.8 [3,627, 5,036]" in text
+    assert ("[sac-halfcheetah (optimizer=kfac, lr 3e-4)](#sac-halfcheetah) | 100,000 | 3 | 4,206.8 [3,627, 5,036]"
+            in text)
     # beside Dopamine's training return, said as another measure: 4,206.8 / 5,469.7
     assert "4,206.8 [3,627, 5,036] over 3 seeds" in text
     assert "; 77% of the reference's training return (the study" in text
-    # an earlier row whose setting no longer says what ran (Adam's default rate changed) shows its label
+    # an earlier row whose setting no longer says what ran (the default rate changed) shows its label
     assert "[sac-hopper (optimizer=adam, lr 3e-4)](#sac-hopper) | 100,000 | 3 | 774.4 [468, 982]" in text
     assert "[sac-hopper (optimizer=adam, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 3 | 2,923.4" in text
+    assert "[sac-hopper (optimizer=kfac, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 3 | 1,005.0" in text
 
 
 @pytest.mark.parametrize("entry", [e for e in results.ENTRIES if e.earlier], ids=lambda e: e.name)
