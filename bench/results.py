@@ -70,6 +70,10 @@ class Reference:
     """Its +/- as published (what it is, e.g. std over seeds, is in `source`)."""
     step: Optional[int] = None
     """The budget the figure was read at, if not the entry's."""
+    name: str = ""
+    """Whose figure, in a word ("Tianshou"), where an entry has several references of one measure."""
+    digits: int = 1
+    """Decimals the figure is shown with (0 for one read off a published plot)."""
 
 
 @dataclass
@@ -143,12 +147,25 @@ DOPAMINE_SAC = ("Dopamine's SAC (JAX, sac.gin) on the v2 env: mean +/- std over 
 TIANSHOU_SAC = ("Tianshou's SAC (examples/mujoco/mujoco_sac.py) on {env}: mean +/- std over its 10 seeds of the "
                 "deterministic evaluation (10 episodes) at 100k steps (seeds {seeds}), thu-ml/tianshou "
                 "examples/mujoco/benchmark/{env}/sac/test_rew_10seeds.csv")
+# PFRL's SAC reproduction (pfnet/pfrl examples/mujoco/reproduction/soft_actor_critic, its README's
+# assets/<env>-v2.png): the mean over 10 seeds of the deterministic policy's return over 10 episodes, every
+# 10k steps on Hopper and 50k on HalfCheetah, with a band of one standard deviation. Published as a figure
+# only, so read off its pixels at 100k: the axes calibrated on the grid lines, the line's centre
+# interpolated between the two pixel columns either side of 100k, the band's edges in the same column.
+# Hopper's axis spans 1M steps (100k is 34 pixels in), HalfCheetah's 3M (11 pixels in, on the steep first
+# rise): read to about +/- 100 and +/- 250.
+PFRL_SAC = ("PFRL's SAC reproduction on {env}: the mean over its 10 seeds of the deterministic evaluation "
+            "(10 episodes) +/- the std band, read off the curve at 100k steps (pfnet/pfrl "
+            "examples/mujoco/reproduction/soft_actor_critic/assets/{env}.png; a figure only, so to about "
+            "+/- {precision})")
 SAC_REFERENCES_DIFFER = (
     "The references' settings differ from ours (alpha tuned towards -|A| from 1 and 5,000 random "
     "steps, as CleanRL's script; learning rate 1e-3 with either optimizer, as Tianshou's): Dopamine "
     "scales rewards by 0.1, tunes alpha towards -|A|/2 and starts learning after 10,000 random steps, "
     "and its figure is the return of training episodes with sampled actions; Tianshou's alpha is fixed "
-    "at 0.2, 10,000 random steps, and its figure a deterministic evaluation as ours. The studies' rows "
+    "at 0.2, 10,000 random steps, and its figure a deterministic evaluation as ours; PFRL runs "
+    "Haarnoja et al.'s rate 3e-4 after 10,000 random steps, its figure a deterministic evaluation as ours. "
+    "The studies' rows "
     "named lr 3e-4 ran Haarnoja et al.'s rate, the default until it was measured against 1e-3 "
     "(studies/results/sac-lr-*-100k, sac-kfac-lr-*-100k).")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
@@ -170,8 +187,12 @@ ENTRIES = [
           [Reference(2288.0, CLEANRL_PPO, "train", 571.8)],
           "Walker2d-v5 against v4. Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
     Entry("sac-halfcheetah", "sac", "HalfCheetah-v5", 100_000, 3,
-          [Reference(5469.7, DOPAMINE_SAC.format(env="halfcheetah", seeds="4,589 to 6,007"), "train", 490.2),
-           Reference(6514.6, TIANSHOU_SAC.format(env="HalfCheetah-v3", seeds="5,629 to 7,289"), "eval", 514.2)],
+          [Reference(5469.7, DOPAMINE_SAC.format(env="halfcheetah", seeds="4,589 to 6,007"), "train", 490.2,
+                     name="Dopamine"),
+           Reference(6514.6, TIANSHOU_SAC.format(env="HalfCheetah-v3", seeds="5,629 to 7,289"), "eval", 514.2,
+                     name="Tianshou"),
+           Reference(5540, PFRL_SAC.format(env="HalfCheetah-v2", precision=250), "eval", 350, name="PFRL",
+                     digits=0)],
           "The default optimizer (K-FAC on the critics, grafted onto Adam's step sizes) and Adam, the "
           "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
           + SAC_REFERENCES_DIFFER,
@@ -185,8 +206,12 @@ ENTRIES = [
                    ("studies/results/sac-lr-halfcheetah-100k/results.json", "optimizer=adam,learning_rate=1e-3",
                     "optimizer=adam, lr 1e-3, the default now"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
-          [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4),
-           Reference(2613.5, TIANSHOU_SAC.format(env="Hopper-v3", seeds="420 to 3,430"), "eval", 990.8)],
+          [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4,
+                     name="Dopamine"),
+           Reference(2613.5, TIANSHOU_SAC.format(env="Hopper-v3", seeds="420 to 3,430"), "eval", 990.8,
+                     name="Tianshou"),
+           Reference(1340, PFRL_SAC.format(env="Hopper-v2", precision=100), "eval", 790, name="PFRL",
+                     digits=0)],
           "Protocol as sac-halfcheetah. v5 against v2. " + SAC_REFERENCES_DIFFER,
           minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac",
@@ -469,20 +494,21 @@ def against(row: dict, ref: dict) -> str:
         return ""
     point, what = ours["point"], {"train": "training episodes", "eval": "final evaluation"}[ref["measure"]]
     inside = ours["low"] is not None and ours["low"] <= ref["value"] <= ours["high"]
+    who = f"{ref['name']}'s" if ref.get("name") else "the reference"
     if ref.get("spread") is not None and abs(point - ref["value"]) <= ref["spread"]:
-        return f"{what} level with the reference (our mean within its published spread)"
+        return f"{what} level with {who} (our mean within its published spread)"
     how = (f"{point / ref['value']:.0%} of it" if ref["value"] > 0
            else f"{point - ref['value']:+,.1f}")  # a ratio to a score <= 0 means nothing
     where = ("; the reference lies inside our interval, so no clear difference" if inside
              else "" if ours["low"] is None else "; outside our interval")
-    return f"{what} {'above' if point > ref['value'] else 'below'} the reference ({how}{where})"
+    return f"{what} {'above' if point > ref['value'] else 'below'} {who} ({how}{where})"
 
 
 def beside_training_return(row: dict, entry: Entry) -> str:
     """An earlier study's final evaluation set beside a training-return reference, said as what it is:
     the study kept no training episodes, so the measures differ."""
     refs = [r for r in entry.references if r.measure == "train" and r.value > 0 and not r.step]
-    return "".join(f"; {row['final_mean']['point'] / r.value:.0%} of the reference's training return "
+    return "".join(f"; {row['final_mean']['point'] / r.value:.0%} of {r.name or 'the reference'}'s training return "
                    f"(the study kept no training-episode figure: a final evaluation beside training episodes, "
                    f"not the same measure)" for r in refs)
 
@@ -490,7 +516,9 @@ def beside_training_return(row: dict, entry: Entry) -> str:
 def reference_cell(entry: dict) -> str:
     cells = []
     for ref in entry["references"]:
-        v = f"{ref['value']:,.1f}" + (f" +/- {ref['spread']:,.1f}" if ref.get("spread") is not None else "")
+        digits = ref.get("digits", 1)
+        v = (f"{ref['name']} " if ref.get("name") else "") + f"{ref['value']:,.{digits}f}"
+        v += f" +/- {ref['spread']:,.{digits}f}" if ref.get("spread") is not None else ""
         v += f" ({ref['measure']}" + (f", at {ref['step']:,}" if ref.get("step") else "") + ")"
         if entry.get("atari"):
             rnd, human = entry["atari"]

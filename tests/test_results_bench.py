@@ -3,6 +3,7 @@ measures against hand-computed ones, and every entry's grid accepted by the trai
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,21 @@ def test_ours_beside_a_reference():
     assert results.against(row, {"measure": "train", "value": 600.0, "step": 10_000}) == ""  # another budget
 
 
+def test_references_of_one_measure_are_told_apart_by_name():
+    # two evaluation references (Tianshou's, PFRL's read off a plot): each verdict and cell names whose it is
+    row = {"budget": 1000, "final": {"point": 900.0, "low": 700.0, "high": 1100.0}, "train": None}
+    tianshou = asdict(results.Reference(1500.0, "t", "eval", 100.0, name="Tianshou"))
+    pfrl = asdict(results.Reference(1340.0, "p", "eval", 790.0, name="PFRL", digits=0))
+    assert results.against(row, tianshou) == "final evaluation below Tianshou's (60% of it; outside our interval)"
+    assert results.against(row, pfrl) == "final evaluation level with PFRL's (our mean within its published spread)"
+    assert results.reference_cell({"references": [tianshou, pfrl]}) == (
+        "Tianshou 1,500.0 +/- 100.0 (eval); PFRL 1,340 +/- 790 (eval)")
+    entry = results.Entry("e", "sac", "Hopper-v5", 1000, 3, [results.Reference(1800.0, "d", "train", name="Dopamine")],
+                          "", minutes=1)
+    assert results.beside_training_return({"final_mean": {"point": 900.0}}, entry).startswith(
+        "; 50% of Dopamine's training return (the study kept no training-episode figure")
+
+
 def test_page_from_hand_made_entries(tmp_path):
     data = hand_data([800.0, 1000.0])
     (tmp_path / "rainbow-100k-kangaroo.json").write_text(json.dumps(
@@ -115,7 +131,7 @@ def test_page_from_hand_made_entries(tmp_path):
             in text)
     # beside Dopamine's training return, said as another measure: 4,206.8 / 5,469.7
     assert "4,206.8 [3,627, 5,036] over 3 seeds" in text
-    assert "; 77% of the reference's training return (the study" in text
+    assert "; 77% of Dopamine's training return (the study" in text
     # an earlier row whose setting no longer says what ran (the default rate changed) shows its label
     assert "[sac-hopper (optimizer=adam, lr 3e-4)](#sac-hopper) | 100,000 | 3 | 774.4 [468, 982]" in text
     assert "[sac-hopper (optimizer=adam, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 3 | 2,923.4" in text
