@@ -104,23 +104,24 @@ class Config(OptimizerAidsConfig, RunConfig):
     """Hidden layers of the actor and of each critic."""
     optimizer: str = "kfac"
     """kfac (K-FAC's curvature, combined as --kfac-combine says) or any name of optim's registry (adam, ...).
-    Measured at 100k steps (3 seeds): the default kfac (critics only) ends at 4,207 against adam's 4,700 on
-    HalfCheetah-v5 (-10% [-24%, +6%]) and at 518 against 774 on Hopper-v5 (-33% [-58%, +11%]), at 1.42x
-    adam's update cost; adam is the surer choice."""
+    Measured at 100k steps (3 seeds, lr 1e-3): the default kfac (critics only, graft) ends at 5,199 against
+    adam's 6,845 on HalfCheetah-v5 (-24% [-28%, -21%]) and at 1,005 against 2,923 on Hopper-v5 (-66% [-75%,
+    -53%]), at 1.42x adam's update cost; adam is the surer choice."""
     kfac_combine: Literal["eigen-adam", "graft", "sgd", "base"] = "graft"
     """With --optimizer kfac, how K-FAC's curvature makes a step (optim.kfac_steps): graft = K-FAC's direction
     at Adam's per-layer step size, pure Adam for the first 100 updates (the best of the three on
     HalfCheetah-v5, 50k steps, 2 seeds: final 1,285 against Adam's 2,587); eigen-adam = Adam in the
-    eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping; 1,118); sgd = ACKTR's K-FAC natural gradient
-    with a KL clip and SGD momentum 0.9 (670); base = the preconditioned gradient handed to
-    --base-optimizer, which K-FAC's author warns against (tensorflow/kfac#25): the earlier versions' way,
-    kept to resume their runs and to compare."""
+    eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping; 1,118; on the critics alone at lr 1e-3, 100k
+    steps, 2 seeds: Hopper-v5 2,528 against graft's 819, HalfCheetah-v5 5,199 against 5,231); sgd =
+    ACKTR's K-FAC natural gradient with a KL clip and SGD momentum 0.9 (670); base = the preconditioned
+    gradient handed to --base-optimizer, which K-FAC's author warns against (tensorflow/kfac#25): the
+    earlier versions' way, kept to resume their runs and to compare."""
     base_optimizer: str = "adam"
     """With --kfac-combine base: the optimizer that steps on the preconditioned gradients."""
     kfac_actor: bool = False
     """With --optimizer kfac, precondition the actor too (its own Fisher pass when factors are due). Off by
     default: the critics alone preconditioned, the actor on plain Adam, learned better at a slightly lower
-    cost (HalfCheetah-v5 at 100k steps, 3 seeds: final 4,207 against 3,083 with the actor's K-FAC; Hopper-v5
+    cost (HalfCheetah-v5 at 100k steps, 3 seeds, lr 3e-4: final 4,207 against 3,083 with the actor's K-FAC; Hopper-v5
     518 against 391)."""
     learning_rate: Annotated[Optional[float], POSITIVE] = None
     """The learning rate of both networks and of alpha, as every trainer's --learning-rate; --policy-lr and
