@@ -158,6 +158,19 @@ PFRL_SAC = ("PFRL's SAC reproduction on {env}: the mean over its 10 seeds of the
             "(10 episodes) +/- the std band, read off the curve at 100k steps (pfnet/pfrl "
             "examples/mujoco/reproduction/soft_actor_critic/assets/{env}.png; a figure only, so to about "
             "+/- {precision})")
+
+
+def sac_references(task: str, dopamine: tuple, tianshou: tuple, pfrl: tuple) -> list[Reference]:
+    """The published SAC figures at 100k steps on one MuJoCo task: Dopamine's and Tianshou's as (mean, std,
+    the range of its runs), PFRL's as (mean, band, the precision it was read to)."""
+    return [Reference(dopamine[0], DOPAMINE_SAC.format(env=task.lower(), seeds=dopamine[2]), "train", dopamine[1],
+                      name="Dopamine"),
+            Reference(tianshou[0], TIANSHOU_SAC.format(env=f"{task}-v3", seeds=tianshou[2]), "eval", tianshou[1],
+                      name="Tianshou"),
+            Reference(pfrl[0], PFRL_SAC.format(env=f"{task}-v2", precision=pfrl[2]), "eval", pfrl[1], name="PFRL",
+                      digits=0)]
+
+
 SAC_REFERENCES_DIFFER = (
     "The references' settings differ from ours (alpha tuned towards -|A| from 1 and 5,000 random "
     "steps, as CleanRL's script; learning rate 1e-3 with either optimizer, as Tianshou's): Dopamine "
@@ -187,12 +200,8 @@ ENTRIES = [
           [Reference(2288.0, CLEANRL_PPO, "train", 571.8)],
           "Walker2d-v5 against v4. Same preset (Baselines' MuJoCo PPO).", minutes=25, workers=2),
     Entry("sac-halfcheetah", "sac", "HalfCheetah-v5", 100_000, 3,
-          [Reference(5469.7, DOPAMINE_SAC.format(env="halfcheetah", seeds="4,589 to 6,007"), "train", 490.2,
-                     name="Dopamine"),
-           Reference(6514.6, TIANSHOU_SAC.format(env="HalfCheetah-v3", seeds="5,629 to 7,289"), "eval", 514.2,
-                     name="Tianshou"),
-           Reference(5540, PFRL_SAC.format(env="HalfCheetah-v2", precision=250), "eval", 350, name="PFRL",
-                     digits=0)],
+          sac_references("HalfCheetah", (5469.7, 490.2, "4,589 to 6,007"), (6514.6, 514.2, "5,629 to 7,289"),
+                         (5540, 350, 250)),
           "The default optimizer (K-FAC on the critics, grafted onto Adam's step sizes) and Adam, the "
           "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
           + SAC_REFERENCES_DIFFER,
@@ -206,12 +215,8 @@ ENTRIES = [
                    ("studies/results/sac-lr-halfcheetah-100k/results.json", "optimizer=adam,learning_rate=1e-3",
                     "optimizer=adam, lr 1e-3, the default now"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
-          [Reference(2337.2, DOPAMINE_SAC.format(env="hopper", seeds="1,189 to 3,165"), "train", 928.4,
-                     name="Dopamine"),
-           Reference(2613.5, TIANSHOU_SAC.format(env="Hopper-v3", seeds="420 to 3,430"), "eval", 990.8,
-                     name="Tianshou"),
-           Reference(1340, PFRL_SAC.format(env="Hopper-v2", precision=100), "eval", 790, name="PFRL",
-                     digits=0)],
+          sac_references("Hopper", (2337.2, 928.4, "1,189 to 3,165"), (2613.5, 990.8, "420 to 3,430"),
+                         (1340, 790, 100)),
           "Protocol as sac-halfcheetah. v5 against v2. " + SAC_REFERENCES_DIFFER,
           minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
           earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac",
