@@ -112,7 +112,7 @@ class Config(OptimizerAidsConfig, RunConfig):
     at Adam's per-layer step size, pure Adam for the first 100 updates (the best of the three on
     HalfCheetah-v5, 50k steps, 2 seeds: final 1,285 against Adam's 2,587); eigen-adam = Adam in the
     eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping; 1,118; on the critics alone at lr 1e-3, 100k
-    steps, 2 seeds: Hopper-v5 2,528 against graft's 819, HalfCheetah-v5 5,199 against 5,231); sgd =
+    steps, 3 seeds: Hopper-v5 1,939 against graft's 1,005, HalfCheetah-v5 5,244 against 5,199); sgd =
     ACKTR's K-FAC natural gradient with a KL clip and SGD momentum 0.9 (670); base = the preconditioned
     gradient handed to --base-optimizer, which K-FAC's author warns against (tensorflow/kfac#25): the
     earlier versions' way, kept to resume their runs and to compare."""
