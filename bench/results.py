@@ -178,8 +178,7 @@ SAC_REFERENCES_DIFFER = (
     "and its figure is the return of training episodes with sampled actions; Tianshou's alpha is fixed "
     "at 0.2, 10,000 random steps, and its figure a deterministic evaluation as ours; PFRL runs "
     "Haarnoja et al.'s rate 3e-4 after 10,000 random steps, its figure a deterministic evaluation as ours. "
-    "The studies' rows "
-    "named lr 3e-4 ran Haarnoja et al.'s rate, the default until it was measured against 1e-3 "
+    "The studies' rows named lr 3e-4 ran Haarnoja et al.'s rate, the default until it was measured against 1e-3 "
     "(studies/results/sac-lr-*-100k, sac-kfac-lr-*-100k).")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "

@@ -3,9 +3,9 @@ measures against hand-computed ones, and every entry's grid accepted by the trai
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
