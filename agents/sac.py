@@ -1,7 +1,7 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications") with a K-FAC
 preconditioner.
 
-    python -m agents.sac --env HalfCheetah                    # K-FAC on the critics, grafted on Adam (the default)
+    python -m agents.sac --env HalfCheetah                    # Adam in K-FAC's eigenbasis on the critics (the default)
     python -m agents.sac --env HalfCheetah --optimizer adam   # plain SAC: the baseline
     python -m agents.sac --env Pendulum-v1                    # preset classic: 15k steps
     python -m agents.sac --eval runs/HalfCheetah-v5__sac__1__1700000000/final.pt
@@ -16,22 +16,25 @@ the log-likelihood of actions sampled from its own pre-tanh Gaussian, each recor
 capture, so the actor's loss, which flows through the critics, never feeds the critics' factors. Factors
 are refreshed every `--kfac-factor-interval` updates (each an extra Fisher backward) and decomposed every
 `--kfac-inverse-interval`. `--kfac-combine` says how the curvature makes a step (optim.kfac_steps):
-K-FAC's direction at Adam's step size (graft, the default), Adam in the factors' eigenbasis
-(eigen-adam), or ACKTR's natural gradient with a KL clip and SGD momentum (sgd). Not, by default,
+Adam in the factors' eigenbasis (eigen-adam, the default), K-FAC's direction at Adam's step size
+(graft), or ACKTR's natural gradient with a KL clip and SGD momentum (sgd). Not, by default,
 K-FAC's output fed to Adam, which K-FAC's author warns against (tensorflow/kfac#25) and which learned far
 worse than Adam here (`--kfac-combine base`, kept to compare).
 
-Measured, and not in K-FAC's favour: on HalfCheetah-v5 at 50k steps (2 seeds) graft on both networks,
-the best of the three combinations, ends at 1,285 against plain Adam's 2,587 (evaluation of the final
-weights; eigen-adam 1,118, sgd 670), graft on the critics only (the default since) at 1,941. At 100k
-steps (3 seeds) and Haarnoja et al.'s learning rate 3e-4 the default ends level with Adam on HalfCheetah
-(4,207 against 4,700: -10% [-24%, +6%]) and behind it on Hopper-v5 (518 against 774: -33% [-58%, +11%]),
-while graft on both networks is clearly behind (Adam needs 37% and 72% fewer steps); K-FAC's update costs
-1.4-1.5x Adam's. At 1e-3 (Tianshou's), the default rate since, both gain and the gap widens: Adam ends at
-2,923 on Hopper and 6,845 on HalfCheetah, level with Tianshou's SAC, the default K-FAC at 1,005 and 5,199
-(-66% and -24% of Adam's; on Hopper no K-FAC seed passes 1,400, every Adam seed passes 2,400).
-`--optimizer adam` is the surer agent at these budgets; README's SAC section has the figures and the
-studies behind them.
+Measured, and not in K-FAC's favour: on HalfCheetah-v5 at 50k steps (2 seeds) graft on both networks, the
+best of the three combinations, ends at 1,285 against plain Adam's 2,587 (evaluation of the final weights;
+eigen-adam 1,118, sgd 670), graft on the critics only (the critics alone: the default since) at 1,941. At
+100k steps (3 seeds) and Haarnoja et al.'s learning rate 3e-4 graft on the critics ends level with Adam on
+HalfCheetah (4,207 against 4,700: -10% [-24%, +6%]) and behind it on Hopper-v5 (518 against 774: -33%
+[-58%, +11%]), while graft on both networks is clearly behind (Adam needs 37% and 72% fewer steps);
+K-FAC's update costs 1.4-1.5x Adam's. At 1e-3 (Tianshou's), the default rate since, both gain and the gap
+widens: Adam ends at 2,923 on Hopper and 6,845 on HalfCheetah, level with Tianshou's SAC, graft on the
+critics at 1,005 and 5,199 (-66% and -24% of Adam's; on Hopper no graft seed passes 1,400, every Adam seed
+passes 2,400).
+Adam in the critics' eigenbasis (eigen-adam), the default combination since, closes part of that gap on
+Hopper: 1,685 over 5 seeds against graft's 878 (+92% [+6%, +211%]), level with graft on HalfCheetah (5,244
+against 5,199, 3 seeds), still below Adam on both. `--optimizer adam` is the surer agent at these budgets;
+README's SAC section has the figures and the studies behind them.
 """
 from __future__ import annotations
 
@@ -104,15 +107,16 @@ class Config(OptimizerAidsConfig, RunConfig):
     """Hidden layers of the actor and of each critic."""
     optimizer: str = "kfac"
     """kfac (K-FAC's curvature, combined as --kfac-combine says) or any name of optim's registry (adam, ...).
-    Measured at 100k steps (3 seeds, lr 1e-3): the default kfac (critics only, graft) ends at 5,199 against
-    adam's 6,845 on HalfCheetah-v5 (-24% [-28%, -21%]) and at 1,005 against 2,923 on Hopper-v5 (-66% [-75%,
-    -53%]), at 1.42x adam's update cost; adam is the surer choice."""
-    kfac_combine: Literal["eigen-adam", "graft", "sgd", "base"] = "graft"
-    """With --optimizer kfac, how K-FAC's curvature makes a step (optim.kfac_steps): graft = K-FAC's direction
-    at Adam's per-layer step size, pure Adam for the first 100 updates (the best of the three on
-    HalfCheetah-v5, 50k steps, 2 seeds: final 1,285 against Adam's 2,587); eigen-adam = Adam in the
-    eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping; 1,118; on the critics alone at lr 1e-3, 100k
-    steps, 3 seeds: Hopper-v5 1,939 against graft's 1,005, HalfCheetah-v5 5,244 against 5,199); sgd =
+    Measured at 100k steps (lr 1e-3): kfac (critics only, eigen-adam, the default) ends at 5,244 against
+    adam's 6,845 on HalfCheetah-v5 (3 seeds, -23% [-28%, -20%]) and at 1,685 (5 seeds) against 2,923 (3) on
+    Hopper-v5 (seeds 1-3: -34% [-74%, +11%]), at about 1.4x adam's update cost; adam is the surer choice."""
+    kfac_combine: Literal["eigen-adam", "graft", "sgd", "base"] = "eigen-adam"
+    """With --optimizer kfac, how K-FAC's curvature makes a step (optim.kfac_steps): eigen-adam = Adam in the
+    eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping). On the critics alone at lr 1e-3 and 100k steps
+    it ends Hopper-v5 at 1,685 against graft's 878 (5 seeds, +92% [+6%, +211%]) and HalfCheetah-v5 at
+    5,244 against 5,199 (3 seeds, level); graft = K-FAC's direction at Adam's per-layer step size, pure Adam
+    for the first 100 updates, the default until those runs (on both networks at lr 3e-4, HalfCheetah-v5,
+    50k steps, 2 seeds, the best of the three: final 1,285 against eigen-adam's 1,118, Adam's 2,587); sgd =
     ACKTR's K-FAC natural gradient with a KL clip and SGD momentum 0.9 (670); base = the preconditioned
     gradient handed to --base-optimizer, which K-FAC's author warns against (tensorflow/kfac#25): the
     earlier versions' way, kept to resume their runs and to compare."""

@@ -179,7 +179,9 @@ SAC_REFERENCES_DIFFER = (
     "at 0.2, 10,000 random steps, and its figure a deterministic evaluation as ours; PFRL runs "
     "Haarnoja et al.'s rate 3e-4 after 10,000 random steps, its figure a deterministic evaluation as ours. "
     "The studies' rows named lr 3e-4 ran Haarnoja et al.'s rate, the default until it was measured against 1e-3 "
-    "(studies/results/sac-lr-*-100k, sac-kfac-lr-*-100k).")
+    "(studies/results/sac-lr-*-100k, sac-kfac-lr-*-100k). Every K-FAC row but eigen-adam's ran graft, the "
+    "combination that was the default until 2026-12-07 (eigen-adam since): their commands rerun them with "
+    "kfac_combine=graft added to the setting (kfac,kfac_combine=graft,learning_rate=1e-3).")
 ATARI100K = ("preset=atari100k", "sticky_actions=0")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
@@ -201,7 +203,7 @@ ENTRIES = [
     Entry("sac-halfcheetah", "sac", "HalfCheetah-v5", 100_000, 3,
           sac_references("HalfCheetah", (5469.7, 490.2, "4,589 to 6,007"), (6514.6, 514.2, "5,629 to 7,289"),
                          (5540, 350, 250)),
-          "The default optimizer (K-FAC on the critics, grafted onto Adam's step sizes) and Adam, the "
+          "The default optimizer (K-FAC on the critics, Adam in its eigenbasis) and Adam, the "
           "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
           + SAC_REFERENCES_DIFFER,
           minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
@@ -210,7 +212,9 @@ ENTRIES = [
                    ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam",
                     "optimizer=adam, lr 3e-4"),
                    ("studies/results/sac-kfac-lr-halfcheetah-100k/results.json", "optimizer=kfac,learning_rate=1e-3",
-                    "optimizer=kfac, lr 1e-3, the default now"),
+                    "optimizer=kfac, graft, lr 1e-3"),
+                   ("studies/results/sac-eigen-adam-halfcheetah-100k/results.json",
+                    "optimizer=kfac,kfac_combine=eigen-adam", "optimizer=kfac, eigen-adam, lr 1e-3, the default now"),
                    ("studies/results/sac-lr-halfcheetah-100k/results.json", "optimizer=adam,learning_rate=1e-3",
                     "optimizer=adam, lr 1e-3, the default now"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
@@ -224,7 +228,9 @@ ENTRIES = [
                    ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,q_lr=1e-3",
                     "optimizer=adam, CleanRL's rates: critics and alpha 1e-3, actor 3e-4"),
                    ("studies/results/sac-kfac-lr-hopper-100k/results.json", "optimizer=kfac,learning_rate=1e-3",
-                    "optimizer=kfac, lr 1e-3, the default now"),
+                    "optimizer=kfac, graft, lr 1e-3"),
+                   ("studies/results/sac-eigen-adam-hopper-100k/results.json",
+                    "optimizer=kfac,kfac_combine=eigen-adam", "optimizer=kfac, eigen-adam, lr 1e-3, the default now"),
                    ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,learning_rate=1e-3",
                     "optimizer=adam, lr 1e-3, the default now"))),
     Entry("ppo-pong", "ppo", "Pong", 3_000_000, 1,

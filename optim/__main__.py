@@ -37,10 +37,11 @@ PAIRINGS = [
      "Schulman et al. 2017; CleanRL's ppo_atari"),
     ("PPO, MuJoCo", "adam, one over actor and critic", "lr 3e-4 annealed linearly to 0, eps 1e-5",
      "Schulman et al. 2017; CleanRL's ppo_continuous_action"),
-    ("SAC, MuJoCo", "kfac: its direction at Adam's step size (graft)", "policy and Q lr 1e-3, damping 0.01 "
-     "(actor) and 0.1 (critics), factors every 10 updates, inverses every 30; --optimizer adam: plain SAC, lr 1e-3",
+    ("SAC, MuJoCo", "kfac on the critics: Adam in the eigenbasis of its factors (eigen-adam); the actor on adam",
+     "policy and Q lr 1e-3, Adam's betas (0.9, 0.999), no damping, factors every 10 updates, eigenbases every 30; "
+     "--optimizer adam: plain SAC, lr 1e-3",
      "Haarnoja et al. 2018 (SAC); Tianshou's mujoco_sac.py (lr 1e-3, measured better here than the paper's "
-     "3e-4); Wu et al. 2017 (ACKTR's dampings); Agarwal et al. 2020 (grafting)"),
+     "3e-4); George et al. 2018 (EKFAC), Vyas et al. 2024 (SOAP)"),
     ("DCGAN, images", "adam generator, rmsprop discriminator", "both lr 2e-4; G betas (0.5, 0.999); D alpha 0.9",
      "Radford et al. 2016 (Adam 2e-4, beta1 0.5); the RMSprop discriminator is this toolkit's sources' pairing"),
 ]

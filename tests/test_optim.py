@@ -702,6 +702,7 @@ def test_pairings_are_the_trainers_defaults():
         assert opt.startswith(optimizer) and said == lr, (task, opt, hp, lr)
     cfg = sac.prepare(sac.Config(env="HalfCheetah"))
     assert cfg.optimizer == "kfac" and cfg.q_lr == cfg.policy_lr == sac.DEFAULT_LR
+    assert f"({cfg.kfac_combine})" in rows["SAC, MuJoCo"][0]  # the listing names the default combination
     plain = sac.prepare(sac.Config(env="HalfCheetah", optimizer="adam"))
     said = float(re.search(r"adam: plain SAC, lr ([0-9.e-]+)", rows["SAC, MuJoCo"][1]).group(1))
     assert plain.q_lr == plain.policy_lr == sac.DEFAULT_LR == said

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agents import rainbow
+from agents.networks import NoisyLinear
 from common.events import read_scalars, scalar_tags
 from common.errors import UserError
 
@@ -66,6 +67,29 @@ def test_noisy_layers_explore_in_training_and_are_their_mean_in_eval():
     assert torch.equal(mean, net(obs))  # noise off
     assert torch.allclose(mean.exp().sum(-1), torch.ones(3, 2))
     net.train()
+
+
+def test_noisy_layer_is_the_papers_weight_with_and_without_gradients():
+    """The layer's output, with and without gradients, is x (mu_w + sigma_w * e_out e_in^T)^T + mu_b +
+    sigma_b * e_out (Fortunato et al. 2018, eq. 10, factorised noise), which it forms without building the
+    noisy weight, and its gradients are that formula's, hand-written, in float64."""
+    torch.manual_seed(0)
+    layer = NoisyLinear(7, 5).double()
+    x, g = torch.randn(4, 7, dtype=torch.float64, requires_grad=True), torch.randn(4, 5, dtype=torch.float64)
+    eo, ei = layer.eps_out, layer.eps_in
+    weight = layer.weight_mu + layer.weight_sigma * torch.outer(eo, ei)
+    expected = x.detach() @ weight.detach().T + (layer.bias_mu + layer.bias_sigma * eo).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
+    out = layer(x)
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=1e-12)
+    out.backward(g)
+    grad_w = g.T @ x.detach()
+    torch.testing.assert_close(layer.weight_mu.grad, grad_w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.weight_sigma.grad, grad_w * torch.outer(eo, ei), rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.bias_mu.grad, g.sum(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.bias_sigma.grad, g.sum(0) * eo, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x.grad, g @ weight.detach(), rtol=0, atol=1e-12)
 
 
 def test_loss_is_the_weighted_mean_of_per_sample_kls():

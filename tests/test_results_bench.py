@@ -135,7 +135,9 @@ def test_page_from_hand_made_entries(tmp_path):
     # an earlier row whose setting no longer says what ran (the default rate changed) shows its label
     assert "[sac-hopper (optimizer=adam, lr 3e-4)](#sac-hopper) | 100,000 | 3 | 774.4 [468, 982]" in text
     assert "[sac-hopper (optimizer=adam, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 3 | 2,923.4" in text
-    assert "[sac-hopper (optimizer=kfac, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 3 | 1,005.0" in text
+    assert "[sac-hopper (optimizer=kfac, graft, lr 1e-3)](#sac-hopper) | 100,000 | 5 | 877.6" in text
+    assert ("[sac-hopper (optimizer=kfac, eigen-adam, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 5 | 1,685.0"
+            in text)
 
 
 @pytest.mark.parametrize("entry", [e for e in results.ENTRIES if e.earlier], ids=lambda e: e.name)
@@ -143,7 +145,8 @@ def test_every_earlier_study_an_entry_names_is_committed_with_its_setting(entry)
     rows = results.earlier_rows(entry)
     assert [label for _, label, _ in rows] == [e[-1] for e in entry.earlier]  # each setting found, once
     for path, _, row in rows:
-        assert row["seeds"] == entry.seeds and (ROOT / path.replace("results.json", "curves.png")).is_file()
+        # at least the entry's seeds (a study may have run more to separate two settings)
+        assert row["seeds"] >= entry.seeds and (ROOT / path.replace("results.json", "curves.png")).is_file()
 
 
 def test_page_says_when_no_evaluation_reached_the_threshold(tmp_path):

@@ -224,12 +224,12 @@ def test_without_the_actors_kfac_the_actor_steps_with_plain_adam():
 
 
 def test_a_run_of_the_default_kfac_saves_its_optimizer_state(tmp_path):
-    """Through the command line: the default combination's (graft's) moments are in the checkpoint."""
+    """Through the command line: the default combination's (eigen-adam's) moments are in the checkpoint."""
     sac.main(["--env", "Pendulum-v1", "--learning-starts", "100", "--hidden-sizes", "16", "--batch-size", "32",
               "--buffer-size", "1000", "--eval-interval", "0", "--kfac-factor-interval", "2",
               "--kfac-inverse-interval", "4", "--total-timesteps", "200", "--logdir", str(tmp_path)])
     saved = torch.load(only_run(tmp_path) / "final.pt", weights_only=True)
-    assert saved["config"]["kfac_combine"] == "graft"
+    assert saved["config"]["kfac_combine"] == "eigen-adam"
     states = saved["q_optimizer"]["state"].values()
     assert states and all({"exp_avg", "exp_avg_sq", "step"} <= set(st) for st in states)
     assert saved["kfac"]["critics"]["layers"]  # and K-FAC's factors, which set the direction

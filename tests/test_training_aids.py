@@ -165,11 +165,11 @@ def test_optimizer_switch_in_sac_switches_kfacs_base_adam(tmp_path):
 
 
 def test_optimizer_switch_is_refused_where_kfac_steps_itself(tmp_path, capsys):
-    # graft (the default) and eigen-adam are Adam inside K-FAC: there is no plain optimizer to switch
+    # eigen-adam (the default) and graft are Adam inside K-FAC: there is no plain optimizer to switch
     with pytest.raises(SystemExit) as exit_:
         sac.main(["--env", "Pendulum-v1", "--optimizer-switch", "sgd@50", "--logdir", str(tmp_path)])
     assert exit_.value.code == 2
-    assert "--kfac-combine graft" in capsys.readouterr().err
+    assert "--kfac-combine eigen-adam" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
