@@ -189,6 +189,8 @@ class Config(OptimizerAidsConfig, RunConfig):
 KFAC_DEFAULTS = {"eigen-adam": (0.0, 0.0, 0.0, 0.0), "graft": (0.1, 0.01, 0.0, 0.0), "sgd": (0.1, 0.01, 0.3, 0.01),
                  "base": (1e-3, None, 0.0, None)}
 KFAC_MOMENTUM = 0.9  # sgd: ACKTR's momentum
+# Which combinations use the damping and the KL clip (eigen-adam: Adam's eps stands in for damping)
+KFAC_DAMPED, KFAC_CLIPPED = ("graft", "sgd", "base"), ("sgd", "base")
 
 MUJOCO = dict(total_timesteps=1_000_000, learning_starts=5_000, checkpoint_interval=50_000, eval_interval=50_000)
 CLASSIC = dict(total_timesteps=15_000, learning_starts=1_000, checkpoint_interval=5_000, eval_interval=5_000)
@@ -243,7 +245,14 @@ def prepare(cfg: Config) -> Config:
 
 
 def fill_kfac_defaults(cfg: Config) -> None:
-    """The K-FAC fields left unset take --kfac-combine's values (KFAC_DEFAULTS)."""
+    """The K-FAC fields left unset take --kfac-combine's values (KFAC_DEFAULTS); one typed for a combination
+    that does not use it is refused rather than ignored (0, what a checkpoint's config holds for an unused
+    field, passes)."""
+    for field, used_by in (("kfac_damping", KFAC_DAMPED), ("kfac_actor_damping", KFAC_DAMPED),
+                           ("kfac_kl_clip", KFAC_CLIPPED), ("kfac_actor_kl_clip", KFAC_CLIPPED)):
+        if getattr(cfg, field) and cfg.kfac_combine not in used_by:
+            fail(f"--{field.replace('_', '-')} is not used by --kfac-combine {cfg.kfac_combine} (only by "
+                 f"{', '.join(used_by)}); add --kfac-combine {used_by[0]} to use it")
     critics, actor, critics_clip, actor_clip = KFAC_DEFAULTS[cfg.kfac_combine]
     if cfg.kfac_damping is None:
         cfg.kfac_damping = critics

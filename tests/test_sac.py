@@ -223,6 +223,21 @@ def test_without_the_actors_kfac_the_actor_steps_with_plain_adam():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_a_kfac_field_its_combination_does_not_use_is_refused_not_ignored(tmp_path, capsys):
+    """eigen-adam (the default) has no damping and graft no KL clip: typed, either is one line, exit 2,
+    nothing written; the combination that uses it takes it."""
+    for argv, says in ((["--kfac-damping", "0.5"], "--kfac-damping is not used by --kfac-combine eigen-adam"),
+                       (["--kfac-combine", "graft", "--kfac-actor-kl-clip", "0.01"],
+                        "--kfac-actor-kl-clip is not used by --kfac-combine graft")):
+        with pytest.raises(SystemExit) as exit_:
+            sac.main(["--env", "Pendulum-v1", *argv, "--logdir", str(tmp_path)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and says in err[0], err
+        assert not any(tmp_path.iterdir())
+    assert sac.prepare(sac.Config(env="Pendulum-v1", kfac_combine="graft", kfac_damping=0.5)).kfac_damping == 0.5
+    assert sac.prepare(sac.Config(env="Pendulum-v1", kfac_combine="sgd", kfac_kl_clip=0.2)).kfac_kl_clip == 0.2
+
+
 def test_a_run_of_the_default_kfac_saves_its_optimizer_state(tmp_path):
     """Through the command line: the default combination's (eigen-adam's) moments are in the checkpoint."""
     sac.main(["--env", "Pendulum-v1", "--learning-starts", "100", "--hidden-sizes", "16", "--batch-size", "32",
