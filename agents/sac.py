@@ -627,9 +627,19 @@ def run_eval(cfg: Config, saved: dict) -> list[float]:
     return env_setup.report(cfg.env, evaluate(cfg, actor, device, cfg.eval_episodes, video, training=False), video)
 
 
+def unused(config: dict) -> tuple[str, ...]:
+    """What a prepared config holds but does not act on, so that two runs may differ in it: learning_rate,
+    which only fills q_lr and policy_lr (compared themselves), and the K-FAC fields when the optimizer is
+    not K-FAC (a run with Adam recorded the K-FAC defaults of its day: kfac_combine graft until 2026-12-07)."""
+    kfac = () if str(config.get("optimizer", "")).lower() == "kfac" else \
+        tuple(k for k in config if k.startswith("kfac_") or k == "base_optimizer")
+    return ("learning_rate", *kfac)
+
+
 TRAINER = lifecycle.Trainer(
     config_cls=Config, kind="sac", prog="python -m agents.sac", description=__doc__.split("\n")[0],
     prepare=prepare, train=fit, run_eval=run_eval, fixed_on_resume=FIXED_ON_RESUME, canonical=env_setup.canonical,
+    unused=unused,
 )
 
 

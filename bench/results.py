@@ -6,6 +6,8 @@ published, over seeds, and sets its learning curve beside the published figure i
     python bench/results.py run all --suite gpu      # the papers' budgets, for a machine with a GPU
     python bench/results.py page                     # rewrite docs/results.md from docs/results/*.json
     python bench/results.py smoke --out /tmp/smoke   # a few thousand steps of one entry (what CI runs)
+    python bench/results.py adopt sac-hopper optimizer=adam runs/sac-lr-hopper/runs/optimizer=adam,learning_rate=1e-3
+                                                     # a study grid's runs of the entry's protocol, as its own
 
 An entry is an (agent, env, preset, budget, seeds) run as a studies.grid (each seed its own process
 of `python -m agents.<agent>` with the preset and nothing but the flags the entry names), so it
@@ -32,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -50,6 +53,8 @@ RUNS = ROOT / "runs" / "results"
 TRAIN_TAG = "charts/episodic_return"
 EVAL_TAG = "eval/episodic_return"
 CUT_TAG = "eval/episodes_cut"  # of an evaluation's episodes, how many its step budget ended
+ADOPTED = "adopted_from.txt"
+"""In a run folder that `adopt` copied into an entry's grid: the folder it was copied from."""
 TRAIN_WINDOW = 0.1
 """The training-episode measure: episodes that ended in the last this fraction of the budget."""
 BINS = 50
@@ -212,11 +217,7 @@ ENTRIES = [
                    ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam",
                     "optimizer=adam, lr 3e-4"),
                    ("studies/results/sac-kfac-lr-halfcheetah-100k/results.json", "optimizer=kfac,learning_rate=1e-3",
-                    "optimizer=kfac, graft, lr 1e-3"),
-                   ("studies/results/sac-eigen-adam-halfcheetah-100k/results.json",
-                    "optimizer=kfac,kfac_combine=eigen-adam", "optimizer=kfac, eigen-adam, lr 1e-3, the default now"),
-                   ("studies/results/sac-lr-halfcheetah-100k/results.json", "optimizer=adam,learning_rate=1e-3",
-                    "optimizer=adam, lr 1e-3, the default now"))),
+                    "optimizer=kfac, graft, lr 1e-3"))),
     Entry("sac-hopper", "sac", "Hopper-v5", 100_000, 3,
           sac_references("Hopper", (2337.2, 928.4, "1,189 to 3,165"), (2613.5, 990.8, "420 to 3,430"),
                          (1340, 790, 100)),
@@ -230,9 +231,8 @@ ENTRIES = [
                    ("studies/results/sac-kfac-lr-hopper-100k/results.json", "optimizer=kfac,learning_rate=1e-3",
                     "optimizer=kfac, graft, lr 1e-3"),
                    ("studies/results/sac-eigen-adam-hopper-100k/results.json",
-                    "optimizer=kfac,kfac_combine=eigen-adam", "optimizer=kfac, eigen-adam, lr 1e-3, the default now"),
-                   ("studies/results/sac-lr-hopper-100k/results.json", "optimizer=adam,learning_rate=1e-3",
-                    "optimizer=adam, lr 1e-3, the default now"))),
+                    "optimizer=kfac,kfac_combine=eigen-adam",
+                    "optimizer=kfac, eigen-adam, lr 1e-3, 5 seeds"))),
     Entry("ppo-pong", "ppo", "Pong", 3_000_000, 1,
           [Reference(20.36, "CleanRL ppo_atari.py on PongNoFrameskip-v4, 10M steps, 3 seeds "
                             "(docs/rl-algorithms/ppo.md)", "train", 0.20, step=10_000_000)],
@@ -348,6 +348,8 @@ def run_record(folder: Path, seed: int, budget: int, resumed: bool, full: Option
            # from the run's first event to its final evaluation; a pause between sittings counts too
            "wall_s": float(ev.wall_times[-1] - ev.start_time),
            "start": float(ev.start_time), "end": float(ev.wall_times[-1])}
+    if (folder / ADOPTED).exists():
+        rec["adopted_from"] = (folder / ADOPTED).read_text().strip()
     cut, _ = read_curve(folder, CUT_TAG)  # written by trainers since 2026-12-06
     if cut is not None:
         rec["final_eval_cut"] = int(cut.values[-1])
@@ -384,6 +386,56 @@ def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = N
     (data_dir / f"{entry.name}.json").write_text(json.dumps(data, indent=1) + "\n")
     plot_entry(data, data_dir / f"{entry.name}.png")
     return data
+
+
+def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
+    """Take a study grid's runs as the entry's own where the study ran the entry's protocol (the SAC
+    entries are the K-FAC study's 100k runs): the finished runs of seeds 1 to entry.seeds in `source` (a
+    grid's runs/<setting>/ folder) are copied into the entry's grid under `setting`, each with ADOPTED
+    naming where it came from, once every one has passed the check the grid makes of a run it finds: its
+    config equal to what the entry's grid asks for `setting` in every field two invocations may not differ
+    in, and a final.pt at the entry's budget. `run` then takes them as done. Nothing is copied when one
+    fails; seeds the entry already holds are left as they are. Returns the folders made."""
+    from common import cli
+    from common.errors import UserError
+    from studies import grid
+
+    try:
+        p = grid.plan_grid(cli.parse(grid.Config, entry.grid_args(out), prog="python -m studies.grid"),
+                           "python bench/results.py adopt")
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    plans = [plan for plan in p["plans"] if plan.setting.name == setting]
+    if not plans:
+        names = ", ".join(sorted({plan.setting.name for plan in p["plans"]}))
+        sys.exit(f"error: entry {entry.name} has no setting {setting!r}; its settings: {names}")
+    if not source.is_dir():
+        sys.exit(f"error: {source} is not a folder")
+    algo, budget_field = p["trainer"].kind, p["trainer"].budget
+    copies = []
+    for plan in plans:
+        if plan.status == "done":
+            continue
+        finished = sorted((f for f in source.glob(f"*__{algo}__{plan.seed}__*") if (f / "final.pt").exists()),
+                          key=lambda f: (f / "final.pt").stat().st_mtime)
+        if not finished:
+            sys.exit(f"error: {source} holds no finished {algo} run of seed {plan.seed}")
+        folder = finished[-1]
+        config = json.loads((folder / "config.json").read_text())
+        if config.get(budget_field) != plan.budget:
+            sys.exit(f"error: {folder} trained to {budget_field}={config.get(budget_field)!r}, entry {entry.name} "
+                     f"to {plan.budget}")
+        differ = sorted(k for k, v in grid.comparable(config, p["trainer"]).items() if plan.expected.get(k, v) != v)
+        if differ:
+            k = differ[0]
+            sys.exit(f"error: {folder} was trained with {k}={config[k]!r}, entry {entry.name} asks for "
+                     f"{plan.expected.get(k)!r} with {setting}: not the entry's protocol")
+        copies.append((folder, plan.logdir / folder.name))
+    for src, dst in copies:
+        shutil.copytree(src, dst)
+        shown = os.path.relpath(src.resolve(), ROOT) if src.resolve().is_relative_to(ROOT) else str(src)
+        (dst / ADOPTED).write_text(shown + "\n")
+    return [dst for _, dst in copies]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,12 +519,15 @@ def first_reach(run: dict, threshold: float) -> Optional[int]:
 
 
 def entry_hours(data: dict) -> float:
-    """The entry's wall time: from its first run's start to its last run's end (runs side by side
-    counted once)."""
-    runs = [r for s in data["settings"] for r in s["runs"]]
-    if not runs:
-        return 0.0
-    return (max(r["end"] for r in runs) - min(r["start"] for r in runs)) / 3600
+    """The entry's wall time: the time some run of it was running, from each run's start to its end (runs
+    side by side counted once; a gap between runs, as between the studies an entry adopted, not at all)."""
+    hours, reach = 0.0, None
+    for start, end in sorted((r["start"], r["end"]) for s in data["settings"] for r in s["runs"]):
+        if reach is None or start > reach:
+            hours, reach = hours + (end - start), end
+        elif end > reach:
+            hours, reach = hours + (end - reach), end
+    return hours / 3600
 
 
 def setting_rows(data: dict) -> list[dict]:
@@ -548,6 +603,33 @@ def earlier_rows(entry: Entry) -> list[tuple[str, str, dict]]:
     return found
 
 
+def adopted_said(data: dict) -> str:
+    """Where an entry's runs came from when `adopt` took them from study grids, per setting."""
+    said = []
+    for s in data["settings"]:
+        origins = sorted({str(Path(r["adopted_from"]).parent) for r in s["runs"] if r.get("adopted_from")})
+        if origins:
+            said.append(f"{s['label']} from {', '.join(f'`{o}`' for o in origins)}")
+    if not said:
+        return ""
+    return (" Its runs are a study's that ran this protocol, taken by `python bench/results.py adopt` (which "
+            "checked each run's config against the entry's grid): " + "; ".join(said) + ".")
+
+
+def earlier_lines(entry: Entry, page: Path) -> list[str]:
+    """The committed studies' rows an entry names, each with its curves, command and verdicts."""
+    lines = []
+    for path, setting, row in earlier_rows(entry):
+        curves = os.path.relpath(ROOT / path.replace("results.json", "curves.png"), page.parent)
+        lines += ["", f"Measured earlier with this protocol by a committed study ([curves]({curves})): "
+                      f"{setting}, final evaluation {fmt_interval(row['final_mean'])} over {row['seeds']} "
+                      f"seeds (`{row['command']}`)" + beside_training_return(row, entry)
+                      + "".join(f"; {v}" for v in (against({"final": row["final_mean"], "train": None},
+                                                            asdict(ref)) for ref in entry.references) if v)
+                      + "."]
+    return lines
+
+
 def write_page(data_dir: Path, page: Path) -> None:
     """docs/results.md from every <entry>.json in data_dir, with the entries not yet run listed with their commands."""
     found = {}
@@ -581,8 +663,9 @@ def write_page(data_dir: Path, page: Path) -> None:
                          f"{fmt_interval(row['final'])} | {fmt_interval(row['train'])} | "
                          f"{reference_cell(data['entry'])} | {row['hours']:.1f} h |")
     lines.append("")
-    lines.append("Wall time: the whole entry's, from its first run's start to its last run's final evaluation "
-                 "(runs two at a time, one thread each, where the entry's grid has `--workers 2`).")
+    lines.append("Wall time: the whole entry's, the time some run of it was running, each from its start to its "
+                 "final evaluation (runs two at a time, one thread each, where the entry's grid has `--workers 2`; "
+                 "a run resumed in a later sitting counts the pause between).")
     for entry in ENTRIES:
         data = found.get(entry.name)
         lines += ["", f"## {entry.name}", ""]
@@ -591,19 +674,12 @@ def write_page(data_dir: Path, page: Path) -> None:
             lines += [f"Not run yet ({entry.suite} suite, about {entry.minutes:.0f} min{where}): "
                       f"`{entry.command()}`.", "", f"Reference: {reference_cell(asdict(entry))}. "
                       + "; ".join(r.source for r in entry.references), "", entry.differs]
-            for path, setting, row in earlier_rows(entry):
-                curves = os.path.relpath(ROOT / path.replace("results.json", "curves.png"), page.parent)
-                lines += ["", f"Measured earlier with this protocol by a committed study ([curves]({curves})): "
-                              f"{setting}, final evaluation {fmt_interval(row['final_mean'])} over {row['seeds']} "
-                              f"seeds (`{row['command']}`)" + beside_training_return(row, entry)
-                              + "".join(f"; {v}" for v in (against({"final": row["final_mean"], "train": None},
-                                                                    asdict(ref)) for ref in entry.references) if v)
-                              + "."]
+            lines += earlier_lines(entry, page)
             continue
         m = data["machine"]
         lines += [f"`{data['command']}` ({data['grid']}), finished {data['finished']} on {m['cpu']} "
-                  f"({m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}.", "",
-                  f"![{entry.name}]({rel}/{entry.name}.png)", ""]
+                  f"({m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}."
+                  + adopted_said(data), "", f"![{entry.name}]({rel}/{entry.name}.png)", ""]
         for row in setting_rows(data):
             label = "" if row["label"] == "default" else f"{row['label']}: "
             runs = [r for s in data["settings"] if s["label"] == row["label"] for r in s["runs"]]
@@ -629,6 +705,7 @@ def write_page(data_dir: Path, page: Path) -> None:
                                        + "; ".join(r["source"] for r in data["entry"]["references"])
                                        if data["entry"]["references"] else "none read."),
                   "", data["entry"]["differs"]]
+        lines += earlier_lines(entry, page)
     page.write_text("\n".join(lines) + "\n")
 
 
@@ -670,6 +747,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     run.add_argument("--workers", type=int, default=None, help="runs at once, each with (cores / workers) threads "
                      "(default: the entry's; 1 gives one run all the cores, e.g. with --seeds 1 and nothing beside it)")
     sub.add_parser("page", help="rewrite docs/results.md from docs/results/*.json")
+    take = sub.add_parser("adopt", help="take a study grid's runs of an entry's protocol as the entry's own "
+                          "(their configs checked against the entry's), then `run` finds them done")
+    take.add_argument("name", help="the entry")
+    take.add_argument("setting", help="the entry's setting they ran, as its grid names it (optimizer=adam)")
+    take.add_argument("source", help="the study grid's folder of that setting's runs (OUT/runs/SETTING)")
     smoke = sub.add_parser("smoke", help="a few thousand steps of ppo-hopper into --out, with its page")
     smoke.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -690,6 +772,12 @@ def main(argv: Optional[list[str]] = None) -> None:
             run_entry(BY_NAME[name], RUNS / name, DOCS / "results", seeds=args.seeds, workers=args.workers)
             write_page(DOCS / "results", DOCS / "results.md")
         print(f"wrote {DOCS / 'results.md'}", file=sys.stderr)
+    elif args.what == "adopt":
+        if args.name not in BY_NAME:
+            sys.exit(f"error: no entry {args.name}; the entries: {', '.join(BY_NAME)}")
+        made = adopt(BY_NAME[args.name], args.setting, Path(args.source), RUNS / args.name)
+        print(f"adopted {len(made)} run(s) into {RUNS / args.name}" + "".join(f"\n  {m}" for m in made)
+              + f"\nnext: {BY_NAME[args.name].command()}", file=sys.stderr)
     else:
         out = Path(args.out)
         entry = BY_NAME["ppo-hopper"]

@@ -51,6 +51,9 @@ class Trainer:
     --resume and --eval). The seed, which names the run folder, is kept on --resume too."""
     canonical: Callable[[str, Any], Any] = lambda name, value: value
     """A fixed field's value in the form to compare (`ALE/Breakout-v5` and `Breakout` are one env)."""
+    unused: Callable[[dict], tuple[str, ...]] = lambda config: ()
+    """The fields a config (as config.json holds it) does not use, which two runs of it may differ in:
+    a grid does not compare them (SAC's K-FAC fields when the optimizer is Adam)."""
     budget: str = "total_timesteps"
     """The config field that says how long to train, which a resumed run must still be short of."""
     progress: Callable[[dict], int] = lambda saved: int(saved.get("global_step", 0))

@@ -209,9 +209,12 @@ def run_args(plan: RunPlan, base: list[str], bools: set[str]) -> list[str]:
     return args + ["--logdir", str(plan.logdir)]
 
 
-def comparable(config: dict, budget_field: str) -> dict:
-    """A config (as config.json holds it) without the fields two invocations may differ in."""
-    return {k: v for k, v in config.items() if k not in NOT_COMPARED and k != budget_field}
+def comparable(config: dict, trainer) -> dict:
+    """A config (as config.json holds it) without the fields two invocations may differ in nor those it
+    does not use (the trainer's `unused`: SAC's K-FAC fields under Adam), each value as the trainer's
+    `canonical` reads it (`Hopper` is `Hopper-v5`)."""
+    skip = {*NOT_COMPARED, trainer.budget, *trainer.unused(config)}
+    return {k: trainer.canonical(k, v) for k, v in config.items() if k not in skip}
 
 
 def check_settings(trainer, plans: list[RunPlan], base: list[str], bools: set[str]) -> None:
@@ -228,27 +231,28 @@ def check_settings(trainer, plans: list[RunPlan], base: list[str], bools: set[st
             except UserError as e:
                 fail(f"setting {plan.setting.name}: {e}")
             config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))  # as config.json has it
-            checked[plan.setting.name] = (int(getattr(cfg, trainer.budget)), comparable(config, trainer.budget))
+            checked[plan.setting.name] = (int(getattr(cfg, trainer.budget)),
+                                             comparable(config, trainer))
         plan.budget, plan.expected = checked[plan.setting.name]
 
 
-def find_run(plan: RunPlan, algo: str, budget_field: str) -> None:
+def find_run(plan: RunPlan, trainer) -> None:
     """Set `plan`'s folder and status from what its logdir holds: done (final.pt at this budget, newer
     than the last checkpoint), resume (a checkpoint: killed part way, or finished at a smaller budget),
     or pending. A run there trained with another config is refused (one line), not taken for this one."""
     best: tuple[float, Path, str] | None = None
-    for folder in sorted(plan.logdir.glob(f"*__{algo}__{plan.seed}__*")):
+    for folder in sorted(plan.logdir.glob(f"*__{trainer.kind}__{plan.seed}__*")):
         try:
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
             continue  # made but never got going: not a run to continue
-        differ = sorted(k for k, v in comparable(config, budget_field).items() if plan.expected.get(k, v) != v)
+        differ = sorted(k for k, v in comparable(config, trainer).items() if plan.expected.get(k, v) != v)
         if differ:
             k = differ[0]
             fail(f"{folder} was trained with {k}={config[k]!r}, this grid asks for {plan.expected.get(k)!r}: "
                  "pass another --out for a different grid")
         final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
-        if final.exists() and config.get(budget_field) == plan.budget and \
+        if final.exists() and config.get(trainer.budget) == plan.budget and \
                 (not ckpt.exists() or final.stat().st_mtime >= ckpt.stat().st_mtime):
             plan.folder, plan.status = folder, "done"
             return
@@ -293,7 +297,7 @@ def locked(out: Path):
         handle.close()
 
 
-def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, algo: str, budget_field: str,
+def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, trainer,
             bools: set[str]) -> list[RunPlan]:
     """Run the plans that are not done, `workers` at once; returns those that failed. The first
     SIGINT/SIGTERM asks the running trainers to save and stop; a second says who is still saving; a
@@ -345,7 +349,7 @@ def run_all(plans: list[RunPlan], module: str, base: list[str], workers: int, al
             for proc in [p for p in running if p.poll() is not None]:
                 plan, t0 = running.pop(proc)
                 took = time.time() - t0
-                find_run(plan, algo, budget_field)
+                find_run(plan, trainer)
                 if proc.returncode == 0 and plan.status == "done":
                     finished += 1
                     print(f"[{finished}/{total}] done {plan.setting.name} seed {plan.seed} in {took:.0f} s",
@@ -560,7 +564,7 @@ def plan_grid(cfg: Config, argv_command: str) -> dict:
     bools = agent.bool_fields()
     check_settings(trainer, plans, base, bools)
     for plan in plans:
-        find_run(plan, trainer.kind, trainer.budget)
+        find_run(plan, trainer)
     metric = cfg.metric or agent.metric_for(cfg.env)
     return dict(agent=agent, trainer=trainer, out=out, base=base, plans=plans, metric=metric, bools=bools,
                 command=argv_command)
@@ -586,8 +590,7 @@ def run(cfg: Config, command: str = "python -m studies.grid") -> Outcome:
         fail(f"--out {out}: cannot make it ({e.strerror or e})")
     with locked(out):
         if not cfg.report_only:
-            failed = run_all(plans, p["agent"].module, p["base"], cfg.workers, trainer.kind, trainer.budget,
-                             p["bools"])
+            failed = run_all(plans, p["agent"].module, p["base"], cfg.workers, trainer, p["bools"])
         outcome = write_report(cfg, out, plans, p["metric"], command, failed)
     print(outcome.table)
     print(f"report: {out / 'report.md'}", file=sys.stderr)

@@ -134,10 +134,70 @@ def test_page_from_hand_made_entries(tmp_path):
     assert "; 77% of Dopamine's training return (the study" in text
     # an earlier row whose setting no longer says what ran (the default rate changed) shows its label
     assert "[sac-hopper (optimizer=adam, lr 3e-4)](#sac-hopper) | 100,000 | 3 | 774.4 [468, 982]" in text
-    assert "[sac-hopper (optimizer=adam, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 3 | 2,923.4" in text
     assert "[sac-hopper (optimizer=kfac, graft, lr 1e-3)](#sac-hopper) | 100,000 | 5 | 877.6" in text
-    assert ("[sac-hopper (optimizer=kfac, eigen-adam, lr 1e-3, the default now)](#sac-hopper) | 100,000 | 5 | 1,685.0"
-            in text)
+    assert "[sac-hopper (optimizer=kfac, eigen-adam, lr 1e-3, 5 seeds)](#sac-hopper) | 100,000 | 5 | 1,685.0" in text
+
+
+def test_wall_time_counts_the_time_some_run_was_running():
+    data = hand_data([1.0, 2.0, 3.0])
+    runs = data["settings"][0]["runs"]
+    # two side by side (0-1,800 and 1,000-2,800 s), one a day later (90,000-91,800): 2,800 + 1,800 s
+    for run, (start, end) in zip(runs, [(0.0, 1800.0), (1000.0, 2800.0), (90_000.0, 91_800.0)]):
+        run.update(start=start, end=end)
+    assert results.entry_hours(data) == pytest.approx(4600 / 3600)
+
+
+CARTPOLE_ENTRY = results.Entry("t", "dqn", "CartPole-v1", 600, 1, [], "", minutes=1, eval_interval=300,
+                               sets=("learning_starts=100", "eval_episodes=2"))
+
+
+def study_grid(out: Path, *extra: str) -> Path:
+    """A study grid of the CartPole entry's protocol (plus `extra` fields), its env typed as an alias;
+    returns the folder of its one setting's runs."""
+    grid.main(["--agent", "dqn", "--env", "CartPole", "--seeds", "1", "--total-timesteps", "600", "--eval-interval",
+               "300", "--out", str(out), "--set", "learning_starts=100", "eval_episodes=2", *extra])
+    return out / "runs" / "default"
+
+
+def test_adopt_takes_a_studys_runs_of_the_entrys_protocol_and_refuses_any_other(tmp_path):
+    study, other = study_grid(tmp_path / "study"), study_grid(tmp_path / "other", "gamma=0.9")
+    out = tmp_path / "entry"
+    with pytest.raises(SystemExit, match=r"trained with gamma=0.9, entry t asks for 0.99 with default: not the "):
+        results.adopt(CARTPOLE_ENTRY, "default", other, out)
+    with pytest.raises(SystemExit, match="entry t has no setting 'optimizer=adam'; its settings: default"):
+        results.adopt(CARTPOLE_ENTRY, "optimizer=adam", study, out)
+    with pytest.raises(SystemExit, match="holds no finished dqn run of seed 1"):
+        results.adopt(CARTPOLE_ENTRY, "default", tmp_path, out)
+    assert not out.exists()  # nothing copied by a refusal
+
+    (made,) = results.adopt(CARTPOLE_ENTRY, "default", study, out)
+    (source,) = study.glob("*__dqn__1__*")
+    assert made == out / "runs" / "default" / source.name and (made / "final.pt").exists()
+    assert (made / results.ADOPTED).read_text().strip() == str(source)  # (outside the repository: as given)
+    assert results.adopt(CARTPOLE_ENTRY, "default", study, out) == []  # already there: left as it is
+    # the entry's grid takes it as done (its config checked again there): nothing trains
+    data = results.run_entry(CARTPOLE_ENTRY, out, tmp_path / "docs")
+    (run,) = data["settings"][0]["runs"]
+    assert run["adopted_from"] == str(source) and run["eval"]["steps"][-1] == 600
+    assert results.adopted_said(data) == (
+        " Its runs are a study's that ran this protocol, taken by `python bench/results.py adopt` (which checked "
+        f"each run's config against the entry's grid): default from `{study}`.")
+
+
+def test_a_grid_compares_what_a_config_means_and_uses():
+    """A SAC run with Adam recorded the K-FAC defaults of its day and how its rates were typed: neither
+    tells it from a run of today's defaults; what it runs (its rates, its env under another spelling) does."""
+    from agents import sac
+
+    then = {"env": "Hopper", "optimizer": "adam", "kfac_combine": "graft", "learning_rate": 1e-3, "q_lr": 1e-3,
+            "seed": 3, "total_timesteps": 5}
+    now = {**then, "env": "Hopper-v5", "kfac_combine": "eigen-adam", "learning_rate": None, "seed": 1,
+           "total_timesteps": 9}
+    assert grid.comparable(then, sac.TRAINER) == grid.comparable(now, sac.TRAINER)
+    assert grid.comparable({**then, "q_lr": 3e-4}, sac.TRAINER) != grid.comparable(now, sac.TRAINER)
+    # under K-FAC the combination is the optimizer's own
+    assert (grid.comparable({**then, "optimizer": "kfac"}, sac.TRAINER)
+            != grid.comparable({**now, "optimizer": "kfac"}, sac.TRAINER))
 
 
 @pytest.mark.parametrize("entry", [e for e in results.ENTRIES if e.earlier], ids=lambda e: e.name)
@@ -211,6 +271,10 @@ def test_full_games_of_final_pt_are_the_final_evaluation_and_kept(tmp_path, monk
     (["run", "rainbow-100k-kangaroo", "--workers", "two"], "error: argument --workers: invalid int value: 'two'; "
                                                            "see python bench/results.py run --help"),
     (["frob"], "error: argument what: invalid choice: 'frob'"),
+    (["adopt", "nope", "default", "runs"], "error: no entry nope; the entries: ppo-hopper,"),
+    (["adopt", "sac-hopper", "optimizer=kfac", "no/such/folder"], "error: no/such/folder is not a folder"),
+    (["adopt", "sac-hopper", "default", "runs"], "error: entry sac-hopper has no setting 'default'; its settings: "
+                                                 "optimizer=adam, optimizer=kfac"),
 ])
 def test_bad_input_is_one_line_and_runs_nothing(args, says):
     out = subprocess.run([sys.executable, "bench/results.py", *args], cwd=ROOT, capture_output=True, text=True)
