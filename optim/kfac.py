@@ -52,6 +52,11 @@ steps (running averages with `factor_decay`), decompositions every `inv_update_f
 KL clipping (ACKTR): with `kl_clip` set, the preconditioned gradients are scaled by
 min(1, sqrt(kl_clip / (lr^2 sum_l <P_l, V_l>))), which bounds the KL change of a step of size lr.
 
+Stacked layers. `StackedLinear(n, in, out)` is n independent Linear layers run as one (a batched matrix
+product: twin critics, ensembles), each member taking the same input or its own. K-FAC keeps each
+member's own A and G, stacked (n, d, d), and preconditions each member's gradient with its own, so that
+a StackedLinear is preconditioned exactly as its n Linear layers would be, in batched products.
+
 Nothing in `step()` reads a value back to the host, except that `torch.linalg.eigh` checks its own
 convergence (a sync on CUDA) when decompositions are refreshed.
 """
@@ -122,6 +127,85 @@ class LinearHelper:
             self.module.bias.add_(u[:, -1].to(self.module.bias.dtype), alpha=alpha)
 
 
+class StackedLinear(nn.Module):
+    """`members` independent Linear layers as one module: weight (members, out, in), bias (members, out),
+    each initialized as nn.Linear initializes its own. An input (..., in) goes to every member, an input
+    (members, B, in) gives each its own rows; the output is (members, B, out). One batched product
+    instead of `members` separate ones: fewer and larger kernels (SAC's twin critics, 256 units, batch
+    256: their forward, backward and Adam step 2.4 ms against 3.4 ms as two networks, two CPU threads)."""
+
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.members, self.in_features, self.out_features = members, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(members, out_features)) if bias else None
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        with torch.no_grad():  # nn.Linear's reset_parameters: kaiming_uniform_(a=sqrt(5)) is U(-bound, bound)
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[0] != self.members:  # one input for every member
+            x = x.reshape(-1, x.shape[-1]).expand(self.members, -1, -1)
+        if self.bias is None:
+            return torch.bmm(x, self.weight.mT)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
+
+    def extra_repr(self) -> str:
+        return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}, " \
+               f"bias={self.bias is not None}"
+
+
+class StackedLinearHelper(LinearHelper):
+    """StackedLinear: each member a Linear layer, its factors and gradient matrix stacked (members first)."""
+
+    def __init__(self, module: StackedLinear):
+        self.module = module
+        self.has_bias = module.bias is not None
+        self.a_dim = module.in_features + int(self.has_bias)
+        self.g_dim = module.out_features
+        self.members = module.members
+
+    def _with_ones(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, a.new_ones(*a.shape[:-1], 1)], dim=-1) if self.has_bias else a
+
+    def a_rows(self, x, dtype):
+        """(R, a_dim) when every member took the same input (its statistics computed once), else
+        (members, R, a_dim)."""
+        if x.dim() == 3 and x.shape[0] == self.members:
+            return self._with_ones(x.to(dtype))
+        return self._with_ones(x.reshape(-1, x.shape[-1]).to(dtype))
+
+    def g_rows(self, grad_out, dtype):
+        g = grad_out.to(dtype)
+        return g, g.shape[1]
+
+    def grad_matrix(self, dtype):
+        """[dW, db] as one (members, out, in + 1) tensor, or None when the weight has no gradient."""
+        w = self.module.weight
+        if w.grad is None:
+            return None
+        v = w.grad.to(dtype)
+        if self.has_bias:
+            b = self.module.bias.grad
+            b = torch.zeros(w.shape[:2], dtype=dtype, device=v.device) if b is None else b.to(dtype)
+            v = torch.cat([v, b.unsqueeze(-1)], dim=-1)
+        return v
+
+    def set_grad(self, p):
+        w = self.module.weight
+        w.grad.copy_(p[..., : self.module.in_features])
+        if self.has_bias and self.module.bias.grad is not None:
+            self.module.bias.grad.copy_(p[..., -1])
+
+    def add_to_params(self, u, alpha):
+        w = self.module.weight
+        w.add_(u[..., : self.module.in_features].to(w.dtype), alpha=alpha)
+        if self.has_bias:
+            self.module.bias.add_(u[..., -1].to(self.module.bias.dtype), alpha=alpha)
+
+
 class Conv2dHelper(LinearHelper):
     """nn.Conv2d as a Linear layer over image patches: each output location is a row whose input is the
     unfolded (C_in * kh * kw) patch under the kernel."""
@@ -159,16 +243,24 @@ class Conv2dHelper(LinearHelper):
         return g, grad_out.shape[0]
 
 
-def _add_to_mean(mean: torch.Tensor | None, count: int, rows: torch.Tensor, alpha: float, n: int):
+def _add_to_mean(mean: torch.Tensor | None, count: int, rows: torch.Tensor, alpha: float, n: int,
+                 members: int | None = None):
     """Fold alpha rows^T rows, the statistics of n more examples, into the running mean over `count`
     examples so far: mean <- (count mean + alpha rows^T rows) / (count + n), in place in one BLAS call
     (no product to allocate, add and later divide; the factor matmuls are most of what the hooks
-    cost). With count 0 the old contents are ignored. Returns the mean and the new count."""
+    cost). With count 0 the old contents are ignored. Returns the mean and the new count.
+    A stacked layer's mean is (members, d, d): rows (members, R, d) fold member by member, rows (R, d)
+    (one input for all) into every member alike."""
     if n == 0:
         return mean, count
+    d = rows.shape[-1]
     if mean is None:
-        mean, count = rows.new_empty(rows.shape[1], rows.shape[1]), 0
+        mean, count = rows.new_empty(*((members,) if members else ()), d, d), 0
     total = count + n
+    if rows.dim() == 3:
+        return mean.baddbmm_(rows.mT, rows, beta=count / total, alpha=alpha / total), total
+    if mean.dim() == 3:
+        return mean.mul_(count / total).add_(rows.T @ rows, alpha=alpha / total), total
     return mean.addmm_(rows.T, rows, beta=count / total, alpha=alpha / total), total
 
 
@@ -188,6 +280,7 @@ class KFACLayer:
         self.name = name
         self.helper = helper
         self.dtype = _factor_dtype(helper.module.weight)
+        self.members = getattr(helper, "members", None)  # a StackedLinear's: factors (members, d, d)
         self.A: torch.Tensor | None = None  # running E[a_bar a_bar^T]
         self.G: torch.Tensor | None = None  # running E[g g^T]
         self.decomp: dict[str, torch.Tensor] = {}
@@ -202,13 +295,14 @@ class KFACLayer:
     # statistics of the current capture(s), averaged until the next factor update
     def accumulate_a(self, x: torch.Tensor) -> None:
         rows = self.helper.a_rows(x, self.dtype)
-        self._a_mean, self._a_count = _add_to_mean(self._a_mean, self._a_count, rows, 1.0, rows.shape[0])
+        self._a_mean, self._a_count = _add_to_mean(self._a_mean, self._a_count, rows, 1.0, rows.shape[-2],
+                                                   self.members)
 
     def accumulate_g(self, grad_out: torch.Tensor, mean_reduced: bool) -> None:
         rows, n = self.helper.g_rows(grad_out, self.dtype)
         # a mean-reduced loss's output gradients are the examples' own divided by n: undo it (squared)
         alpha = float(n) ** 2 if mean_reduced else 1.0
-        self._g_mean, self._g_count = _add_to_mean(self._g_mean, self._g_count, rows, alpha, n)
+        self._g_mean, self._g_count = _add_to_mean(self._g_mean, self._g_count, rows, alpha, n, self.members)
 
     def clear_accumulators(self) -> None:
         self._a_count, self._g_count = 0, 0
@@ -229,7 +323,7 @@ class KFACLayer:
 
     def update_decomposition(self, mode: str, damping: float) -> None:
         self.version += 1
-        if mode == "eigen" and self.G.shape[0] == 1:  # (mode "eigenbasis" wants the bases themselves)
+        if mode == "eigen" and self.G.shape[-1] == 1:  # (mode "eigenbasis" wants the bases themselves)
             # One output (a critic's or a value head's last layer): G is a scalar g, and the inverse of
             # G (x) A + damping I is (g A + damping I)^-1, made by Cholesky (see `_derived`): the same
             # exact damped inverse as through eigh(A), at a seventh of the cost (0.36 against 2.6 ms at
@@ -241,12 +335,13 @@ class KFACLayer:
             d_g, q_g = torch.linalg.eigh(self.G)
             self.decomp = {"QA": q_a, "dA": d_a.clamp_(min=0.0), "QG": q_g, "dG": d_g.clamp_(min=0.0)}
         else:
-            eye_a = torch.eye(self.A.shape[0], dtype=self.dtype, device=self.A.device)
-            eye_g = torch.eye(self.G.shape[0], dtype=self.dtype, device=self.G.device)
+            eye_a = torch.eye(self.A.shape[-1], dtype=self.dtype, device=self.A.device)
+            eye_g = torch.eye(self.G.shape[-1], dtype=self.dtype, device=self.G.device)
             tiny = torch.finfo(self.dtype).tiny
-            mean_a = torch.diagonal(self.A).mean().clamp(min=tiny)
-            mean_g = torch.diagonal(self.G).mean().clamp(min=tiny)
-            pi = torch.sqrt(mean_a / mean_g)
+            # (each member of a stacked layer its own pi)
+            mean_a = torch.diagonal(self.A, dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp(min=tiny)
+            mean_g = torch.diagonal(self.G, dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp(min=tiny)
+            pi = torch.sqrt(mean_a / mean_g).unsqueeze(-1)
             root = math.sqrt(damping)
             self.decomp = {"A_inv": _pd_inverse(self.A + (pi * root) * eye_a),
                            "G_inv": _pd_inverse(self.G + (root / pi) * eye_g)}
@@ -260,11 +355,11 @@ class KFACLayer:
         if cached is None or cached[0] is not self.decomp or cached[1] != damping:
             d = self.decomp
             if "A_ref" in d:
-                damped = d["A_ref"] * d["G_ref"].reshape(())
-                damped.diagonal().add_(damping)
+                damped = d["A_ref"] * d["G_ref"]  # g A: G_ref is (1, 1), or (members, 1, 1)
+                damped.diagonal(dim1=-2, dim2=-1).add_(damping)
                 value = _pd_inverse(damped)
             else:
-                value = torch.outer(d["dG"], d["dA"]).add_(damping).reciprocal_()
+                value = (d["dG"].unsqueeze(-1) * d["dA"].unsqueeze(-2)).add_(damping).reciprocal_()
             cached = self._derived_cache = (d, damping, value)
         return cached[2]
 
@@ -273,9 +368,9 @@ class KFACLayer:
         if "A_ref" in d:
             return v @ self._derived(damping)
         if "QA" in d:
-            v1 = d["QG"].T @ v @ d["QA"]
+            v1 = d["QG"].mT @ v @ d["QA"]
             v1.mul_(self._derived(damping))
-            return d["QG"] @ v1 @ d["QA"].T
+            return d["QG"] @ v1 @ d["QA"].mT
         return d["G_inv"] @ v @ d["A_inv"]
 
 
@@ -283,7 +378,8 @@ class KFACLayer:
 
 
 class KFAC:
-    """K-FAC preconditioner for the Linear and Conv2d layers of `model` (see the module docstring)."""
+    """K-FAC preconditioner for the Linear, StackedLinear and Conv2d layers of `model` (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -330,6 +426,8 @@ class KFAC:
                 continue
             if isinstance(module, nn.Linear):
                 helper = LinearHelper(module)
+            elif isinstance(module, StackedLinear):
+                helper = StackedLinearHelper(module)
             elif isinstance(module, nn.Conv2d):
                 try:
                     helper = Conv2dHelper(module)
@@ -476,7 +574,9 @@ class KFAC:
                 layer.decomp = {}
                 continue
             device = layer.helper.module.weight.device
-            if saved["A"].shape != (layer.helper.a_dim,) * 2 or saved["G"].shape != (layer.helper.g_dim,) * 2:
+            stack = (layer.members,) if layer.members else ()
+            if saved["A"].shape != (*stack, *(layer.helper.a_dim,) * 2) or \
+                    saved["G"].shape != (*stack, *(layer.helper.g_dim,) * 2):
                 raise ValueError(f"K-FAC state for layer {name!r} has the wrong shape")
             layer.A = saved["A"].to(device, layer.dtype).clone()
             layer.G = saved["G"].to(device, layer.dtype).clone()
@@ -519,4 +619,5 @@ def policy_fisher_loss(dist: torch.distributions.Distribution) -> torch.Tensor:
     return -logp.mean()
 
 
-__all__ = ["KFAC", "KFACLayer", "LinearHelper", "Conv2dHelper", "gaussian_fisher_loss", "policy_fisher_loss"]
+__all__ = ["KFAC", "KFACLayer", "LinearHelper", "Conv2dHelper", "StackedLinear", "StackedLinearHelper",
+           "gaussian_fisher_loss", "policy_fisher_loss"]

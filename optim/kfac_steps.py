@@ -141,12 +141,12 @@ class EigenAdam(_KFACStep):
             if "exp_avg" in state:
                 m = state["exp_avg"]
                 if "QA" in state:
-                    m = state["QG"] @ m @ state["QA"].T
-                state["exp_avg"] = qg.T @ m @ qa
+                    m = state["QG"] @ m @ state["QA"].mT
+                state["exp_avg"] = qg.mT @ m @ qa
             state["QA"], state["QG"], state["version"] = qa, qg, layer.version
         if qa is None:
             return _adam_direction(state, v, group)
-        return qg @ _adam_direction(state, qg.T @ v @ qa, group) @ qa.T
+        return qg @ _adam_direction(state, qg.mT @ v @ qa, group) @ qa.mT
 
 
 class Graft(_KFACStep):
@@ -166,8 +166,9 @@ class Graft(_KFACStep):
         if state["step"] <= group["warmup"] or not layer.decomp:
             return adam
         p = layer.precondition(m_hat, self.kfac.mode, self.kfac.damping)
-        p_norm = torch.linalg.vector_norm(p).clamp_(min=torch.finfo(p.dtype).tiny)
-        return p.mul_(torch.linalg.vector_norm(adam) / p_norm)
+        # per layer: each member of a stacked layer (optim.kfac.StackedLinear) its own norms
+        p_norm = torch.linalg.vector_norm(p, dim=(-2, -1), keepdim=True).clamp_(min=torch.finfo(p.dtype).tiny)
+        return p.mul_(torch.linalg.vector_norm(adam, dim=(-2, -1), keepdim=True) / p_norm)
 
 
 __all__ = ["EigenAdam", "Graft"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optim.kfac import KFAC, gaussian_fisher_loss
+from optim.kfac import KFAC, StackedLinear, gaussian_fisher_loss
 from optim.kfac_steps import EigenAdam, Graft
 
 D64 = torch.float64
@@ -236,3 +236,98 @@ def test_kfac_steps_fit_a_regression_better_than_adam(cls):
             opt.step()
         losses[name] = F.mse_loss(model(x), y).item()
     assert losses["kfac"] < 0.5 * losses["adam"]
+
+
+# ------------------------------------------------------------------------------------------------
+# A StackedLinear is preconditioned exactly as its members would be as separate Linear layers
+# ------------------------------------------------------------------------------------------------
+
+
+class Twins(nn.Module):
+    """Two 3-5-1 networks as StackedLinear layers (SAC's twin critics' layout): an input shared by both,
+    their outputs (2, B)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.head = StackedLinear(2, 3, 5), StackedLinear(2, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.hidden(x))).squeeze(-1)
+
+
+def twins_and_separate(seed=0):
+    torch.manual_seed(seed)
+    twins = Twins().to(D64)
+    separate = nn.ModuleList(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)) for _ in range(2)).to(D64)
+    with torch.no_grad():
+        for i, net in enumerate(separate):
+            for mine, theirs in ((twins.hidden, net[0]), (twins.head, net[2])):
+                theirs.weight.copy_(mine.weight[i])
+                theirs.bias.copy_(mine.bias[i])
+    return twins, separate
+
+
+def twin_loss(q, y):
+    """Each member's own mean squared error, summed (SAC's critic loss), and its Gaussian Fisher loss."""
+    return sum(F.mse_loss(q[i], y) for i in range(2)), sum(gaussian_fisher_loss(q[i]) for i in range(2))
+
+
+@pytest.mark.parametrize("combine", ["eigen-adam", "graft", "eigen", "inverse"])
+def test_stacked_linear_steps_as_its_members_would_as_separate_layers(combine):
+    """Forward, factors (A per member from the shared input, G per member) and three steps of each
+    combination: EigenAdam, Graft, and K-FAC's own preconditioning (eigen with the one-output shortcut,
+    inverse) under SGD, each on the stacked twins and on two separate networks, equal in float64."""
+    twins, separate = twins_and_separate()
+    mode = {"eigen-adam": "eigenbasis", "graft": "eigen"}.get(combine, combine)
+    kfacs = [KFAC(m, damping=1e-2, inv_update_freq=2, mode=mode) for m in (twins, separate)]
+    if combine == "eigen-adam":
+        opts = [EigenAdam(m.parameters(), k, lr=LR) for m, k in zip((twins, separate), kfacs)]
+    elif combine == "graft":
+        opts = [Graft(m.parameters(), k, lr=LR, warmup=1) for m, k in zip((twins, separate), kfacs)]
+    else:
+        opts = [torch.optim.SGD(m.parameters(), lr=LR) for m in (twins, separate)]
+    for step, (x, y) in enumerate(batches(3)):
+        y = y.squeeze(1)
+        outs = []
+        for model, kfac, opt in zip((twins, separate), kfacs, opts):
+            torch.manual_seed(step)  # the Fisher loss's sampled targets alike for both
+            with kfac.capture():
+                q = model(x) if model is twins else torch.stack([net(x).squeeze(-1) for net in model])
+                loss, fisher = twin_loss(q, y)
+                fisher.backward(retain_graph=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if combine in ("eigen", "inverse"):
+                kfac.step()
+            opt.step()
+            outs.append(q.detach())
+        torch.testing.assert_close(outs[0], outs[1])
+        for i, net in enumerate(separate):
+            for stacked, name in ((twins.hidden, "hidden"), (twins.head, "head")):
+                layer = kfacs[0].layers[name]
+                theirs = kfacs[1].layers[f"{i}.{0 if name == 'hidden' else 2}"]
+                torch.testing.assert_close(layer.A[i], theirs.A, msg=f"A of {name}[{i}], step {step}")
+                torch.testing.assert_close(layer.G[i], theirs.G, msg=f"G of {name}[{i}], step {step}")
+                torch.testing.assert_close(stacked.weight[i], theirs.helper.module.weight, msg=f"{name}[{i}]")
+                torch.testing.assert_close(stacked.bias[i], theirs.helper.module.bias, msg=f"{name}[{i}] bias")
+
+
+def test_stacked_linear_is_its_members_as_linear_layers_and_its_state_resumes():
+    twins, separate = twins_and_separate()
+    x = torch.randn(4, 3, dtype=D64)
+    per_member = torch.randn(2, 4, 3, dtype=D64)  # each member its own rows
+    torch.testing.assert_close(twins.hidden(per_member)[1], separate[1][0](per_member[1]))
+    torch.testing.assert_close(twins(x), torch.stack([net(x).squeeze(-1) for net in separate]))
+    # its factors save and load with their shape, and a wrong shape is refused
+    kfac = KFAC(twins, mode="eigenbasis")
+    with kfac.capture():
+        twin_loss(twins(x), torch.zeros(4, dtype=D64))[1].backward()
+    kfac.update_curvature()
+    state = kfac.state_dict()
+    assert state["layers"]["hidden"]["A"].shape == (2, 4, 4) and state["layers"]["hidden"]["QG"].shape == (2, 5, 5)
+    other = KFAC(Twins().to(D64), mode="eigenbasis")
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.layers["head"].G, kfac.layers["head"].G)
+    state["layers"]["hidden"]["A"] = state["layers"]["hidden"]["A"][0]
+    with pytest.raises(ValueError, match="layer 'hidden' has the wrong shape"):
+        other.load_state_dict(state)

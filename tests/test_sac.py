@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from agents import sac
+from common.errors import UserError
 from common.events import read_scalars, scalar_tags
 
 
@@ -49,10 +50,12 @@ def test_actor_update_through_the_critics_leaves_their_factors_alone():
             assert layer.A is not None and (layer._a_count, layer._g_count) == (0, 0), name
         for name, layer in kfac.actor.layers.items():
             assert layer.A is not None and (layer._a_count, layer._g_count) == (0, 0), name
-    assert len(kfac.critics.layers) == 6 and len(kfac.actor.layers) == 4  # 3 per critic; body (2), mean, log_std
-    # and the critics' factors are the Gaussian Fisher's: G of a one-output head is E[g^2] ~ 1
-    for name in ("qf1.head", "qf2.head"):
-        assert 0.5 < kfac.critics.layers[name].G.item() < 2.0
+    # the critics' 3 layers, each holding both critics (their factors stacked); the actor's body (2), mean, log_std
+    assert len(kfac.critics.layers) == 3 and len(kfac.actor.layers) == 4
+    assert kfac.critics.layers["body.1"].A.shape == (2, 257, 257)
+    # and each critic's factors are the Gaussian Fisher's: G of a one-output head is E[g^2] ~ 1
+    for g in kfac.critics.layers["head"].G.flatten():
+        assert 0.5 < g.item() < 2.0
 
 
 def test_targets_carry_no_hooks_and_actor_loss_leaves_no_critic_gradients():
@@ -204,7 +207,7 @@ def test_each_kfac_combination_resumes_its_updates_exactly(combine, kfac_actor):
     for seed in range(5, 9):
         whole.update(seed)
         fresh.update(seed)
-    assert not torch.equal(before["qf1.head.weight"], fresh.critics.state_dict()["qf1.head.weight"])
+    assert not torch.equal(before["head.weight"], fresh.critics.state_dict()["head.weight"])
     for name, mine in [("actor", fresh.actor), ("critics", fresh.critics)]:
         for (n, p), q in zip(mine.named_parameters(), getattr(whole, name).parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"{combine} {name}.{n}")
@@ -259,3 +262,25 @@ def test_a_checkpoint_from_before_kfac_actor_resumes_with_the_actors_kfac():
     assert sac.Config().kfac_actor is False
     assert config_from_checkpoint(sac.Config, {"config": values}, "old.pt").kfac_actor is True
     assert "kfac_actor" in sac.FIXED_ON_RESUME
+
+
+def test_an_earlier_checkpoints_two_critics_stack_in_order_or_refuse_in_one_line():
+    old = torch.load(LEGACY, weights_only=True)
+    saved = copy.deepcopy(old)
+    sac.stack_twin_critics(saved, LEGACY)
+    for i in (1, 2):  # critic i is member i - 1 of every layer, the target's and the optimizer's moments too
+        assert torch.equal(saved["critics"]["body.0.weight"][i - 1], old["critics"][f"qf{i}.body.net.0.weight"])
+        assert torch.equal(saved["target"]["head.bias"][i - 1], old["target"][f"qf{i}.head.bias"])
+        assert torch.equal(saved["kfac"]["critics"]["layers"]["head"]["A"][i - 1],
+                           old["kfac"]["critics"]["layers"][f"qf{i}.head"]["A"])
+    moments = old["q_optimizer"]["state"]
+    assert torch.equal(saved["q_optimizer"]["state"][0]["exp_avg"], torch.stack([moments[0]["exp_avg"],
+                                                                                 moments[4]["exp_avg"]]))
+    assert saved["q_optimizer"]["param_groups"][0]["params"] == [0, 1, 2, 3]
+    # critics split over two parameter groups (--lr-mult) do not pair up by position: refused
+    split = copy.deepcopy(old)
+    group = split["q_optimizer"]["param_groups"][0]
+    split["q_optimizer"]["param_groups"] = [dict(group, params=group["params"][:2]),
+                                            dict(group, params=group["params"][2:])]
+    with pytest.raises(UserError, match=r"its critics are two networks, .* --eval still plays it$"):
+        sac.stack_twin_critics(split, LEGACY)
