@@ -110,13 +110,13 @@ class Config(OptimizerAidsConfig, RunConfig):
     """kfac (K-FAC's curvature, combined as --kfac-combine says) or any name of optim's registry (adam, ...).
     Measured at 100k steps (lr 1e-3): kfac (critics only, eigen-adam, the default) ends at 5,244 against
     adam's 6,845 on HalfCheetah-v5 (3 seeds, -23% [-28%, -20%]) and at 1,685 (5 seeds) against 2,923 (3) on
-    Hopper-v5 (seeds 1-3: -34% [-74%, +11%]); its step costs 1.62x adam's (graft's 1.25x; HalfCheetah,
-    bench/sac_speed.py); adam is the surer choice."""
+    Hopper-v5 (seeds 1-3: -34% [-74%, +11%]); its step costs 1.56x adam's (graft's 1.37x; HalfCheetah,
+    bench/sac_speed.py, the twin critics stacked); adam is the surer choice."""
     kfac_combine: Literal["eigen-adam", "graft", "sgd", "base"] = "eigen-adam"
     """With --optimizer kfac, how K-FAC's curvature makes a step (optim.kfac_steps): eigen-adam = Adam in the
     eigenbasis of K-FAC's factors (EKFAC, SOAP; no damping). On the critics alone at lr 1e-3 and 100k steps
     it ends Hopper-v5 at 1,685 against graft's 878 (5 seeds, +92% [+6%, +211%]) and HalfCheetah-v5 at
-    5,244 against 5,199 (3 seeds, level), at 1.3x graft's step cost (each layer's gradient rotated into the
+    5,244 against 5,199 (3 seeds, level), at 1.14x graft's step cost (each layer's gradient rotated into the
     eigenbasis and back every update); graft = K-FAC's direction at Adam's per-layer step size, pure Adam
     for the first 100 updates, the default until those runs (on both networks at lr 3e-4, HalfCheetah-v5,
     50k steps, 2 seeds, the best of the three: final 1,285 against eigen-adam's 1,118, Adam's 2,587); sgd =
