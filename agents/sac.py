@@ -308,7 +308,10 @@ class Critics(nn.Module):
     output, as one module whose every layer holds both (optim.kfac.StackedLinear): one batched product
     per layer instead of two, and one K-FAC and one optimizer over both, K-FAC keeping each critic's own
     factors. LeanRL stacks its twin critics the same way (vmap over stacked parameters); on two CPU
-    threads it takes SAC's whole Adam update from 9.4 to 8.1 ms (HalfCheetah's sizes, batch 256)."""
+    threads it takes SAC's whole Adam update from 9.4 to 8.1 ms (HalfCheetah's sizes, batch 256). An
+    optimizer that keeps statistics per parameter tensor sees a layer of both critics as one tensor:
+    LAMB's trust ratio and SWATS' switch are taken over both critics together (eigen-adam and graft work
+    per critic)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
         super().__init__()
@@ -557,7 +560,7 @@ def stack_twin_critics(saved: dict, path) -> None:
     def stack(first, second):
         if isinstance(first, torch.Tensor) and first.dim() > 0:
             return torch.stack([first, second])
-        return first  # step counts and versions: the two critics stepped together
+        return first  # step counts and versions (the two stepped together); SWATS' switch: critic 1's
 
     def stack_dict(old: dict) -> dict:
         """{qf1.X: v, qf2.X: w} -> {X': stack(v, w)}, v a tensor or a dict of them (a K-FAC layer's)."""

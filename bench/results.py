@@ -392,13 +392,21 @@ def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = N
     return data
 
 
+def finished_run(folder: Path) -> bool:
+    """A final.pt no older than the run's last checkpoint: what the grid takes as done (a checkpoint newer
+    than final.pt is a run trained on past it, which the grid would resume)."""
+    final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
+    return final.exists() and (not ckpt.exists() or final.stat().st_mtime >= ckpt.stat().st_mtime)
+
+
 def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
     """Take a study grid's runs as the entry's own where the study ran the entry's protocol (the SAC
     entries are the K-FAC study's 100k runs): the finished runs of seeds 1 to entry.seeds in `source` (a
     grid's runs/<setting>/ folder) are copied into the entry's grid under `setting`, each with ADOPTED
     naming where it came from, once every one has passed the check the grid makes of a run it finds: its
     config equal to what the entry's grid asks for `setting` in every field two invocations may not differ
-    in, and a final.pt at the entry's budget. `run` then takes them as done. Nothing is copied when one
+    in, and a final.pt at the entry's budget no older than the run's last checkpoint. `run` then takes them
+    as done. Nothing is copied when one
     fails; seeds the entry already holds are left as they are. Returns the folders made."""
     from common import cli
     from common.errors import UserError
@@ -420,7 +428,7 @@ def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
     for plan in plans:
         if plan.status == "done":
             continue
-        finished = sorted((f for f in source.glob(f"*__{algo}__{plan.seed}__*") if (f / "final.pt").exists()),
+        finished = sorted((f for f in source.glob(f"*__{algo}__{plan.seed}__*") if finished_run(f)),
                           key=lambda f: (f / "final.pt").stat().st_mtime)
         if not finished:
             sys.exit(f"error: {source} holds no finished {algo} run of seed {plan.seed}")
@@ -429,16 +437,22 @@ def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
         if config.get(budget_field) != plan.budget:
             sys.exit(f"error: {folder} trained to {budget_field}={config.get(budget_field)!r}, entry {entry.name} "
                      f"to {plan.budget}")
-        differ = sorted(k for k, v in grid.comparable(config, p["trainer"]).items() if plan.expected.get(k, v) != v)
+        ran = grid.comparable(config, p["trainer"])
+        differ = sorted(k for k, v in ran.items() if plan.expected.get(k, v) != v)
         if differ:
             k = differ[0]
-            sys.exit(f"error: {folder} was trained with {k}={config[k]!r}, entry {entry.name} asks for "
+            sys.exit(f"error: {folder} was trained with {k}={ran[k]!r}, entry {entry.name} asks for "
                      f"{plan.expected.get(k)!r} with {setting}: not the entry's protocol")
         copies.append((folder, plan.logdir / folder.name))
-    for src, dst in copies:
-        shutil.copytree(src, dst)
-        shown = os.path.relpath(src.resolve(), ROOT) if src.resolve().is_relative_to(ROOT) else str(src)
-        (dst / ADOPTED).write_text(shown + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with grid.locked(out):  # not while the entry's grid runs there
+            for src, dst in copies:
+                shutil.copytree(src, dst)
+                shown = os.path.relpath(src.resolve(), ROOT) if src.resolve().is_relative_to(ROOT) else str(src)
+                (dst / ADOPTED).write_text(shown + "\n")
+    except UserError as e:
+        sys.exit(f"error: {e}")
     return [dst for _, dst in copies]
 
 

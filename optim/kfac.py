@@ -259,8 +259,9 @@ def _add_to_mean(mean: torch.Tensor | None, count: int, rows: torch.Tensor, alph
     total = count + n
     if rows.dim() == 3:
         return mean.baddbmm_(rows.mT, rows, beta=count / total, alpha=alpha / total), total
-    if mean.dim() == 3:
-        return mean.mul_(count / total).add_(rows.T @ rows, alpha=alpha / total), total
+    if mean.dim() == 3:  # (scaling a new buffer's leftover contents by 0 would keep any NaN in them)
+        product = (rows.T @ rows).mul_(alpha / total)
+        return (mean.copy_(product) if count == 0 else mean.mul_(count / total).add_(product)), total
     return mean.addmm_(rows.T, rows, beta=count / total, alpha=alpha / total), total
 
 

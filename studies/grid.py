@@ -212,7 +212,11 @@ def run_args(plan: RunPlan, base: list[str], bools: set[str]) -> list[str]:
 def comparable(config: dict, trainer) -> dict:
     """A config (as config.json holds it) without the fields two invocations may differ in nor those it
     does not use (the trainer's `unused`: SAC's K-FAC fields under Adam), each value as the trainer's
-    `canonical` reads it (`Hopper` is `Hopper-v5`)."""
+    `canonical` reads it (`Hopper` is `Hopper-v5`), and as a checkpoint's is read: an earlier version's
+    field names under today's, a field it lacks as what its absence meant (the config class's LEGACY)."""
+    cls = trainer.config_cls
+    config = {getattr(cls, "RENAMED", {}).get(k, k): v for k, v in config.items()}  # an earlier version's names
+    config = {**getattr(cls, "LEGACY", {}), **config}  # a field it lacks: what its absence meant then
     skip = {*NOT_COMPARED, trainer.budget, *trainer.unused(config)}
     return {k: trainer.canonical(k, v) for k, v in config.items() if k not in skip}
 
@@ -246,10 +250,11 @@ def find_run(plan: RunPlan, trainer) -> None:
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
             continue  # made but never got going: not a run to continue
-        differ = sorted(k for k, v in comparable(config, trainer).items() if plan.expected.get(k, v) != v)
+        ran = comparable(config, trainer)
+        differ = sorted(k for k, v in ran.items() if plan.expected.get(k, v) != v)
         if differ:
             k = differ[0]
-            fail(f"{folder} was trained with {k}={config[k]!r}, this grid asks for {plan.expected.get(k)!r}: "
+            fail(f"{folder} was trained with {k}={ran[k]!r}, this grid asks for {plan.expected.get(k)!r}: "
                  "pass another --out for a different grid")
         final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
         if final.exists() and config.get(trainer.budget) == plan.budget and \

@@ -331,3 +331,16 @@ def test_stacked_linear_is_its_members_as_linear_layers_and_its_state_resumes():
     state["layers"]["hidden"]["A"] = state["layers"]["hidden"]["A"][0]
     with pytest.raises(ValueError, match="layer 'hidden' has the wrong shape"):
         other.load_state_dict(state)
+
+
+def test_a_stacked_factor_starts_from_its_first_batch_whatever_its_buffer_held():
+    """With one input for every member, the batch statistics fold into each member's factor; a new
+    buffer's leftover contents (NaN here) are ignored, not scaled by 0."""
+    from optim.kfac import _add_to_mean
+
+    rows, more = torch.randn(4, 3, dtype=D64), torch.randn(2, 3, dtype=D64)
+    mean, count = _add_to_mean(torch.full((2, 3, 3), float("nan"), dtype=D64), 0, rows, 1.0, 4, members=2)
+    torch.testing.assert_close(mean, (rows.T @ rows / 4).expand(2, 3, 3))
+    mean, count = _add_to_mean(mean, count, more, 1.0, 2, members=2)
+    assert count == 6
+    torch.testing.assert_close(mean[1], (rows.T @ rows + more.T @ more) / 6)

@@ -3,6 +3,8 @@ measures against hand-computed ones, and every entry's grid accepted by the trai
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -168,6 +170,15 @@ def test_adopt_takes_a_studys_runs_of_the_entrys_protocol_and_refuses_any_other(
         results.adopt(CARTPOLE_ENTRY, "optimizer=adam", study, out)
     with pytest.raises(SystemExit, match="holds no finished dqn run of seed 1"):
         results.adopt(CARTPOLE_ENTRY, "default", tmp_path, out)
+    # a run trained on past its final.pt (a checkpoint newer than it) is not a finished one
+    stale = tmp_path / "stale" / "runs" / "default"
+    shutil.copytree(study, stale)
+    (run,) = stale.glob("*__dqn__1__*")
+    (run / "checkpoint.pt").write_bytes(b"")
+    later = (run / "final.pt").stat().st_mtime + 60
+    os.utime(run / "checkpoint.pt", (later, later))
+    with pytest.raises(SystemExit, match="holds no finished dqn run of seed 1"):
+        results.adopt(CARTPOLE_ENTRY, "default", stale, out)
     assert not out.exists()  # nothing copied by a refusal
 
     (made,) = results.adopt(CARTPOLE_ENTRY, "default", study, out)
@@ -198,6 +209,9 @@ def test_a_grid_compares_what_a_config_means_and_uses():
     # under K-FAC the combination is the optimizer's own
     assert (grid.comparable({**then, "optimizer": "kfac"}, sac.TRAINER)
             != grid.comparable({**now, "optimizer": "kfac"}, sac.TRAINER))
+    # a K-FAC run from before --kfac-combine existed ran what its absence meant then (base), not today's default
+    older = {k: v for k, v in then.items() if k != "kfac_combine"} | {"optimizer": "kfac"}
+    assert grid.comparable(older, sac.TRAINER)["kfac_combine"] == "base"
 
 
 @pytest.mark.parametrize("entry", [e for e in results.ENTRIES if e.earlier], ids=lambda e: e.name)
