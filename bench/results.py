@@ -392,13 +392,6 @@ def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = N
     return data
 
 
-def finished_run(folder: Path) -> bool:
-    """A final.pt no older than the run's last checkpoint: what the grid takes as done (a checkpoint newer
-    than final.pt is a run trained on past it, which the grid would resume)."""
-    final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
-    return final.exists() and (not ckpt.exists() or final.stat().st_mtime >= ckpt.stat().st_mtime)
-
-
 def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
     """Take a study grid's runs as the entry's own where the study ran the entry's protocol (the SAC
     entries are the K-FAC study's 100k runs): the finished runs of seeds 1 to entry.seeds in `source` (a
@@ -428,7 +421,7 @@ def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
     for plan in plans:
         if plan.status == "done":
             continue
-        finished = sorted((f for f in source.glob(f"*__{algo}__{plan.seed}__*") if finished_run(f)),
+        finished = sorted((f for f in source.glob(f"*__{algo}__{plan.seed}__*") if grid.finished(f)),
                           key=lambda f: (f / "final.pt").stat().st_mtime)
         if not finished:
             sys.exit(f"error: {source} holds no finished {algo} run of seed {plan.seed}")
@@ -437,12 +430,9 @@ def adopt(entry: Entry, setting: str, source: Path, out: Path) -> list[Path]:
         if config.get(budget_field) != plan.budget:
             sys.exit(f"error: {folder} trained to {budget_field}={config.get(budget_field)!r}, entry {entry.name} "
                      f"to {plan.budget}")
-        ran = grid.comparable(config, p["trainer"])
-        differ = sorted(k for k, v in ran.items() if plan.expected.get(k, v) != v)
-        if differ:
-            k = differ[0]
-            sys.exit(f"error: {folder} was trained with {k}={ran[k]!r}, entry {entry.name} asks for "
-                     f"{plan.expected.get(k)!r} with {setting}: not the entry's protocol")
+        if (d := grid.differs(config, plan, p["trainer"])) is not None:
+            sys.exit(f"error: {folder} was trained with {d[0]}={d[1]!r}, entry {entry.name} asks for {d[2]!r} "
+                     f"with {setting}: not the entry's protocol")
         copies.append((folder, plan.logdir / folder.name))
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -71,6 +71,14 @@ def describe_preset(name: str, preset: dict, cfg) -> str:
     taken = ", ".join(f"{flag(k)}={v}" for k, v in preset.items() if getattr(cfg, k) == v and v != ())
     return f"preset {name}: {taken}"
 
+def as_current(config_cls: type, values: dict) -> dict:
+    """An earlier version's config values as this version reads them: fields renamed since (the config
+    class's `RENAMED`) under their new names, fields added since at the value in its `LEGACY` that means
+    what the earlier version did."""
+    renamed = getattr(config_cls, "RENAMED", {})
+    return {**getattr(config_cls, "LEGACY", {}), **{renamed.get(k, k): v for k, v in values.items()}}
+
+
 def config_from_checkpoint(config_cls: type, saved: dict, path: str):
     """The config a checkpoint was trained with (fields renamed since, in the config class's `RENAMED`, read
     under their new names; fields added since take the value in its `LEGACY` that means what the earlier
@@ -79,10 +87,7 @@ def config_from_checkpoint(config_cls: type, saved: dict, path: str):
     if not isinstance(values, dict):
         fail(f"{path} holds no config this version can read")
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    renamed = getattr(config_cls, "RENAMED", {})  # an earlier version's field names
-    values = {renamed.get(k, k): v for k, v in values.items()}
-    for name, meant in getattr(config_cls, "LEGACY", {}).items():  # what an absent field meant then
-        values.setdefault(name, meant)
+    values = as_current(config_cls, values)
     try:
         cfg = config_cls(**{k: v for k, v in values.items() if k in fields})
     except TypeError as e:

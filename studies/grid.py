@@ -41,6 +41,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from common import cli
+from common.config import as_current
 from common.errors import UserError, exits_cleanly, fail
 from common.events import read_curve
 from studies.trainers import AGENTS, STUDY_FIELDS, Agent, die_with_parent, flags, seed_list
@@ -214,9 +215,7 @@ def comparable(config: dict, trainer) -> dict:
     does not use (the trainer's `unused`: SAC's K-FAC fields under Adam), each value as the trainer's
     `canonical` reads it (`Hopper` is `Hopper-v5`), and as a checkpoint's is read: an earlier version's
     field names under today's, a field it lacks as what its absence meant (the config class's LEGACY)."""
-    cls = trainer.config_cls
-    config = {getattr(cls, "RENAMED", {}).get(k, k): v for k, v in config.items()}  # an earlier version's names
-    config = {**getattr(cls, "LEGACY", {}), **config}  # a field it lacks: what its absence meant then
+    config = as_current(trainer.config_cls, config)
     skip = {*NOT_COMPARED, trainer.budget, *trainer.unused(config)}
     return {k: trainer.canonical(k, v) for k, v in config.items() if k not in skip}
 
@@ -240,6 +239,20 @@ def check_settings(trainer, plans: list[RunPlan], base: list[str], bools: set[st
         plan.budget, plan.expected = checked[plan.setting.name]
 
 
+def finished(folder: Path) -> bool:
+    """A final.pt no older than the run's last checkpoint (a newer checkpoint: trained on past it)."""
+    final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
+    return final.exists() and (not ckpt.exists() or final.stat().st_mtime >= ckpt.stat().st_mtime)
+
+
+def differs(config: dict, plan: RunPlan, trainer) -> Optional[tuple[str, object, object]]:
+    """The first field (as `comparable` reads it) in which a run's config differs from what `plan` asks:
+    (field, the run's value, the plan's), or None."""
+    ran = comparable(config, trainer)
+    differ = sorted(k for k, v in ran.items() if plan.expected.get(k, v) != v)
+    return (differ[0], ran[differ[0]], plan.expected.get(differ[0])) if differ else None
+
+
 def find_run(plan: RunPlan, trainer) -> None:
     """Set `plan`'s folder and status from what its logdir holds: done (final.pt at this budget, newer
     than the last checkpoint), resume (a checkpoint: killed part way, or finished at a smaller budget),
@@ -250,17 +263,13 @@ def find_run(plan: RunPlan, trainer) -> None:
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
             continue  # made but never got going: not a run to continue
-        ran = comparable(config, trainer)
-        differ = sorted(k for k, v in ran.items() if plan.expected.get(k, v) != v)
-        if differ:
-            k = differ[0]
-            fail(f"{folder} was trained with {k}={ran[k]!r}, this grid asks for {plan.expected.get(k)!r}: "
+        if (d := differs(config, plan, trainer)) is not None:
+            fail(f"{folder} was trained with {d[0]}={d[1]!r}, this grid asks for {d[2]!r}: "
                  "pass another --out for a different grid")
-        final, ckpt = folder / "final.pt", folder / "checkpoint.pt"
-        if final.exists() and config.get(trainer.budget) == plan.budget and \
-                (not ckpt.exists() or final.stat().st_mtime >= ckpt.stat().st_mtime):
+        if finished(folder) and config.get(trainer.budget) == plan.budget:
             plan.folder, plan.status = folder, "done"
             return
+        ckpt = folder / "checkpoint.pt"
         if ckpt.exists():
             mtime = ckpt.stat().st_mtime
             if best is None or mtime >= best[0]:
