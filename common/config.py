@@ -71,6 +71,7 @@ def describe_preset(name: str, preset: dict, cfg) -> str:
     taken = ", ".join(f"{flag(k)}={v}" for k, v in preset.items() if getattr(cfg, k) == v and v != ())
     return f"preset {name}: {taken}"
 
+
 def as_current(config_cls: type, values: dict) -> dict:
     """An earlier version's config values as this version reads them: fields renamed since (the config
     class's `RENAMED`) under their new names, fields added since at the value in its `LEGACY` that means
