@@ -17,9 +17,10 @@ of the env's family (or `--preset`), printed at start.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -109,6 +110,13 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     --resume the refilled memory's priorities start afresh (at 1, then the largest loss seen)."""
     priority_beta: Annotated[float, UNIT] = 0.4
     """Importance-sampling exponent at learning_starts, annealed linearly to 1 at total_timesteps."""
+    priority: Literal["cross-entropy", "kl"] = "cross-entropy"
+    """Each transition's priority: its loss, the cross-entropy to the projected target (Dopamine's and
+    Kaixhin's code), or the KL divergence (the paper's words), the cross-entropy less the target's
+    entropy. The gradient is the same; the sampling is not (categorical_loss)."""
+    LEGACY: ClassVar[dict] = {"priority": "kl"}
+    """What a field missing from an earlier version's config meant (common.config.config_from_checkpoint):
+    versions before this field prioritized by the KL."""
     optimizer: str = "adam"
     """Optimizer by name from optim's registry (adam, rmsproptf, rmsprop, lamb, ...)."""
     learning_rate: Annotated[PresetFloat, POSITIVE] = None
@@ -288,13 +296,17 @@ def project(probs: torch.Tensor, returns: torch.Tensor, discounts: torch.Tensor,
 
 
 def categorical_loss(net: RainbowNetwork, target_net: RainbowNetwork, batch: dict[str, torch.Tensor],
-                     support: torch.Tensor):
-    """Per-sample KL divergence from the projected n-step target distribution to the network's
+                     support: torch.Tensor, kl: bool = False):
+    """Per-sample cross-entropy from the projected n-step target distribution to the network's
     distribution of Q(s, a), and their mean weighted by the importance weights, which is the loss.
     The online network picks the next action, the target network gives its distribution (double Q).
-    The KL is the paper's priority; Dopamine's and Kaixhin's Rainbows prioritize by the cross-entropy,
-    which adds the target's entropy to each priority (the gradient is the same). Returns the loss, the
-    per-sample KLs (detached) and the mean Q(s, a) for logging."""
+    The cross-entropy is each transition's new priority, as in the reference code (Dopamine's and
+    Kaixhin's Rainbows, the latter the data-efficient Rainbow's); the paper's words say the KL, which is
+    the cross-entropy less the target's entropy and has the same gradient (`kl`: the KL instead, as the
+    loss and the priorities). We follow the code by default: with the KL a well-fitted transition's
+    priority falls towards the floor while new ones enter at the largest, so sampling is far more
+    skewed, and on KungFuMaster (atari100k) it learned slower (README, results). Returns the loss, the
+    per-sample priorities (detached) and the mean Q(s, a) for logging."""
     rows = torch.arange(len(batch["actions"]), device=support.device)
     with torch.no_grad():
         next_action = q_values(net(batch["next_obs"]), support).argmax(dim=1)
@@ -302,9 +314,12 @@ def categorical_loss(net: RainbowNetwork, target_net: RainbowNetwork, batch: dic
         discounts = batch["discounts"] * (~batch["terminated"]).float()
         target = project(next_probs, batch["rewards"], discounts, support)
     log_p = net(batch["obs"])[rows, batch["actions"].long()]
-    kl = (target * (target.clamp(min=1e-12).log() - log_p)).sum(dim=1)
-    loss = (batch["weights"] * kl).mean()
-    return loss, kl.detach(), q_values(log_p.detach(), support).mean()
+    if kl:
+        per_sample = (target * (target.clamp(min=1e-12).log() - log_p)).sum(dim=1)
+    else:
+        per_sample = -(target * log_p).sum(dim=1)
+    loss = (batch["weights"] * per_sample).mean()
+    return loss, per_sample.detach(), q_values(log_p.detach(), support).mean()
 
 
 def beta_at(step: int, cfg: Config, origin: int) -> float:
@@ -374,25 +389,25 @@ def make_support(cfg: Config, device: torch.device) -> torch.Tensor:
 def learn(net: RainbowNetwork, target_net: RainbowNetwork, optimizer, amp: Precision, batch: dict[str, torch.Tensor],
           support: torch.Tensor, cfg: Config, measure_norm: bool = False, loss_fn=categorical_loss):
     """One update of the network on `batch`, under new noise in both networks (drawn independently):
-    the importance-weighted mean KL (`loss_fn`: categorical_loss, compiled with --compile; each of
+    the importance-weighted mean cross-entropy (`loss_fn`: categorical_loss, compiled with --compile; each of
     `cfg.grad_accum` slices adding its share, under the same noise), the gradient clipped to
-    `cfg.max_grad_norm` when set, one optimizer step. Returns the loss, the per-sample KLs of the
+    `cfg.max_grad_norm` when set, one optimizer step. Returns the loss, the per-sample cross-entropies of the
     whole batch (its new priorities), the mean Q(s, a) and the gradient norm (None unless clipped or
     `measure_norm`), as tensors: nothing is read back to the host here."""
     net.reset_noise()
     target_net.reset_noise()
     optimizer.zero_grad(set_to_none=True)
-    loss, q_mean, kls = 0, 0, []
+    loss, q_mean, priorities = 0, 0, []
     for part in micro_batches(batch, cfg.grad_accum):  # the whole batch when 1
         with amp.autocast():
-            part_loss, part_kl, part_q = loss_fn(net, target_net, part, support)
+            part_loss, part_priorities, part_q = loss_fn(net, target_net, part, support)
         amp.backward(part_loss / cfg.grad_accum)
         loss, q_mean = loss + part_loss.detach() / cfg.grad_accum, q_mean + part_q / cfg.grad_accum
-        kls.append(part_kl)
+        priorities.append(part_priorities)
     amp.unscale_(optimizer)
     grad_norm = optim.clip.clip_or_measure_(net.parameters(), cfg.max_grad_norm, measure_norm)
     amp.step(optimizer)
-    return loss, torch.cat(kls) if len(kls) > 1 else kls[0], q_mean, grad_norm
+    return loss, torch.cat(priorities) if len(priorities) > 1 else priorities[0], q_mean, grad_norm
 
 
 def fit(cfg: Config, saved: dict | None = None) -> Path:
@@ -410,7 +425,8 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     rb = replay.for_env(env, cfg.buffer_size, cfg.num_envs, device, n_step=cfg.n_step, gamma=cfg.gamma,
                         prioritized=True, alpha=cfg.priority_alpha)
     # beta_origin: where beta's anneal began, kept when --learning-starts only sizes a refill
-    loss_fn, forward = compiled(categorical_loss, cfg.compile), compiled(net, cfg.compile)
+    loss_fn = compiled(functools.partial(categorical_loss, kl=cfg.priority == "kl"), cfg.compile)
+    forward = compiled(net, cfg.compile)
     c = Counters(global_step=0, update_debt=0, beta_origin=cfg.learning_starts)
     state = RunState(net=net, target_net=target_net, optimizer=optimizer).add("grad_scaler", amp, optional=True)
     state.add("rng", RNG(rng)).add("counters", c)
@@ -439,11 +455,11 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
                 for _ in range(off_policy.rounds_due(c, cfg)):
                     for i in range(cfg.gradient_steps):
                         batch = rb.sample(cfg.batch_size, rng, beta)
-                        loss, kls, q_mean, grad_norm = learn(net, target_net, optimizer, amp, batch, support, cfg,
-                                                             measure_norm=log_soon and i == cfg.gradient_steps - 1,
-                                                             loss_fn=loss_fn)
+                        loss, priorities, q_mean, grad_norm = learn(
+                            net, target_net, optimizer, amp, batch, support, cfg,
+                            measure_norm=log_soon and i == cfg.gradient_steps - 1, loss_fn=loss_fn)
                         schedule.step()
-                        rb.update_priorities(batch["index"], kls)
+                        rb.update_priorities(batch["index"], priorities)
             if off_policy.crossed(c.global_step, cfg.num_envs, cfg.target_network_frequency):
                 target_net.load_state_dict(net.state_dict())
 

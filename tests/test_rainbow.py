@@ -92,8 +92,11 @@ def test_noisy_layer_is_the_papers_weight_with_and_without_gradients():
     torch.testing.assert_close(x.grad, g @ weight.detach(), rtol=0, atol=1e-12)
 
 
-def test_loss_is_the_weighted_mean_of_per_sample_kls():
-    """The per-sample priorities are KL(target || p(s, a)) >= 0 and the loss their weighted mean."""
+def test_priorities_are_the_cross_entropy_and_the_loss_their_weighted_mean():
+    """Each priority is the cross-entropy -sum_i target_i log p_i(s, a), i.e. KL(target || p) plus the
+    target's entropy, as in Dopamine's and Kaixhin's code (with kl=True, --priority kl, the KL); the
+    loss is their weighted mean. Checked against the target built and the sums taken atom by atom in
+    float64."""
     torch.manual_seed(1)
     cfg = rainbow.prepare(rainbow.Config(env="CartPole-v1"))
     net, target = rainbow.RainbowNetwork((4,), 2, cfg), rainbow.RainbowNetwork((4,), 2, cfg)
@@ -101,9 +104,52 @@ def test_loss_is_the_weighted_mean_of_per_sample_kls():
     batch = {"obs": torch.randn(8, 4), "next_obs": torch.randn(8, 4), "actions": torch.randint(0, 2, (8,)),
              "rewards": torch.randn(8), "terminated": torch.rand(8) < 0.3, "discounts": torch.full((8,), 0.99 ** 3),
              "weights": torch.rand(8)}
-    loss, kl, _ = rainbow.categorical_loss(net, target, batch, support)
-    assert (kl >= -1e-6).all()
-    assert loss.item() == pytest.approx((batch["weights"] * kl).mean().item(), rel=1e-6)
+    net.eval(), target.eval()  # the noise's mean: the same distributions in both computations
+    with torch.no_grad():
+        log_p, log_next, log_next_target = net(batch["obs"]), net(batch["next_obs"]), target(batch["next_obs"])
+    z = [float(v) for v in support.double()]
+    v_min, v_max, delta = z[0], z[-1], z[1] - z[0]
+    expected, expected_kl = [], []
+    for b in range(8):
+        q_next = [sum(zi * math.exp(float(log_next[b, a, i])) for i, zi in enumerate(z)) for a in range(2)]
+        a_star = max(range(2), key=lambda a: q_next[a])
+        gamma = 0.0 if batch["terminated"][b] else float(batch["discounts"][b])
+        m = [0.0] * len(z)
+        for j, zj in enumerate(z):  # C51's projection, one target atom at a time
+            tz = min(max(float(batch["rewards"][b]) + gamma * zj, v_min), v_max)
+            pos = (tz - v_min) / delta
+            lo, hi = math.floor(pos), math.ceil(pos)
+            p_j = math.exp(float(log_next_target[b, a_star, j]))
+            if lo == hi:
+                m[lo] += p_j
+            else:
+                m[lo] += p_j * (hi - pos)
+                m[hi] += p_j * (pos - lo)
+        a = int(batch["actions"][b])
+        log_q = [float(log_p[b, a, i]) for i in range(len(z))]
+        cross_entropy = -sum(mi * lq for mi, lq in zip(m, log_q))
+        entropy = -sum(mi * math.log(mi) for mi in m if mi > 0)
+        kl = sum(mi * (math.log(mi) - lq) for mi, lq in zip(m, log_q) if mi > 0)
+        assert cross_entropy == pytest.approx(kl + entropy, rel=1e-9)
+        expected.append(cross_entropy)
+        expected_kl.append(kl)
+    for kl, reference in ((False, expected), (True, expected_kl)):  # --priority cross-entropy, then kl
+        loss, priorities, _ = rainbow.categorical_loss(net, target, batch, support, kl=kl)
+        torch.testing.assert_close(priorities.double(), torch.tensor(reference, dtype=torch.float64),
+                                   rtol=1e-5, atol=1e-5)
+        weighted = sum(float(w) * e for w, e in zip(batch["weights"], reference)) / 8
+        assert loss.item() == pytest.approx(weighted, rel=1e-5)
+
+
+def test_a_checkpoint_from_before_the_priority_field_goes_on_with_the_kl():
+    """Versions before --priority prioritized by the KL: their checkpoints resume with it."""
+    from common.config import config_from_checkpoint
+
+    saved = {"config": {"env": "CartPole-v1", "priority_alpha": 0.5}}
+    assert config_from_checkpoint(rainbow.Config, saved, "old.pt").priority == "kl"
+    saved["config"]["priority"] = "cross-entropy"
+    assert config_from_checkpoint(rainbow.Config, saved, "new.pt").priority == "cross-entropy"
+    assert rainbow.Config(env="CartPole-v1").priority == "cross-entropy"
 
 
 def test_presets(capsys):
@@ -173,8 +219,8 @@ def test_breakout_logs_checkpoints_and_resumes(tmp_path):
     assert later_state > first_state
 
 
-def test_learn_is_one_update_that_returns_tensors_and_the_whole_batchs_kls():
-    """learn(): new noise in both networks, one step; the loss, the KLs of every sample (over the
+def test_learn_is_one_update_that_returns_tensors_and_the_whole_batchs_priorities():
+    """learn(): new noise in both networks, one step; the loss, the priorities of every sample (over the
     micro-batches) and the mean Q come back as tensors; the gradient norm only when clipped or asked."""
     from common.precision import Precision
 
@@ -188,10 +234,10 @@ def test_learn_is_one_update_that_returns_tensors_and_the_whole_batchs_kls():
              "weights": torch.rand(8)}
     before = {k: v.clone() for k, v in net.state_dict().items()}
     noise = target.advantage[2].eps_out.clone()
-    loss, kls, q_mean, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg)
-    assert all(isinstance(t, torch.Tensor) and not t.requires_grad for t in (loss, kls, q_mean))
-    assert kls.shape == (8,) and (kls >= -1e-6).all() and grad_norm is None
-    assert loss.item() == pytest.approx((batch["weights"] * kls).mean().item(), rel=1e-5)
+    loss, priorities, q_mean, grad_norm = rainbow.learn(net, target, optimizer, amp, batch, support, cfg)
+    assert all(isinstance(t, torch.Tensor) and not t.requires_grad for t in (loss, priorities, q_mean))
+    assert priorities.shape == (8,) and (priorities > 0).all() and grad_norm is None
+    assert loss.item() == pytest.approx((batch["weights"] * priorities).mean().item(), rel=1e-5)
     assert not torch.equal(noise, target.advantage[2].eps_out)  # the target's noise is new too
     assert not torch.equal(before["advantage.2.weight_mu"], net.state_dict()["advantage.2.weight_mu"])
     # unclipped: the norm is measured when asked (the round before a log), as DQN's
