@@ -390,10 +390,10 @@ def make_support(cfg: Config, device: torch.device) -> torch.Tensor:
 def learn(net: RainbowNetwork, target_net: RainbowNetwork, optimizer, amp: Precision, batch: dict[str, torch.Tensor],
           support: torch.Tensor, cfg: Config, measure_norm: bool = False, loss_fn=categorical_loss):
     """One update of the network on `batch`, under new noise in both networks (drawn independently):
-    the importance-weighted mean cross-entropy (`loss_fn`: categorical_loss, compiled with --compile; each of
-    `cfg.grad_accum` slices adding its share, under the same noise), the gradient clipped to
-    `cfg.max_grad_norm` when set, one optimizer step. Returns the loss, the per-sample cross-entropies of the
-    whole batch (its new priorities), the mean Q(s, a) and the gradient norm (None unless clipped or
+    the importance-weighted mean of the priorities, cross-entropies or KLs (`loss_fn`: categorical_loss,
+    compiled with --compile; each of `cfg.grad_accum` slices adding its share, under the same noise), the
+    gradient clipped to `cfg.max_grad_norm` when set, one optimizer step. Returns the loss, the new
+    priorities of the whole batch, the mean Q(s, a) and the gradient norm (None unless clipped or
     `measure_norm`), as tensors: nothing is read back to the host here."""
     net.reset_noise()
     target_net.reset_noise()
