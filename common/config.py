@@ -118,8 +118,9 @@ class OptimizerAidsConfig:
     listed at start."""
     optimizer_switch: str = ""
     """sgd@STEP: Adam until update STEP, then SGD with momentum at the learning rate Adam's steps
-    estimate, per tensor (SWATS, Keskar & Socher 2017, as optim.SWATS); sgd@auto: when that estimate
-    settles (the paper's criterion). Only for Adam; the schedule scales the SGD phase's rate too."""
+    estimate, per tensor (SWATS, Keskar & Socher 2017, as optim.SWATS; a tensor whose estimate is not
+    positive then stays with Adam until it is); sgd@auto: when that estimate settles (the paper's
+    criterion). Only for Adam; the schedule scales the SGD phase's rate too."""
     warmup_steps: int = 0
     """Updates of linear warmup from 0 up to the learning rate, before --lr-schedule. (A resumed run
     goes on with the schedule's state as saved: a larger budget on --resume stretches the closed-form

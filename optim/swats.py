@@ -7,17 +7,24 @@ Per parameter tensor, at step k with g the gradient (plus the L2 term weight_dec
     Adam phase:  m <- b1 m + (1 - b1) g,   a <- b2 a + (1 - b2) g^2
                  p = -lr sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(a) + eps),   w <- w + p
                  if p.g != 0:  gamma = (p.p) / (-p.g),   lam <- b2 lam + (1 - b2) gamma
-                 switch when k > 1 and |lam / (1 - b2^k) - gamma| < eps; SGD's lr is then lam / (1 - b2^k)
+                 switch when k > 1, lam / (1 - b2^k) > 0 and |lam / (1 - b2^k) - gamma| < eps;
+                 SGD's lr is then lam / (1 - b2^k)
     SGD phase:   v <- b1 v + g,   w <- w - (1 - b1) sgd_lr v
 
 gamma is the step size along -g whose SGD step would project onto Adam's step p; lam is its bias-
 corrected running mean, and the switch happens once that mean has settled. `switch_step=N` switches at
 step N instead (after its Adam step, at the estimate then), the `sgd@N` form of a fixed schedule.
+Either way a tensor switches only while its estimate is positive: gamma is negative whenever Adam's
+step p climbs the current gradient (p.g > 0, as momentum or a preconditioner upstream makes it do),
+and a negative rate would make SGD ascend the loss for the rest of training. The paper's Algorithm 1
+does not write the condition; the public implementations (Mrpatekful/swats, torch-optimizer,
+pytorch-optimizer) all check `corrected_exp_avg > 0`, and a fixed switch waits, step by step after N,
+for its tensor's estimate to turn positive.
 A learning-rate schedule scales the SGD phase's rate by the lr's ratio to its value at the switch, as
 the paper decays both phases' rates at the same epochs. The
 paper estimates one rate for the whole network or per layer; here each tensor gets its own, as with
 per-layer estimates. The automatic criterion reads one number per tensor per step from the device; a
-fixed `switch_step` reads none.
+fixed `switch_step` reads one per tensor from step N until that tensor switches (N alone, as a rule).
 """
 from __future__ import annotations
 
@@ -94,10 +101,10 @@ class SWATS(Optimizer):
                                     0.0)
                 state["lam"] = torch.where(moves, beta2 * state["lam"] + (1 - beta2) * gamma, state["lam"])
                 estimate = state["lam"] / (1 - beta2**k)
-                if group["switch_step"] is not None:
-                    switch = k >= group["switch_step"]
-                else:  # the paper's criterion: one read from the device
-                    switch = k > 1 and bool(moves & ((estimate - gamma).abs() < group["eps"]))
+                if group["switch_step"] is not None:  # from step N on, the first positive estimate
+                    switch = k >= group["switch_step"] and bool(estimate > 0)
+                else:  # the paper's criterion, at a positive rate: one read from the device
+                    switch = k > 1 and bool(moves & (estimate > 0) & ((estimate - gamma).abs() < group["eps"]))
                 if switch:
                     state["sgd"] = True
                     state["sgd_lr"] = estimate.clone()

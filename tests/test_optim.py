@@ -185,7 +185,8 @@ def ref_adabound(lr, betas, final_lr, gamma, eps, weight_decay, amsbound=False, 
 
 def ref_swats(lr, betas, eps, weight_decay, switch_step=None):
     """Keskar & Socher 2017, Algorithm 1, per tensor: Adam, the projected SGD rate's running mean, the
-    switch (by the paper's criterion, or at switch_step), then SGD with momentum at that rate."""
+    switch (by the paper's criterion, or at switch_step) once that mean is positive, then SGD with
+    momentum at that rate."""
     b1, b2 = betas
     state = {}
 
@@ -213,9 +214,9 @@ def ref_swats(lr, betas, eps, weight_decay, switch_step=None):
                 s["lam"] = b2 * s["lam"] + (1 - b2) * gamma
             estimate = s["lam"] / (1 - b2**k)
             if switch_step is not None:
-                switch = k >= switch_step
+                switch = k >= switch_step and estimate > 0
             else:
-                switch = k > 1 and pg != 0 and abs(estimate - gamma) < eps
+                switch = k > 1 and pg != 0 and estimate > 0 and abs(estimate - gamma) < eps
             if switch:
                 s["sgd"], s["rate"] = True, estimate
 
@@ -452,6 +453,28 @@ def test_swats_switches_at_the_step_asked_and_keeps_its_rate_through_state_dict(
     fresh = SWATS([w], lr=0.05, switch_step=3)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert fresh.switched() == [True] and float(fresh.state[w]["sgd_lr"]) == float(opt.state[w]["sgd_lr"]) > 0
+
+
+def test_swats_never_switches_to_a_negative_rate():
+    # The second gradient opposes the first: Adam's step (the first one's momentum) climbs it, so gamma
+    # = p.p / -p.g is negative and so is the rate's running mean. SGD at that rate would ascend: sgd@2
+    # waits for the mean to turn positive, at step 3 here; by the paper's criterion nothing switches.
+    grads = [1.0, -0.3, 1.0, 1.0, 1.0]
+    hps = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    for switch_step in (2, None):
+        w = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+        opt = SWATS([w], switch_step=switch_step, **hps)
+        ref, ref_w = ref_swats(switch_step=switch_step, **hps), [np.zeros(1)]
+        for k, g in enumerate(grads, start=1):
+            w.grad = torch.tensor([g], dtype=torch.float64)
+            opt.step()
+            ref(ref_w, [np.array([g])])
+            np.testing.assert_allclose(w.detach().numpy(), ref_w[0], rtol=1e-12)
+            assert opt.switched() == [switch_step is not None and k >= 3], k
+            if k == 2:
+                assert float(opt.state[w]["lam"]) < 0
+        if switch_step is not None:
+            assert float(opt.state[w]["sgd_lr"]) > 0
 
 
 # ---------------------------------------------------------------------------------------------------
