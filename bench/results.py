@@ -345,9 +345,13 @@ def full_game_scores(entry: Entry, folder: Path) -> list[float]:
     from common import lifecycle
 
     print(f"results: {entry.name}: full games of {os.path.relpath(final, ROOT)}", file=sys.stderr, flush=True)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // entry.workers))  # as the grid's runs
     trainer = importlib.import_module(f"agents.{entry.agent}").TRAINER
-    scores = [float(v) for v in lifecycle.main(trainer, ["--eval", str(final)])]
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // entry.workers))  # as the grid's runs
+    try:
+        scores = [float(v) for v in lifecycle.main(trainer, ["--eval", str(final)])]
+    finally:  # the caller's own count again (a test process beside another would compete for cores)
+        torch.set_num_threads(before)
     kept.write_text(json.dumps({"scores": scores}) + "\n")
     return scores
 
