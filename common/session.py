@@ -225,11 +225,13 @@ class Session:
             self.diverged(f"{name.split('/', 1)[1]}={value}", step)
         self.run.scalars({"charts/SPS": sps, **values}, step)
         self.progress.update(step, sps, **shown)
-        if not self._estimated and self.milestones.learning and sps > 0:
-            # said once, at the first log after updates began (a replay warm-up's steps/s would flatter it)
+        rate = self.milestones.training_sps(step) if not self._estimated else None
+        if rate:
+            # said once, at the first log after updates began, at the rate since then: the log window's
+            # steps/s would count the replay warm-up's fast steps (Rainbow atari100k said 23 min for 62)
             self._estimated = True
-            self.progress.say(f"at {sps:,.0f} steps/s, the {self.budget - step:,} steps left take about "
-                              f"{duration((self.budget - step) / sps)}; run folder: {self.folder}")
+            self.progress.say(f"at {rate:,.0f} steps/s, the {self.budget - step:,} steps left take about "
+                              f"{duration((self.budget - step) / rate)}; run folder: {self.folder}")
         return values
 
     def play(self, step: int) -> list[float]:

@@ -237,6 +237,20 @@ def test_a_run_says_where_it_writes_what_it_does_and_how_long_it_takes(tmp_path,
         lifecycle.load_config(dqn.TRAINER, ["--eval", str(empty)])
 
 
+def test_the_time_left_is_reckoned_at_the_rate_since_updates_began(tmp_path, capsys, monkeypatch):
+    # The first log after updates began covers warm-up steps too, at many times the training rate:
+    # Rainbow's atari100k preset said 23 min for a run that took 62. The estimate takes the rate since
+    # the first update (what the benchmarks read), made 7 steps/s here to tell the two apart.
+    from common.milestones import Milestones
+
+    monkeypatch.setattr(Milestones, "training_sps", lambda self, step: 7.0 if self.learning else None)
+    dqn.main([*TINY_DQN, "--log-interval", "100", "--eval-interval", "0", "--logdir", str(tmp_path)])
+    [eta] = [line for line in capsys.readouterr().err.splitlines() if " steps left take about " in line]
+    assert eta.startswith("at 7 steps/s, the ")
+    left = int(eta.split("the ")[1].split(" steps")[0].replace(",", ""))
+    assert 0 < left <= 300  # said at a log after updates began at step 100
+
+
 def test_a_budget_that_ends_before_learning_starts_is_said_at_start(tmp_path, capsys):
     dqn.main(["--env", "CartPole-v1", "--total-timesteps", "300", "--learning-starts", "1000", "--eval-interval", "0",
               "--logdir", str(tmp_path)])
