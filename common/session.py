@@ -225,14 +225,18 @@ class Session:
             self.diverged(f"{name.split('/', 1)[1]}={value}", step)
         self.run.scalars({"charts/SPS": sps, **values}, step)
         self.progress.update(step, sps, **shown)
+        self.say_time_left(step)
+        return values
+
+    def say_time_left(self, step: int) -> None:
+        """Once, at the first log after updates began: how long the rest of the run will take, at the
+        steps/s since then. (The log window's steps/s would count a replay warm-up's fast steps: Rainbow's
+        atari100k preset said 23 min for a run of 62.)"""
         rate = self.milestones.training_sps(step) if not self._estimated else None
         if rate:
-            # said once, at the first log after updates began, at the rate since then: the log window's
-            # steps/s would count the replay warm-up's fast steps (Rainbow atari100k said 23 min for 62)
             self._estimated = True
             self.progress.say(f"at {rate:,.0f} steps/s, the {self.budget - step:,} steps left take about "
                               f"{duration((self.budget - step) / rate)}; run folder: {self.folder}")
-        return values
 
     def play(self, step: int) -> list[float]:
         """An evaluation of the weights at `step` (its start said: a long one would otherwise sit silent),

@@ -552,6 +552,7 @@ class Interval:
                              "charts/learning_rate": lr}, step)
         session.progress.update(step, sps, img_s=f"{sps * images_per_step:.0f}", d_loss=f"{d_loss:.3f}",
                                 g_loss=f"{g_loss:.3f}")
+        session.say_time_left(step)
         self.sums.zero_()
         self.steps = 0
 

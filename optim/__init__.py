@@ -183,7 +183,8 @@ def drivable_names() -> list[str]:
 
 
 def parse_switch(spec: str) -> int | None:
-    """`sgd@N` -> N (switch after Adam's N-th step), `sgd@auto` -> None (SWATS's own criterion)."""
+    """`sgd@N` -> N (switch after Adam's N-th step, or later for a tensor whose estimated rate is not yet
+    positive), `sgd@auto` -> None (SWATS's own criterion)."""
     target, _, when = spec.strip().partition("@")
     if target.lower() != "sgd" or not when:
         raise ValueError(f"{spec!r}: write sgd@STEP (e.g. sgd@10000) or sgd@auto; Adam switches to SGD only")

@@ -315,6 +315,16 @@ def test_cifar10_run_logs_everything(cifar_run, capsys):
     assert ckpt["config"]["dataset"] == "cifar10" and ckpt["config"]["g_betas"] == (0.5, 0.999)
 
 
+def test_a_run_says_how_long_it_will_take(tmp_path, capsys):
+    # once, at the first log after the first step: what is left at the generator steps/s since then
+    dcgan.main(["--dataset", "ring8", "--steps", "40", "--log-every", "10", "--logdir", str(tmp_path),
+                "--device", "cpu"])
+    err = capsys.readouterr().err.splitlines()
+    [line] = [line for line in err if " steps left take about " in line]
+    assert line.startswith("at ") and ", the 30 steps left take about " in line
+    assert line.endswith(f"run folder: {run_folder(tmp_path, 'ring8')}")
+
+
 def test_checkpoints_keep_the_keys_earlier_versions_wrote(cifar_run):
     # the run state saves every part under the key the trainer's own save listed before (no best_eval)
     old = torch.load(ROOT / "tests" / "data" / "v0_checkpoints" / "dcgan.pt", weights_only=True)

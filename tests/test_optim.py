@@ -458,22 +458,23 @@ def test_swats_switches_at_the_step_asked_and_keeps_its_rate_through_state_dict(
 def test_swats_never_switches_to_a_negative_rate():
     # The second gradient opposes the first: Adam's step (the first one's momentum) climbs it, so gamma
     # = p.p / -p.g is negative and so is the rate's running mean. SGD at that rate would ascend: sgd@2
-    # waits for the mean to turn positive, at step 3 here; by the paper's criterion nothing switches.
+    # waits for the mean to turn positive, at step 3 here. So does the paper's criterion with a
+    # tolerance (0.05) that the mean meets at step 2 already, while negative; with 1e-8 it never fires.
     grads = [1.0, -0.3, 1.0, 1.0, 1.0]
-    hps = dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    for switch_step in (2, None):
+    for switch_step, eps, switches_at in ((2, 1e-8, 3), (None, 0.05, 3), (None, 1e-8, None)):
+        hps = dict(lr=0.1, betas=(0.9, 0.999), eps=eps, weight_decay=0.0, switch_step=switch_step)
         w = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
-        opt = SWATS([w], switch_step=switch_step, **hps)
-        ref, ref_w = ref_swats(switch_step=switch_step, **hps), [np.zeros(1)]
+        opt = SWATS([w], **hps)
+        ref, ref_w = ref_swats(**hps), [np.zeros(1)]
         for k, g in enumerate(grads, start=1):
             w.grad = torch.tensor([g], dtype=torch.float64)
             opt.step()
             ref(ref_w, [np.array([g])])
             np.testing.assert_allclose(w.detach().numpy(), ref_w[0], rtol=1e-12)
-            assert opt.switched() == [switch_step is not None and k >= 3], k
+            assert opt.switched() == [switches_at is not None and k >= switches_at], (switch_step, eps, k)
             if k == 2:
                 assert float(opt.state[w]["lam"]) < 0
-        if switch_step is not None:
+        if switches_at is not None:
             assert float(opt.state[w]["sgd_lr"]) > 0
 
 
