@@ -1,9 +1,11 @@
 """What the replay-based agents (DQN, Rainbow, SAC) share around their loops: the refill of the
-replay memory after a resume, the rounds of updates an env step pays for, and the target network's
-copy period."""
+replay memory after a resume, the rounds of updates an env step pays for, the env stepped beside
+them, and the target network's copy period."""
 from __future__ import annotations
 
 import sys
+
+import envs
 
 
 def refill_note(cfg, replay_restored: bool = False) -> str:
@@ -38,3 +40,14 @@ def crossed(step: int, stride: int, period: int) -> bool:
     """Whether `step`, just advanced by `stride` env steps, crossed a multiple of `period` (a target
     network's copy falls due once per period, whatever the number of envs)."""
     return step // period != (step - stride) // period
+
+
+def steps_aside(env) -> bool:
+    """Whether `env` steps beside the learner: ale-py's vector env (envs.AtariEnv) plays a step on its C++
+    worker threads, which release the GIL, between `send(actions)` and `recv()`, and the trainers run the
+    updates that step pays for in between: the env's time hides behind the learner's (0.5-0.9 ms an Atari
+    step on 2 CPU cores, against 20 ms a DQN update there: a larger share where the update runs on a
+    GPU). Those updates then sample the replay memory as it stood before the
+    step, one transition short of CleanRL's, SB3's and Dopamine's order (step, add, update), which other
+    envs keep."""
+    return isinstance(env, envs.AtariEnv)

@@ -64,7 +64,17 @@ class AtariEnv(gym.vector.VectorWrapper):
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions):
-        obs, raw, terminated, truncated, info = self.env.step(np.asarray(actions))
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions) -> None:
+        """Start a step: the games play `actions` on ale-py's worker threads, which hold no GIL, so this
+        process computes meanwhile (a learner's update) until `recv` returns the step."""
+        self.env.send(np.asarray(actions))
+
+    def recv(self):
+        """Finish the step `send` started; returns what `step` does."""
+        obs, raw, terminated, truncated, info = self.env.recv()
         raw = raw.astype(np.float64)
         # The step after game over only resets; it carries no reward and starts a new count.
         self._returns[self._autoreset] = 0

@@ -283,3 +283,34 @@ def test_lr_mult_puts_the_torso_in_a_group_of_its_own(tmp_path, capsys):
         dqn.main(["--env", "CartPole-v1", "--lr-mult", "trunk=0.1", "--logdir", str(tmp_path / "x")])
     assert (e.value.code == 2
             and "'trunk' matches no parameter; the top-level modules are head, torso" in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("agent", ["dqn", "rainbow"])
+def test_atari_updates_run_while_the_games_step(agent, tmp_path, monkeypatch):
+    """On Atari, every update runs between the env's send and recv (ale-py steps the games on its own
+    threads meanwhile), and as many run as in the plain order: one per --train-frequency steps."""
+    import importlib
+
+    from envs.atari import AtariEnv
+    module = importlib.import_module(f"agents.{agent}")
+    pending, during, outside = [False], [], []
+    send, recv, learn = AtariEnv.send, AtariEnv.recv, module.learn
+
+    def sending(self, actions):
+        pending[0] = True
+        send(self, actions)
+
+    def receiving(self):
+        pending[0] = False
+        return recv(self)
+
+    def learning(*args, **kwargs):
+        (during if pending[0] else outside).append(1)
+        return learn(*args, **kwargs)
+    monkeypatch.setattr(AtariEnv, "send", sending)
+    monkeypatch.setattr(AtariEnv, "recv", receiving)
+    monkeypatch.setattr(module, "learn", learning)
+    module.main(["--env", "Breakout", "--buffer-size", "1000", "--learning-starts", "500", "--batch-size", "8",
+                 "--train-frequency", "4", "--total-timesteps", "700", "--eval-interval", "0",
+                 "--checkpoint-interval", "0", "--logdir", str(tmp_path)])
+    assert not outside and len(during) == 200 // 4
