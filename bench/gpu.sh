@@ -228,6 +228,8 @@ run_step bench_dqn_speed_cuda 180 "^train_sps " 1 \
     "$PY" bench/dqn_speed.py --device cuda --steps 4000 --learning-starts 2000 --rounds 1 --compile
 run_step bench_rainbow_speed_cuda 120 "^rainbow_sps=" 1 \
     "$PY" bench/rainbow_speed.py --device cuda --steps 4000 --learning-starts 2000
+run_step bench_atari_overlap_cuda 60 "^env_ms=" 1 \
+    "$PY" bench/atari_overlap.py --device cuda --rounds 4 --per-round 100
 run_step bench_sac_speed_cuda 210 "^sac_kfac_sps=" 1 \
     "$PY" bench/sac_speed.py --device cuda --steps 1500 --learning-starts 1000 --rounds 1 --compile
 run_step bench_ppo_speed_cuda 180 "^ppo_sps " 1 \
