@@ -10,9 +10,9 @@ DeepMind ran it (centered, epsilon inside the square root: optim.RMSpropTF). Fie
 the preset of the env's family, printed at start: `atari` (Mnih et al. 2015, as DeepMind's code ran
 it) for ALE games, `classic` (RL Zoo's tuned CartPole-v1 DQN) for vector observations.
 
-On Atari the updates an env step pays for run while ale-py plays that step on its own threads, so
-they sample the replay memory without the step's transition (DeepMind's code stores it first: one
-transition of up to 1M left out of one draw; agents.off_policy.steps_aside).
+On Atari the updates an env step pays for run while ale-py plays that step on its own threads, on a
+replay memory that already holds the step's observation and action and draws as after the whole
+step (agents.off_policy.EnvStep): in effect the order of DeepMind's code (step, store, update).
 """
 from __future__ import annotations
 
@@ -321,36 +321,28 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
     learning_starts = off_policy.learning_starts(cfg, c.global_step, resumed=saved is not None)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
+    stepper = off_policy.EnvStep(env)
     loss = q_mean = grad_norm = None
-
-    def train(step: int) -> None:
-        """The rounds of updates due once the env has reached `step`."""
-        nonlocal loss, q_mean, grad_norm
-        if step > learning_starts and rb.can_sample:
-            session.updates_began(step)
-            # unclipped runs measure the norm only in the round of updates before a log
-            log_soon = step + cfg.train_frequency > session.milestones.next_due("log")
-            for _ in range(off_policy.rounds_due(c, cfg)):
-                for i in range(cfg.gradient_steps):
-                    batch = rb.sample(cfg.batch_size, rng)
-                    loss, q_mean, grad_norm = learn(q_net, target_net, optimizer, amp, batch, cfg,
-                                                    measure_norm=log_soon and i == cfg.gradient_steps - 1,
-                                                    loss_fn=loss_fn)
-                    schedule.step()
-
-    aside = off_policy.steps_aside(env)
     with session.open(c.global_step):
         while c.global_step < cfg.total_timesteps and not session.stop:
             epsilon = epsilon_at(c.global_step, cfg, c.exploration_origin)
             actions = act(acting_net, obs, epsilon, rng, num_actions, device)
+            rb.add_observation(obs, actions)  # from here the memory samples as after the step's whole add
+            stepper.send(actions)  # Atari: the games play this step on ale-py's threads while its updates run
             step = c.global_step + cfg.num_envs
-            if aside:  # Atari: the games play this step on ale-py's threads while its updates run
-                env.send(actions)
-                train(step)
-            next_obs, rewards, terminated, truncated, info = env.recv() if aside else env.step(actions)
-            rb.add(obs, actions, rewards, terminated, info["episode_end"])
-            if not aside:
-                train(step)
+            if step > learning_starts and rb.can_sample:
+                session.updates_began(step)
+                # unclipped runs measure the norm only in the round of updates before a log
+                log_soon = step + cfg.train_frequency > session.milestones.next_due("log")
+                for _ in range(off_policy.rounds_due(c, cfg)):
+                    for i in range(cfg.gradient_steps):
+                        batch = rb.sample(cfg.batch_size, rng)
+                        loss, q_mean, grad_norm = learn(q_net, target_net, optimizer, amp, batch, cfg,
+                                                        measure_norm=log_soon and i == cfg.gradient_steps - 1,
+                                                        loss_fn=loss_fn)
+                        schedule.step()
+            next_obs, rewards, terminated, truncated, info = stepper.recv()
+            rb.add_outcome(rewards, terminated, info["episode_end"])
             obs = next_obs
             c.global_step = step
             session.episodes(info, c.global_step)

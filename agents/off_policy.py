@@ -42,12 +42,26 @@ def crossed(step: int, stride: int, period: int) -> bool:
     return step // period != (step - stride) // period
 
 
-def steps_aside(env) -> bool:
-    """Whether `env` steps beside the learner: ale-py's vector env (envs.AtariEnv) plays a step on its C++
-    worker threads, which release the GIL, between `send(actions)` and `recv()`, and the trainers run the
-    updates that step pays for in between: the env's time hides behind the learner's (0.5-0.9 ms an Atari
-    step on 2 CPU cores, against 20 ms a DQN update there: a larger share where the update runs on a
-    GPU). Those updates then sample the replay memory as it stood before the
-    step, one transition short of CleanRL's, SB3's and Dopamine's order (step, add, update), which other
-    envs keep."""
-    return isinstance(env, envs.AtariEnv)
+class EnvStep:
+    """An env step in two calls, `send(actions)` then `recv()`, that a trainer runs its updates between.
+
+    ale-py's vector env (envs.AtariEnv) plays the step on its C++ worker threads, which release the GIL,
+    while the updates run: the env's time hides behind the learner's (0.5-0.9 ms an Atari step on 2
+    CPU cores, against 23-33 ms a DQN update there, one every 4 steps; a larger share where an update
+    runs on a GPU). Other envs step in `recv`. The trainers write the step's observation and action to
+    the replay memory before `send` and its outcome after `recv` (ReplayMemory.add_observation and
+    add_outcome): the updates draw exactly what they would after the whole step, as in the reference
+    codes' order (step, store, update), and neither depends on the other's random numbers."""
+
+    def __init__(self, env):
+        self.env, self.aside = env, isinstance(env, envs.AtariEnv)
+        self._actions = None
+
+    def send(self, actions) -> None:
+        if self.aside:
+            self.env.send(actions)
+        else:
+            self._actions = actions
+
+    def recv(self):
+        return self.env.recv() if self.aside else self.env.step(self._actions)

@@ -13,8 +13,8 @@ support), noisy linear layers for exploration (no epsilon-greedy), prioritized r
 by each transition's loss) and 3-step returns. Trained with Adam (lr 6.25e-5, eps 1.5e-4) as the
 paper; `--optimizer` takes any of optim's registry to compare. Fields left unset take the preset
 of the env's family (or `--preset`), printed at start. On Atari the updates an env step pays for
-run while ale-py plays that step on its own threads: they sample the replay memory without the
-step's transition (Kaixhin's and Dopamine's code store it first; agents.off_policy.steps_aside).
+run while ale-py plays that step on its own threads, drawing from the replay memory exactly as after
+the step (agents.off_policy.EnvStep).
 """
 from __future__ import annotations
 
@@ -441,36 +441,28 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     loss = q_mean = grad_norm = None
     beta = beta_at(c.global_step, cfg, c.beta_origin)
-
-    def train(step: int) -> None:
-        """The rounds of updates due once the env has reached `step`."""
-        nonlocal loss, q_mean, grad_norm, beta
-        if step > learning_starts and rb.can_sample:
-            session.updates_began(step)
-            beta = beta_at(step, cfg, c.beta_origin)
-            # unclipped runs measure the norm only in the round of updates before a log
-            log_soon = step + cfg.train_frequency > session.milestones.next_due("log")
-            for _ in range(off_policy.rounds_due(c, cfg)):
-                for i in range(cfg.gradient_steps):
-                    batch = rb.sample(cfg.batch_size, rng, beta)
-                    loss, priorities, q_mean, grad_norm = learn(
-                        net, target_net, optimizer, amp, batch, support, cfg,
-                        measure_norm=log_soon and i == cfg.gradient_steps - 1, loss_fn=loss_fn)
-                    schedule.step()
-                    rb.update_priorities(batch["index"], priorities)
-
-    aside = off_policy.steps_aside(env)
+    stepper = off_policy.EnvStep(env)
     with session.open(c.global_step):
         while c.global_step < cfg.total_timesteps and not session.stop:
             actions = act(net, obs, support, device, forward=forward)  # fresh noise each step: the exploration
+            rb.add_observation(obs, actions)  # from here the memory samples as after the step's whole add
+            stepper.send(actions)  # Atari: the games play this step on ale-py's threads while its updates run
             step = c.global_step + cfg.num_envs
-            if aside:  # Atari: the games play this step on ale-py's threads while its updates run
-                env.send(actions)
-                train(step)
-            next_obs, rewards, terminated, truncated, info = env.recv() if aside else env.step(actions)
-            rb.add(obs, actions, rewards, terminated, info["episode_end"])
-            if not aside:
-                train(step)
+            if step > learning_starts and rb.can_sample:
+                session.updates_began(step)
+                beta = beta_at(step, cfg, c.beta_origin)
+                # unclipped runs measure the norm only in the round of updates before a log
+                log_soon = step + cfg.train_frequency > session.milestones.next_due("log")
+                for _ in range(off_policy.rounds_due(c, cfg)):
+                    for i in range(cfg.gradient_steps):
+                        batch = rb.sample(cfg.batch_size, rng, beta)
+                        loss, priorities, q_mean, grad_norm = learn(
+                            net, target_net, optimizer, amp, batch, support, cfg,
+                            measure_norm=log_soon and i == cfg.gradient_steps - 1, loss_fn=loss_fn)
+                        schedule.step()
+                        rb.update_priorities(batch["index"], priorities)
+            next_obs, rewards, terminated, truncated, info = stepper.recv()
+            rb.add_outcome(rewards, terminated, info["episode_end"])
             obs = next_obs
             c.global_step = step
             session.episodes(info, c.global_step)

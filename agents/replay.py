@@ -74,19 +74,32 @@ class ReplayStorage:
         """Store one vector-env step: `obs` is what `action` was taken from; `reward`, `terminated`
         and `episode_end` (game over or truncation: the next step is the autoreset) are its outcome.
         Returns the slot written."""
+        t = self.add_observation(obs, action)
+        self.add_outcome(reward, terminated, episode_end)
+        return t
+
+    def add_observation(self, obs, action) -> int:
+        """The first half of `add`, what is known before the env steps: the slot is written but for its
+        outcome, which nothing reads until the slot after it is written (a slot is sampleable once n
+        slots follow it; its n-step window reads the rewards of its own and the n - 1 slots after). So
+        the memory samples as after the whole `add` while the env plays the step. Returns the slot."""
         t = self.pos
         obs = np.asarray(obs)
         self.obs[t] = obs[:, -1] if self.frame_stack > 1 else obs
         self.actions[t] = action
-        self.rewards[t] = reward
-        self.terminated[t] = terminated
         self.first[t] = self._next_first
         self.valid[t] = ~self._next_autoreset
-        self._next_first = self._next_autoreset.copy()  # the slot after an autoreset step is a reset obs
-        self._next_autoreset = np.asarray(episode_end, dtype=bool) & self.valid[t]
         self.pos = (t + 1) % self.T
         self.size = min(self.size + 1, self.T)
         return t
+
+    def add_outcome(self, reward, terminated, episode_end) -> None:
+        """The second half of `add`: the outcome of the step `add_observation` began."""
+        t = (self.pos - 1) % self.T
+        self.rewards[t] = reward
+        self.terminated[t] = terminated
+        self._next_first = self._next_autoreset.copy()  # the slot after an autoreset step is a reset obs
+        self._next_autoreset = np.asarray(episode_end, dtype=bool) & self.valid[t]
 
     def ages_to_slots(self, ages):
         """Ages count slots from the oldest (0) to the newest (size - 1)."""
@@ -379,7 +392,17 @@ class ReplayMemory:
         return self.sampler.can_sample
 
     def add(self, obs, action, reward, terminated, episode_end) -> None:
-        self.sampler.added(self.storage.add(obs, action, reward, terminated, episode_end))
+        self.add_observation(obs, action)
+        self.add_outcome(reward, terminated, episode_end)
+
+    def add_observation(self, obs, action) -> None:
+        """`add` in two halves, the observation and action before the env steps, its outcome after:
+        in between the memory samples exactly as after the whole `add` (ReplayStorage.add_observation),
+        so a trainer can run the updates while the env steps."""
+        self.sampler.added(self.storage.add_observation(obs, action))
+
+    def add_outcome(self, reward, terminated, episode_end) -> None:
+        self.storage.add_outcome(reward, terminated, episode_end)
 
     def state_dict(self) -> dict:
         """The storage's contents (priorities are not kept: `load_state_dict` gives every transition

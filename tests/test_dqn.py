@@ -286,11 +286,13 @@ def test_lr_mult_puts_the_torso_in_a_group_of_its_own(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("agent", ["dqn", "rainbow"])
-def test_atari_updates_run_while_the_games_step(agent, tmp_path, monkeypatch):
+def test_atari_updates_run_while_the_games_step_and_change_nothing(agent, tmp_path, monkeypatch):
     """On Atari, every update runs between the env's send and recv (ale-py steps the games on its own
-    threads meanwhile), and as many run as in the plain order: one per --train-frequency steps."""
+    threads meanwhile), as many as one per --train-frequency steps, and the run ends with the weights
+    it ends with when the env steps after the updates instead (EnvStep stepping in recv)."""
     import importlib
 
+    from agents import off_policy
     from envs.atari import AtariEnv
     module = importlib.import_module(f"agents.{agent}")
     pending, during, outside = [False], [], []
@@ -310,7 +312,21 @@ def test_atari_updates_run_while_the_games_step(agent, tmp_path, monkeypatch):
     monkeypatch.setattr(AtariEnv, "send", sending)
     monkeypatch.setattr(AtariEnv, "recv", receiving)
     monkeypatch.setattr(module, "learn", learning)
-    module.main(["--env", "Breakout", "--buffer-size", "1000", "--learning-starts", "500", "--batch-size", "8",
-                 "--train-frequency", "4", "--total-timesteps", "700", "--eval-interval", "0",
-                 "--checkpoint-interval", "0", "--logdir", str(tmp_path)])
+    args = ["--env", "Breakout", "--buffer-size", "1000", "--learning-starts", "500", "--batch-size", "8",
+            "--train-frequency", "4", "--total-timesteps", "700", "--eval-interval", "0", "--checkpoint-interval", "0"]
+    module.main([*args, "--logdir", str(tmp_path / "aside")])
     assert not outside and len(during) == 200 // 4
+
+    in_turn = off_policy.EnvStep.__init__
+
+    def stepping_in_recv(self, env):
+        in_turn(self, env)
+        self.aside = False
+    monkeypatch.setattr(off_policy.EnvStep, "__init__", stepping_in_recv)
+    module.main([*args, "--logdir", str(tmp_path / "in_turn")])
+    assert len(outside) == 200 // 4
+    aside, after = (torch.load(only_run(tmp_path / name) / "final.pt", weights_only=True)
+                    for name in ("aside", "in_turn"))
+    weights = "q_net" if agent == "dqn" else "net"
+    for name, value in aside[weights].items():
+        assert torch.equal(value, after[weights][name]), name

@@ -68,25 +68,3 @@ def test_reported_scores_are_raw_while_the_learner_gets_clipped_rewards():
         if info["_episode"][0]:
             break
     assert clipped_sum > 0 and info["episode"]["r"][0] >= 5 * clipped_sum
-
-
-def test_send_then_recv_is_a_step():
-    """The two halves a trainer runs its updates between give what `step` gives, game overs and the
-    full-game reports included."""
-    whole, halves = (envs.make("Breakout", num_envs=2, max_frames=400) for _ in range(2))
-    for env in (whole, halves):
-        env.reset(seed=3)
-    rng = np.random.default_rng(0)
-    ends = 0
-    for _ in range(300):
-        actions = rng.integers(0, 4, size=2)
-        expected = whole.step(actions)
-        halves.send(actions)
-        got = halves.recv()
-        for a, b in zip(expected[:4], got[:4]):
-            np.testing.assert_array_equal(a, b)
-        for key in ("episode_end", "_episode", "lives"):
-            np.testing.assert_array_equal(expected[4][key], got[4][key])
-        np.testing.assert_array_equal(expected[4]["episode"]["r"], got[4]["episode"]["r"])
-        ends += int(got[4]["episode_end"].sum())
-    assert ends >= 2  # truncated at 400 frames: both envs went through a game's end and its autoreset

@@ -70,6 +70,43 @@ def test_n_step_next_stacks_equal_env_with_prioritized_sampling():
     assert set(batch["index"].tolist()) <= in_tree
 
 
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform-1-step", "prioritized-3-step"])
+def test_a_step_added_in_two_halves_draws_as_a_whole_add(prioritized):
+    """The trainers write a step's observation and action before the env steps and its outcome after,
+    with the updates in between: every draw there (batches, weights, priorities updated) equals the
+    draw after the whole add, across game overs, autoresets and wrap-around."""
+    env = envs.make("Breakout", num_envs=2, max_frames=400, sticky_actions=0.0)
+    options = dict(n_step=3, gamma=0.9, prioritized=True) if prioritized else {}
+    whole, halves = (ReplayMemory(120, 2, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8, **options)
+                     for _ in range(2))
+    rng = np.random.default_rng(5)
+    draws = [np.random.default_rng(6), np.random.default_rng(6)]
+    obs, _ = env.reset(seed=5)
+    compared = autoresets = 0
+    for step in range(300):  # 150 slots written over 60 per env: wrapped twice
+        actions = rng.integers(0, 4, size=2)
+        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        whole.add(obs, actions, rewards, terminated, info["episode_end"])
+        halves.add_observation(obs, actions)
+        autoresets += int((~halves.storage.valid[(halves.storage.pos - 1) % halves.storage.T]).any())
+        assert whole.can_sample == halves.can_sample
+        if whole.can_sample:
+            a, b = (m.sample(8, d, beta=0.4) for m, d in zip((whole, halves), draws))
+            assert a.keys() == b.keys()
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+            if prioritized:
+                losses = torch.from_numpy(rng.random(8).astype(np.float32) + 0.1)
+                whole.update_priorities(a["index"], losses)
+                halves.update_priorities(b["index"], losses)
+            compared += 1
+        halves.add_outcome(rewards, terminated, info["episode_end"])
+        obs = next_obs
+    assert compared > 250 and autoresets >= 2, (compared, autoresets)  # the 400-frame cap: game ends
+    for name in ReplayStorage.ARRAYS:
+        np.testing.assert_array_equal(getattr(whole.storage, name), getattr(halves.storage, name))
+
+
 def test_autoreset_steps_are_never_sampled():
     env = envs.make("CartPole-v1", num_envs=3)
     memory = ReplayMemory(3000, 3, (4,), np.float32)
