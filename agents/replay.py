@@ -82,7 +82,9 @@ class ReplayStorage:
         """The first half of `add`, what is known before the env steps: the slot is written but for its
         outcome, which nothing reads until the slot after it is written (a slot is sampleable once n
         slots follow it; its n-step window reads the rewards of its own and the n - 1 slots after). So
-        the memory samples as after the whole `add` while the env plays the step. Returns the slot."""
+        the memory samples as after the whole `add` while the env plays the step. Not to be saved
+        (state_dict) before `add_outcome`: the slot's outcome and the next slot's flags are not yet
+        written. Returns the slot."""
         t = self.pos
         obs = np.asarray(obs)
         self.obs[t] = obs[:, -1] if self.frame_stack > 1 else obs

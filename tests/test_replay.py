@@ -83,7 +83,7 @@ def test_a_step_added_in_two_halves_draws_as_a_whole_add(prioritized):
     draws = [np.random.default_rng(6), np.random.default_rng(6)]
     obs, _ = env.reset(seed=5)
     compared = autoresets = 0
-    for step in range(300):  # 150 slots written over 60 per env: wrapped twice
+    for step in range(300):  # 300 steps into 60 slots per env: wrapped five times
         actions = rng.integers(0, 4, size=2)
         next_obs, rewards, terminated, truncated, info = env.step(actions)
         whole.add(obs, actions, rewards, terminated, info["episode_end"])
