@@ -37,7 +37,7 @@ from common import device as devices, lifecycle
 from common.compiled import compiled
 from common.checks import (BELOW_ONE, LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, check_grad_accum,
                            family_default, fits_in_memory, limit)
-from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig,
+from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, ReplayConfig, RunConfig,
                            describe_preset, fill_preset)
 from common.errors import fail
 from common.optimizers import check_lr_schedule, off_policy_updates, param_groups
@@ -48,7 +48,7 @@ from common.state import RNG, Adapter, Counters, RunState
 
 
 @dataclass
-class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
+class Config(OptimizerAidsConfig, AmpConfig, ReplayConfig, RunConfig):
     """Nature DQN. Fields that say "preset" take the value of the env's preset unless typed:
     atari = Mnih et al. (2015) as DeepMind's Lua code ran it; classic = RL Zoo's tuned CartPole-v1 DQN
     (Raffin et al., rl-baselines3-zoo hyperparams/dqn.yml)."""
@@ -315,11 +315,12 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     c = Counters(global_step=0, update_debt=0, exploration_origin=cfg.learning_starts)
     state = RunState(q_net=q_net, target_net=target_net, optimizer=optimizer).add("grad_scaler", amp, optional=True)
     state.add("rng", RNG(rng)).add("counters", c).add("loss", Adapter(lambda: LOSS, lambda _: None))
+    replay_restored = off_policy.add_replay(state, rb, cfg, saved)
     session = Session(cfg, "dqn", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
                       evaluate=lambda episodes, video, stop: evaluate(cfg, q_net, device, episodes, video, stop),
-                      weights=q_net.parameters, resume_note=off_policy.refill_note(cfg))
+                      weights=q_net.parameters, resume_note=off_policy.refill_note(cfg, replay_restored))
     schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
-    learning_starts = off_policy.learning_starts(cfg, c.global_step, resumed=saved is not None)
+    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     stepper = off_policy.EnvStep(env)
     loss = q_mean = grad_norm = None

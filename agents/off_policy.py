@@ -1,11 +1,26 @@
-"""What the replay-based agents (DQN, Rainbow, SAC) share around their loops: the refill of the
-replay memory after a resume, the rounds of updates an env step pays for, the env stepped beside
+"""What the replay-based agents (DQN, Rainbow, SAC) share around their loops: the replay memory in
+checkpoints or its refill after a resume, the rounds of updates an env step pays for, the env stepped beside
 them, and the target network's copy period."""
 from __future__ import annotations
 
 import sys
 
 import envs
+from common.state import RunState
+
+
+def add_replay(state: RunState, memory, cfg, saved: dict | None) -> bool:
+    """The replay memory in the run state: in checkpoint.pt with --save-replay, and restored whenever the
+    checkpoint holds one (even when this run no longer saves it), so that learning goes on at once.
+    Returns whether it was restored."""
+    if cfg.save_replay:
+        state.add("replay", memory, optional=True, resume_only=True)
+    elif saved is not None and "replay" in saved:  # restored here, as the rest is, but not saved again
+        RunState(replay=memory).restore(saved, cfg.resume)
+    return saved is not None and "replay" in saved
+
+
+REFILLING = "refilling the replay memory"  # in a resumed run's start line (studies.grid looks for it)
 
 
 def refill_note(cfg, replay_restored: bool = False) -> str:
@@ -13,7 +28,7 @@ def refill_note(cfg, replay_restored: bool = False) -> str:
     restored policy before updates resume (the memory is not in checkpoints unless saved with it)."""
     if replay_restored:
         return "with its replay memory"
-    return f"refilling the replay memory for {cfg.learning_starts} steps"
+    return f"{REFILLING} for {cfg.learning_starts} steps"
 
 
 def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False) -> int:

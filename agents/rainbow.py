@@ -41,7 +41,7 @@ from common import device as devices, lifecycle
 from common.checks import (BELOW_ONE, LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, between, check_fields,
                            check_grad_accum, family_default, fits_in_memory, limit)
 from common.compiled import compiled
-from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, RunConfig,
+from common.config import (OptimizerAidsConfig, PresetFloat, PresetInt, PresetInts, PresetStr, ReplayConfig, RunConfig,
                            describe_preset, fill_preset)
 from common.errors import fail
 from common.optimizers import check_lr_schedule, off_policy_updates, param_groups
@@ -52,7 +52,7 @@ from common.state import RNG, Counters, RunState
 
 
 @dataclass
-class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
+class Config(OptimizerAidsConfig, AmpConfig, ReplayConfig, RunConfig):
     """Rainbow. Fields that say "preset" take the value of the preset unless typed: atari = Hessel et al.
     (2018), Table 1, with frames counted as agent steps (4 frames each); atari100k = data-efficient
     Rainbow (van Hasselt et al. 2019, "When to use parametric models in reinforcement learning?",
@@ -109,7 +109,8 @@ class Config(OptimizerAidsConfig, AmpConfig, RunConfig):
     0.5 (Fortunato et al. 2018, Hessel et al. 2018); atari100k 0.1; classic 0.5."""
     priority_alpha: Annotated[float, UNIT] = 0.5
     """Prioritization exponent in [0, 1]: transitions drawn with probability p^alpha / sum p^alpha. After
-    --resume the refilled memory's priorities start afresh (at 1, then the largest loss seen)."""
+    --resume a memory saved with --save-replay keeps its priorities; a refilled one starts afresh (at 1,
+    then the largest loss seen)."""
     priority_beta: Annotated[float, UNIT] = 0.4
     """Importance-sampling exponent at learning_starts, annealed linearly to 1 at total_timesteps."""
     priority: Literal["cross-entropy", "kl"] = "cross-entropy"
@@ -433,11 +434,12 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     c = Counters(global_step=0, update_debt=0, beta_origin=cfg.learning_starts)
     state = RunState(net=net, target_net=target_net, optimizer=optimizer).add("grad_scaler", amp, optional=True)
     state.add("rng", RNG(rng)).add("counters", c)
+    replay_restored = off_policy.add_replay(state, rb, cfg, saved)
     session = Session(cfg, "rainbow", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
                       evaluate=lambda episodes, video, stop: evaluate(cfg, net, support, device, episodes, video, stop),
-                      weights=net.parameters, resume_note=off_policy.refill_note(cfg))
+                      weights=net.parameters, resume_note=off_policy.refill_note(cfg, replay_restored))
     schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
-    learning_starts = off_policy.learning_starts(cfg, c.global_step, resumed=saved is not None)
+    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     loss = q_mean = grad_norm = None
     beta = beta_at(c.global_step, cfg, c.beta_origin)

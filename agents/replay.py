@@ -184,6 +184,12 @@ class UniformSampler:
     def rebuild(self) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float | None = None):
         """(slots, envs, None): no importance weights."""
         lo, hi = self._range()
@@ -297,6 +303,28 @@ class PrioritizedSampler:
         self.tree.nodes[:] = 0
         self.tree.set((slots[:, None] * E + np.arange(E)).ravel(), (self.pending[slots] * s.valid[slots]).ravel())
 
+    def state_dict(self) -> dict:
+        """The priorities of the slots written (leaves slot * num_envs + env, and the p^alpha that a
+        slot's leaf takes once its window exists) and the largest priority seen: a memory restored with
+        them draws as the one saved."""
+        written = self.storage.size * self.storage.num_envs
+        return {"leaves": torch.from_numpy(self.tree.nodes[self.tree.leaves:][:written].copy()),
+                "pending": torch.from_numpy(self.pending[: self.storage.size].copy()),
+                "max_priority": self.max_priority}
+
+    def load_state_dict(self, state: dict) -> None:
+        """After the storage's own load_state_dict."""
+        leaves, pending = state["leaves"].numpy(), state["pending"].numpy()
+        size = self.storage.size
+        if leaves.shape != (size * self.storage.num_envs,) or pending.shape != (size, self.storage.num_envs):
+            raise ValueError(f"the saved priorities {tuple(leaves.shape)} do not fit {size:,} slots of "
+                             f"{self.storage.num_envs} envs")
+        self.max_priority = float(state["max_priority"])
+        self.pending[:] = 0
+        self.pending[:size] = pending
+        self.tree.nodes[:] = 0
+        self.tree.set(np.arange(len(leaves)), leaves)
+
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float):
         """(slots, envs, importance weights)."""
         total = self.tree.total
@@ -407,13 +435,18 @@ class ReplayMemory:
         self.storage.add_outcome(reward, terminated, episode_end)
 
     def state_dict(self) -> dict:
-        """The storage's contents (priorities are not kept: `load_state_dict` gives every transition
-        the largest priority, as new ones get)."""
-        return self.storage.state_dict()
+        """The storage's contents and the sampler's priorities: restored, the memory draws what the
+        saved one would have drawn."""
+        return {**self.storage.state_dict(), "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """A state without "sampler" (an earlier version's: the storage only) gives every transition
+        the largest priority seen, as new ones get."""
         self.storage.load_state_dict(state)
-        self.sampler.rebuild()
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
+        else:
+            self.sampler.rebuild()
 
     def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 1.0) -> dict[str, torch.Tensor]:
         slots, envs, weights = self.sampler.sample(batch_size, rng, beta)

@@ -62,7 +62,7 @@ from common import device as devices, lifecycle
 from common.checks import (LAYER_WIDTH, NON_NEGATIVE, POSITIVE, UNIT, check_fields, fits_in_memory, flag,
                            limit)
 from common.compiled import compiled
-from common.config import OptimizerAidsConfig, PresetInt, RunConfig, describe_preset, fill_preset
+from common.config import OptimizerAidsConfig, PresetInt, ReplayConfig, RunConfig, describe_preset, fill_preset
 from common.errors import fail
 from common.optimizers import check_lr_schedule, off_policy_updates, param_groups
 from common.seeding import derived_seed, seed_everything
@@ -73,7 +73,7 @@ from optim.kfac import KFAC, StackedLinear, gaussian_fisher_loss, policy_fisher_
 
 
 @dataclass
-class Config(OptimizerAidsConfig, RunConfig):
+class Config(OptimizerAidsConfig, ReplayConfig, RunConfig):
     """SAC. Fields that say "preset" take the value of the env family's preset unless typed: mujoco =
     Haarnoja et al. (2018) and CleanRL's sac_continuous_action.py; classic = the same agent on a
     15k-step budget for Pendulum-v1 and other small Box-action envs."""
@@ -165,9 +165,6 @@ class Config(OptimizerAidsConfig, RunConfig):
     checkpoint_interval: Annotated[PresetInt, NON_NEGATIVE] = None
     """Environment steps between checkpoints (checkpoint.pt in the run folder); 0: only at the end.
     Preset mujoco 50,000; classic 5,000."""
-    save_replay: bool = False
-    """Put the replay memory in checkpoints too (up to 1M transitions of float32 observations), so that
-    --resume continues without refilling it."""
     log_interval: Annotated[int, POSITIVE] = 1_000
     """Environment steps between logged losses (each log costs one host-device sync)."""
     eval_interval: Annotated[PresetInt, NON_NEGATIVE] = None
@@ -517,17 +514,6 @@ def act(actor: Actor, obs: np.ndarray, device: torch.device, deterministic: bool
     return action.cpu().numpy()
 
 
-def add_replay(state: RunState, rb, cfg: Config, saved: dict | None) -> bool:
-    """The replay memory in the run state: saved with --save-replay, and restored whenever the checkpoint
-    holds one (even when this run no longer saves it), so that learning resumes at once. Returns whether
-    it was restored."""
-    if cfg.save_replay:
-        state.add("replay", rb, optional=True)
-    elif saved is not None and "replay" in saved:  # restored here, as the rest is, but not saved again
-        RunState(replay=rb).restore(saved, cfg.resume)
-    return saved is not None and "replay" in saved
-
-
 def figures(cfg: Config, losses: dict | None, kfac: Preconditioners, actor: Actor, critics: Critics,
             schedule) -> dict:
     """What a log shows: the learning rate and the last update's losses (tensors, read back by the
@@ -615,7 +601,7 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     c = Counters(global_step=0)
     state = RunState(actor=actor, critics=critics, target=target, q_optimizer=q_opt, actor_optimizer=actor_opt,
                      kfac=kfac, log_alpha=Tensor(log_alpha), alpha_optimizer=alpha_opt, rng=RNG(rng), counters=c)
-    replay_restored = add_replay(state, rb, cfg, saved)
+    replay_restored = off_policy.add_replay(state, rb, cfg, saved)
     session = Session(cfg, "sac", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
                       evaluate=lambda episodes, video, stop: evaluate(cfg, actor, device, episodes, video, stop),
                       weights=lambda: [*actor.parameters(), *critics.parameters()],

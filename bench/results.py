@@ -189,7 +189,8 @@ SAC_REFERENCES_DIFFER = (
     "kfac_combine=graft added to the setting (kfac,kfac_combine=graft,learning_rate=1e-3).")
 PONG_REFERENCE = Reference(20.36, "CleanRL ppo_atari.py on PongNoFrameskip-v4, 10M steps, 3 seeds "
                                   "(docs/rl-algorithms/ppo.md)", "train", 0.20, step=10_000_000)
-ATARI100K = ("preset=atari100k", "sticky_actions=0")
+# save_replay: a run stopped in one sitting resumes in the next with its replay memory and priorities
+ATARI100K = ("preset=atari100k", "sticky_actions=0", "save_replay=true")
 ATARI100K_NOTE = ("Ours: ALE v5 with sticky actions off (`--sticky-actions 0`, the Atari-100k protocol; the "
                   "trainer's default is 0.25), the evaluation of the final weights over 10 episodes with the "
                   "noise off and epsilon 0.001, full games up to 108k frames (`--eval` of final.pt; the "
@@ -217,7 +218,8 @@ ENTRIES = [
           "The default optimizer (K-FAC on the critics, Adam in its eigenbasis) and Adam, the "
           "K-FAC study's protocol: evaluation of 5 deterministic episodes every 10k steps. v5 against v2. "
           + SAC_REFERENCES_DIFFER,
-          minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
+          minutes=120, optimizers=("kfac", "adam"), eval_interval=10_000, workers=2,
+          sets=("eval_episodes=5", "save_replay=true"),
           earlier=(("studies/results/kfac-critics-only-halfcheetah-100k/results.json", "optimizer=kfac",
                     "optimizer=kfac, lr 3e-4"),
                    ("studies/results/kfac-critics-only-halfcheetah-100k/adam-results.json", "optimizer=adam",
@@ -228,7 +230,8 @@ ENTRIES = [
           sac_references("Hopper", (2337.2, 928.4, "1,189 to 3,165"), (2613.5, 990.8, "420 to 3,430"),
                          (1340, 790, 100)),
           "Protocol as sac-halfcheetah. v5 against v2. " + SAC_REFERENCES_DIFFER,
-          minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, sets=("eval_episodes=5",), workers=2,
+          minutes=110, optimizers=("kfac", "adam"), eval_interval=10_000, workers=2,
+          sets=("eval_episodes=5", "save_replay=true"),
           earlier=(("studies/results/kfac-critics-only-hopper-100k/results.json", "optimizer=kfac",
                     "optimizer=kfac, lr 3e-4"),
                    ("studies/results/claim-sac-hopper-100k/results.json", "optimizer=adam", "optimizer=adam, lr 3e-4"),
@@ -356,13 +359,14 @@ def full_game_scores(entry: Entry, folder: Path) -> list[float]:
     return scores
 
 
-def run_record(folder: Path, seed: int, budget: int, resumed: bool, full: Optional[list[float]] = None) -> dict:
+def run_record(folder: Path, seed: int, budget: int, resumed: bool, full: Optional[list[float]] = None,
+               refilled: bool = False) -> dict:
     """What the page needs of one run; `full`: its final.pt's scores over full games, then its final
     evaluation (the in-training one's last point kept as final_eval_in_training)."""
     ev, _ = read_curve(folder, EVAL_TAG)
     tr, _ = read_curve(folder, TRAIN_TAG)
     rec = {"seed": seed, "folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
-           "resumed": resumed,
+           "resumed": resumed, "refilled": refilled,
            "eval": {"steps": ev.steps.tolist(), "values": ev.values.tolist()},
            "final_eval": float(ev.values[-1]),
            # from the run's first event to its final evaluation; a pause between sittings counts too
@@ -395,8 +399,8 @@ def run_entry(entry: Entry, out: Path, data_dir: Path, budget: Optional[int] = N
     settings = []
     for r in outcome.results:
         runs = [run_record(f, s, budget or entry.budget, resumed,
-                           full_game_scores(entry, f) if entry.full_games else None)
-                for s, f, resumed in zip(r.seeds, r.folders, r.resumed)]
+                           full_game_scores(entry, f) if entry.full_games else None, refilled)
+                for s, f, resumed, refilled in zip(r.seeds, r.folders, r.resumed, r.refilled)]
         settings.append({"label": r.setting.name, "runs": runs})
     shown = [os.path.relpath(a, ROOT) if a == str(out) and out.is_relative_to(ROOT) else a for a in args]
     data = {"entry": asdict(entry), "budget": budget or entry.budget, "command": entry.command(),
@@ -723,6 +727,10 @@ def write_page(data_dir: Path, page: Path) -> None:
             cut = sum(r.get("final_eval_cut", 0) for r in runs if "full_games" not in r)
             if cut:
                 said += f"; {cut} final-evaluation episodes ended by the evaluation's step budget, scored as they stood"
+            refilled = [str(r["seed"]) for r in runs if r.get("refilled")]
+            if refilled:
+                said += (f"; seed{'s' if len(refilled) > 1 else ''} {', '.join(refilled)} resumed with the replay "
+                         "memory refilled (run without --save-replay): not what an uninterrupted run learns")
             verdicts = [v for v in (against(row, ref) for ref in data["entry"]["references"]) if v]
             lines.append(said + "".join(f"; {v}" for v in verdicts) + ".")
         lines += ["", "Reference: " + (reference_cell(data["entry"]) + ". "

@@ -178,7 +178,10 @@ class Session:
     # -- in the loop --------------------------------------------------------------------------------
 
     def save(self, name: str) -> Path:
-        return checkpoint.save(self.folder / name, self.state.state_dict(), kind=self.kind)
+        """checkpoint.pt holds the whole run state; final.pt and best.pt leave out what only resuming
+        needs (RunState's resume_only parts: a saved replay memory)."""
+        state = self.state.state_dict(resume=name == "checkpoint.pt")
+        return checkpoint.save(self.folder / name, state, kind=self.kind)
 
     def episodes(self, info: dict, step: int) -> None:
         """Log the training episodes that ended at this step (raw returns and lengths)."""

@@ -116,15 +116,18 @@ class Adapter:
 class RunState:
     """Every stateful part of a run by checkpoint key, in the order given (restoring follows it: an
     optimizer after its network). `optional` keys restore only when the checkpoint holds them (a grad
-    scaler that earlier versions did not save, a replay memory saved only with --save-replay)."""
+    scaler that earlier versions did not save, a replay memory saved only with --save-replay).
+    `resume_only` parts are left out of `state_dict(resume=False)`: what only resuming needs (a replay
+    memory, up to GBs) stays out of the policy snapshots (final.pt, best.pt)."""
 
     def __init__(self, **parts):
         self._parts: dict[str, Any] = {}
         self._optional: set[str] = set()
+        self._resume_only: set[str] = set()
         for name, part in parts.items():
             self.add(name, part)
 
-    def add(self, name: str, part, optional: bool = False) -> "RunState":
+    def add(self, name: str, part, optional: bool = False, resume_only: bool = False) -> "RunState":
         if not isinstance(part, Stateful):
             raise TypeError(f"{name}: {type(part).__name__} has no state_dict()/load_state_dict()")
         if name in self._parts:
@@ -132,6 +135,8 @@ class RunState:
         self._parts[name] = part
         if optional:
             self._optional.add(name)
+        if resume_only:
+            self._resume_only.add(name)
         return self
 
     def __getitem__(self, name: str):
@@ -140,9 +145,11 @@ class RunState:
     def __contains__(self, name: str) -> bool:
         return name in self._parts
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, resume: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, part in self._parts.items():
+            if not resume and name in self._resume_only:
+                continue
             if getattr(part, "flat", False):
                 out.update(part.state_dict())
             else:

@@ -40,6 +40,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from agents import off_policy
 from common import cli
 from common.config import as_current
 from common.errors import UserError, exits_cleanly, fail
@@ -131,7 +132,8 @@ class RunPlan:
 # Config fields that may differ between a run and the grid that finds it again: the seed (the
 # setting's config is checked with seed 1), where it writes, how it was started, and the budget, which
 # a grid restarted with a larger --total-timesteps raises (the run then resumes to it).
-NOT_COMPARED = ("seed", "logdir", "resume", "eval", "device", "capture_video")
+NOT_COMPARED = ("seed", "logdir", "resume", "eval", "device", "capture_video",
+                "save_replay")  # what a checkpoint keeps, not what the run computes
 
 
 def parse_sets(items: tuple[str, ...], fields: set[str]) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
@@ -401,8 +403,10 @@ class SettingResult:
     folders: list[Path]
     curves: list = field(default_factory=list)
     resumed: list = field(default_factory=list)
-    """Per run: whether it was resumed (DQN and Rainbow then refill their replay memory first, a
-    difference from an uninterrupted run)."""
+    """Per run: whether it was resumed."""
+    refilled: list = field(default_factory=list)
+    """Per run: whether a resume refilled its replay memory (DQN, Rainbow or SAC run without --save-replay):
+    it learned from other transitions than an uninterrupted run would."""
     final: np.ndarray = field(default_factory=lambda: np.zeros(0))
     auc: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -425,9 +429,11 @@ def collect(plans: list[RunPlan], metric: str) -> list[SettingResult]:
         res.folders.append(plan.folder)
         res.curves.append(curve)
         try:
-            res.resumed.append("--resume" in plan.log.read_text(errors="replace"))
+            log = plan.log.read_text(errors="replace")
         except OSError:
-            res.resumed.append(False)
+            log = ""
+        res.resumed.append("--resume" in log)
+        res.refilled.append(off_policy.REFILLING in log)
     for plan, tags in missing:
         print(f"warning: {plan.folder} logged no {metric!r} (its tags: {', '.join(tags) or 'none'}); "
               "left out", file=sys.stderr)
@@ -539,16 +545,18 @@ def write_report(cfg: Config, out: Path, plans: list[RunPlan], metric: str, comm
              "Curves: each setting's mean over seeds, with the 95% bootstrap interval of the mean as a band, "
              "against environment steps (left) and wall-clock time (right).", "", "## Runs", ""]
     for r in results:
-        for seed, folder, resumed in zip(r.seeds, r.folders, r.resumed):
-            lines.append(f"- {r.setting.name}, seed {seed}: `{folder}`" + (" (resumed)" if resumed else ""))
+        for seed, folder, resumed, refilled in zip(r.seeds, r.folders, r.resumed, r.refilled):
+            said = " (resumed, its replay memory refilled)" if refilled else " (resumed)" if resumed else ""
+            lines.append(f"- {r.setting.name}, seed {seed}: `{folder}`{said}")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     payload = {"agent": cfg.agent, "env": cfg.env, "metric": metric, "budgets": sorted({p.budget for p in plans}),
                "threshold": threshold,
                "command": command, "rows": rows,
                "runs": [{"setting": r.setting.name, "seed": s, "folder": str(f), "final": float(fv), "auc": float(av),
-                         "resumed": resumed}
+                         "resumed": resumed, "refilled": refilled}
                         for r in results
-                        for s, f, fv, av, resumed in zip(r.seeds, r.folders, r.final, r.auc, r.resumed)]}
+                        for s, f, fv, av, resumed, refilled in zip(r.seeds, r.folders, r.final, r.auc, r.resumed,
+                                                                   r.refilled)]}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return Outcome(rows, results, table)
 

@@ -159,6 +159,18 @@ def test_breakout_logs_checkpoints_and_resumes(tmp_path):
     assert later_state > first_state
 
 
+def test_breakout_resumes_with_its_saved_replay_memory(tmp_path, capsys):
+    """--save-replay: checkpoint.pt holds the memory (final.pt does not) and --resume updates at once."""
+    dqn.main([*BREAKOUT, "--total-timesteps", "1000", "--save-replay", "--logdir", str(tmp_path)])
+    run = only_run(tmp_path)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["replay"]["size"] == 1000
+    assert "replay" not in torch.load(run / "final.pt", weights_only=True)
+    capsys.readouterr()
+    dqn.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "1250"])
+    assert "at step 1000; with its replay memory" in capsys.readouterr().err
+    assert [s for _, s, _ in read_scalars(run, "losses/td_loss")][-1] == 1250  # no refill before updates
+
+
 def test_sigterm_saves_a_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agents.dqn", "--env", "CartPole-v1", "--total-timesteps",
                              "10000000", "--learning-starts", "100", "--buffer-size", "1000",

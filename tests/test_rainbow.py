@@ -219,6 +219,26 @@ def test_breakout_logs_checkpoints_and_resumes(tmp_path):
     assert later_state > first_state
 
 
+def test_breakout_resumes_with_its_saved_replay_memory_and_priorities(tmp_path, capsys):
+    """--save-replay: checkpoint.pt holds the memory and the priorities the updates wrote (final.pt does
+    not), and --resume learns from it at once instead of refilling it for --learning-starts steps."""
+    rainbow.main([*BREAKOUT, "--total-timesteps", "1000", "--save-replay", "--logdir", str(tmp_path)])
+    run = only_run(tmp_path)
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    leaves = saved["replay"]["sampler"]["leaves"]
+    assert saved["replay"]["size"] == 1000 and len(leaves) == 1000
+    assert len(set(leaves[leaves > 0].tolist())) > 100  # the losses' priorities, not one value for all
+    assert "replay" not in torch.load(run / "final.pt", weights_only=True)
+
+    capsys.readouterr()
+    rainbow.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "1250"])
+    assert "at step 1000; with its replay memory" in capsys.readouterr().err
+    steps = [s for _, s, _ in read_scalars(run, "losses/loss")]
+    assert steps[-1] == 1250  # a refill would have made no update before step 1,500
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert resumed["global_step"] == 1250 and resumed["replay"]["size"] == 1000
+
+
 def test_learn_is_one_update_that_returns_tensors_and_the_whole_batchs_priorities():
     """learn(): new noise in both networks, one step; the loss, the priorities of every sample (over the
     micro-batches) and the mean Q come back as tensors; the gradient norm only when clipped or asked."""

@@ -265,6 +265,59 @@ def test_storage_state_dict_round_trip():
     assert tree.total == pytest.approx(len(slots))
 
 
+def test_a_restored_prioritized_memory_draws_as_the_saved_one():
+    """--save-replay's round trip (torch.save, then torch.load with weights_only): the restored memory
+    holds the priorities the updates wrote, so every later draw, add and priority update equals the
+    saved memory's as it goes on; restored from the storage alone (a checkpoint of the version before),
+    all priorities are the largest seen and the draws differ."""
+    import io
+
+    env = envs.make("Breakout", num_envs=2, max_frames=400, sticky_actions=0.0)
+    make = lambda: ReplayMemory(120, 2, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8,  # noqa: E731
+                                n_step=3, gamma=0.9, prioritized=True)
+    memory, rng, draws = make(), np.random.default_rng(7), np.random.default_rng(8)
+    obs, _ = env.reset(seed=7)
+
+    def play(memories, steps, generators):
+        nonlocal obs
+        for _ in range(steps):
+            actions = rng.integers(0, 4, size=2)
+            next_obs, rewards, terminated, truncated, info = env.step(actions)
+            batches = []
+            for m, d in zip(memories, generators):
+                m.add(obs, actions, rewards, terminated, info["episode_end"])
+                if m.can_sample:
+                    batches.append(m.sample(8, d, beta=0.4))
+            if batches:
+                losses = torch.from_numpy(rng.random(8).astype(np.float32) + 0.1)
+                for m, b in zip(memories, batches):
+                    m.update_priorities(b["index"], losses)
+                for b in batches[1:]:
+                    for key in b:
+                        torch.testing.assert_close(batches[0][key], b[key], rtol=0, atol=0)
+            obs = next_obs
+
+    play([memory], 150, [draws])  # 150 steps into 60 slots per env: wrapped
+    buffer = io.BytesIO()
+    torch.save(memory.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    restored, storage_only = make(), make()
+    restored.load_state_dict(state)
+    storage_only.load_state_dict({k: v for k, v in state.items() if k != "sampler"})
+    assert restored.sampler.tree.total == pytest.approx(memory.sampler.tree.total, rel=1e-12)
+    first = [m.sample(8, np.random.default_rng(9), beta=0.4)["index"] for m in (memory, storage_only)]
+    assert not torch.equal(*first), "priorities reset to the largest would not change the draws"
+    play([memory, restored], 100, [draws, copy_of(draws)])  # every batch compared inside
+    np.testing.assert_array_equal(memory.sampler.tree.nodes, restored.sampler.tree.nodes)
+
+
+def copy_of(generator: np.random.Generator) -> np.random.Generator:
+    twin = np.random.default_rng()
+    twin.bit_generator.state = generator.bit_generator.state
+    return twin
+
+
 def test_too_small_capacity_is_an_error():
     with pytest.raises(ValueError):
         ReplayMemory(4, 1, (4, 84, 84), np.uint8, frame_stack=4)

@@ -107,9 +107,13 @@ def test_references_of_one_measure_are_told_apart_by_name():
 
 def test_page_from_hand_made_entries(tmp_path):
     data = hand_data([800.0, 1000.0])
-    (tmp_path / "rainbow-100k-kangaroo.json").write_text(json.dumps(
-        {**data, "command": "c", "grid": "g", "finished": "2026-12-06",
-         "machine": {"cpu": "x", "cores": 2, "gpu": None, "torch": "t"}}))
+
+    def write_entry():
+        (tmp_path / "rainbow-100k-kangaroo.json").write_text(json.dumps(
+            {**data, "command": "c", "grid": "g", "finished": "2026-12-06",
+             "machine": {"cpu": "x", "cores": 2, "gpu": None, "torch": "t"}}))
+
+    write_entry()
     page = tmp_path / "results.md"
     results.write_page(tmp_path, page)
     text = page.read_text()
@@ -122,12 +126,17 @@ def test_page_from_hand_made_entries(tmp_path):
     # played over full games: those are the final evaluation, the in-training one's last point said beside
     for run in data["settings"][0]["runs"]:
         run.update(final_eval_in_training=run["final_eval"] / 2, full_games=[run["final_eval"]])
-    (tmp_path / "rainbow-100k-kangaroo.json").write_text(json.dumps(
-        {**data, "command": "c", "grid": "g", "finished": "2026-12-06",
-         "machine": {"cpu": "x", "cores": 2, "gpu": None, "torch": "t"}}))
+    write_entry()
     results.write_page(tmp_path, page)
     assert ("the final evaluation is full games of final.pt (--eval), the in-training evaluation's last point "
             "400.0, 500.0") in page.read_text()
+    assert "refilled" not in page.read_text()
+    # a run resumed with its replay memory refilled is said: it did not learn as an uninterrupted run
+    data["settings"][0]["runs"][1].update(resumed=True, refilled=True)
+    write_entry()
+    results.write_page(tmp_path, page)
+    assert ("; seed 2 resumed with the replay memory refilled (run without --save-replay): not what an "
+            "uninterrupted run learns") in page.read_text()
     # the SAC entries show the committed K-FAC study's finals until run here
     assert ("[sac-halfcheetah (optimizer=kfac, lr 3e-4)](#sac-halfcheetah) | 100,000 | 3 | 4,206.8 [3,627, 5,036]"
             in text)
@@ -253,7 +262,9 @@ def test_every_entry_is_a_grid_its_trainer_takes(entry, tmp_path):
     flags = " ".join(plan["base"])
     for item in entry.sets:
         key, value = item.split("=")
-        assert f"--{key.replace('_', '-')} {value}" in flags
+        flag = f"--{key.replace('_', '-')}"
+        said = {"true": flag, "false": "--no-" + flag[2:]}.get(value, f"{flag} {value}")  # yes/no: a flag
+        assert f"{said} " in f"{flags} "
     assert all(p.status == "pending" for p in plan["plans"])
 
 

@@ -122,8 +122,9 @@ def test_halfcheetah_logs_checkpoints_and_resumes_with_its_replay(tmp_path):
     assert only_run(tmp_path) == run
     steps = [s for _, s, _ in read_scalars(run, "losses/qf1_loss")]
     assert steps[-1] == 1400 and len(steps) == len(set(steps))
-    resumed = torch.load(run / "final.pt", weights_only=True)
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)
     assert resumed["global_step"] == 1400 and resumed["replay"]["size"] == 1400
+    assert "replay" not in torch.load(run / "final.pt", weights_only=True)  # a policy snapshot
     assert not torch.equal(resumed["actor"]["mean.weight"], saved["actor"]["mean.weight"])
     assert resumed["kfac"]["critics"]["steps"] > saved["kfac"]["critics"]["steps"]
 
