@@ -71,9 +71,8 @@ class Config(OptimizerAidsConfig, AmpConfig, ReplayConfig, RunConfig):
     buffer_size: Annotated[PresetInt, POSITIVE] = None
     """Replay memory capacity in transitions. Preset atari 1,000,000; classic 100,000."""
     learning_starts: Annotated[PresetInt, NON_NEGATIVE] = None
-    """Steps played at start_e (random play) before the first update (after --resume: steps of the
-    restored policy that refill the replay memory).
-    Preset atari 50,000; classic 1,000."""
+    """Steps played at start_e (random play) before the first update (after --resume without a saved
+    replay: steps of the restored policy that refill it). Preset atari 50,000; classic 1,000."""
     train_frequency: Annotated[PresetInt, POSITIVE] = None
     """Environment steps between rounds of updates. Preset atari 4; classic 256."""
     gradient_steps: Annotated[PresetInt, POSITIVE] = None
@@ -318,7 +317,7 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     replay_restored = off_policy.add_replay(state, rb, cfg, saved)
     session = Session(cfg, "dqn", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
                       evaluate=lambda episodes, video, stop: evaluate(cfg, q_net, device, episodes, video, stop),
-                      weights=q_net.parameters, resume_note=off_policy.refill_note(cfg, replay_restored))
+                      weights=q_net.parameters, resume_note=off_policy.refill_note(cfg, saved, replay_restored))
     schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
     learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))

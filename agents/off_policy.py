@@ -11,21 +11,27 @@ from common.state import RunState
 
 def add_replay(state: RunState, memory, cfg, saved: dict | None) -> bool:
     """The replay memory in the run state: in checkpoint.pt with --save-replay, and restored whenever the
-    checkpoint holds one (even when this run no longer saves it), so that learning goes on at once.
+    checkpoint holds one (even when this run no longer saves it), so that learning goes on as it would
+    have. Restored here and dropped from `saved`, which the run keeps: one copy in memory, not two.
     Returns whether it was restored."""
+    restored = saved is not None and "replay" in saved
+    if restored:
+        RunState(replay=memory).restore(saved, cfg.resume)
+        del saved["replay"]
     if cfg.save_replay:
         state.add("replay", memory, optional=True, resume_only=True)
-    elif saved is not None and "replay" in saved:  # restored here, as the rest is, but not saved again
-        RunState(replay=memory).restore(saved, cfg.resume)
-    return saved is not None and "replay" in saved
+    return restored
 
 
 REFILLING = "refilling the replay memory"  # in a resumed run's start line (studies.grid looks for it)
 
 
-def refill_note(cfg, replay_restored: bool = False) -> str:
+def refill_note(cfg, saved: dict | None, replay_restored: bool) -> str:
     """What a resumed run says of its replay memory: refilled for `learning_starts` steps of the
-    restored policy before updates resume (the memory is not in checkpoints unless saved with it)."""
+    restored policy before updates resume (the memory is not in checkpoints unless saved with it);
+    nothing for a run resumed at its budget, which only finishes."""
+    if saved is not None and saved.get("global_step", 0) >= cfg.total_timesteps:
+        return ""
     if replay_restored:
         return "with its replay memory"
     return f"{REFILLING} for {cfg.learning_starts} steps"
@@ -33,10 +39,14 @@ def refill_note(cfg, replay_restored: bool = False) -> str:
 
 def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False) -> int:
     """The step after which updates run: `learning_starts`, or after a resume that many steps of
-    refill from where the checkpoint stood (none when the replay memory came with it). A budget that
-    ends before then is said at start: the run would play without learning."""
-    start = cfg.learning_starts if not resumed else (step if replay_restored else step + cfg.learning_starts)
-    if start >= cfg.total_timesteps:
+    refill from where the checkpoint stood (with the replay memory restored, none: the first run's
+    `learning_starts` still holds if the checkpoint came before it). A budget that ends before then is
+    said at start: the run would play without learning."""
+    if not resumed:
+        start = cfg.learning_starts
+    else:
+        start = max(step, cfg.learning_starts) if replay_restored else step + cfg.learning_starts
+    if start >= cfg.total_timesteps > step:
         print(f"note: --total-timesteps {cfg.total_timesteps:,} ends before learning starts at step {start:,} "
               f"(--learning-starts {cfg.learning_starts:,}): this run plays without a single update",
               file=sys.stderr)

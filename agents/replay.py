@@ -130,16 +130,33 @@ class ReplayStorage:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        size = int(state["size"])
+        """The saved contents, then `cut_episodes()`: a memory is loaded to resume a run, whose envs
+        start new episodes."""
+        size, pos = int(state["size"]), int(state["pos"])
+        if size < self.T and pos != size:  # its ring had wrapped: its oldest slot is not slot 0
+            raise ValueError(f"the saved replay memory filled its {size:,} slots per env and wrapped; it "
+                             f"resumes only into as many (this run has {self.T:,}: --buffer-size changed)")
         for a in self.ARRAYS:
             value = state[a].numpy()
             target = getattr(self, a)
             if size > self.T or value.shape[1:] != target.shape[1:] or len(value) != size:
                 raise ValueError(f"the saved replay's {a} {tuple(value.shape)} does not fit {tuple(target.shape)}")
             target[:size] = value
-        self.pos, self.size = int(state["pos"]), size
+        self.pos, self.size = pos % self.T, size
         self._next_first = state["next_first"].numpy().copy()
         self._next_autoreset = state["next_autoreset"].numpy().copy()
+        self.cut_episodes()
+
+    def cut_episodes(self) -> None:
+        """The envs restart their episodes (a resumed run resets them) where the memory stopped: the
+        newest slot's observation becomes the interrupted episodes' last, as a truncation leaves it
+        (not a transition; earlier slots' n-step returns end there and bootstrap from it), and the
+        next slot written starts an episode. One transition per env is lost."""
+        if self.size == 0:
+            return
+        self.valid[(self.pos - 1) % self.T] = False
+        self._next_first[:] = True
+        self._next_autoreset[:] = False
 
 
 def n_step_transitions(storage: ReplayStorage, slots: np.ndarray, envs: np.ndarray, n: int, gamma: float):
@@ -310,16 +327,20 @@ class PrioritizedSampler:
         written = self.storage.size * self.storage.num_envs
         return {"leaves": torch.from_numpy(self.tree.nodes[self.tree.leaves:][:written].copy()),
                 "pending": torch.from_numpy(self.pending[: self.storage.size].copy()),
-                "max_priority": self.max_priority}
+                "max_priority": self.max_priority, "n": self.n, "alpha": self.alpha}
 
     def load_state_dict(self, state: dict) -> None:
-        """After the storage's own load_state_dict."""
+        """After the storage's own load_state_dict. Priorities kept for another n-step window or
+        alpha (changed on resume) do not fit this memory: it starts them afresh (`rebuild`)."""
+        self.max_priority = float(state["max_priority"])
+        if int(state["n"]) != self.n or float(state["alpha"]) != self.alpha:
+            self.rebuild()
+            return
         leaves, pending = state["leaves"].numpy(), state["pending"].numpy()
         size = self.storage.size
         if leaves.shape != (size * self.storage.num_envs,) or pending.shape != (size, self.storage.num_envs):
             raise ValueError(f"the saved priorities {tuple(leaves.shape)} do not fit {size:,} slots of "
                              f"{self.storage.num_envs} envs")
-        self.max_priority = float(state["max_priority"])
         self.pending[:] = 0
         self.pending[:size] = pending
         self.tree.nodes[:] = 0

@@ -605,7 +605,7 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     session = Session(cfg, "sac", envs.resolve(cfg.env).id, state, saved, announce=announce(cfg),
                       evaluate=lambda episodes, video, stop: evaluate(cfg, actor, device, episodes, video, stop),
                       weights=lambda: [*actor.parameters(), *critics.parameters()],
-                      resume_note=off_policy.refill_note(cfg, replay_restored))
+                      resume_note=off_policy.refill_note(cfg, saved, replay_restored))
     # the critics' and the actor's learning rates follow it together (the temperature's stays put)
     schedule = session.lr_schedule([q_opt, actor_opt], off_policy_updates(cfg), ("q_lr", "policy_lr"))
     learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)

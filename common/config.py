@@ -136,9 +136,9 @@ class ReplayConfig:
     save_replay: bool = False
     """Put the replay memory, with its priorities, in checkpoint.pt (not in final.pt or best.pt), so that
     --resume continues with it where it stopped instead of refilling it for --learning-starts steps of
-    the restored policy: the resumed run learns from what the uninterrupted one would. Size: the
-    observations stored, e.g. 0.7 GB for 100k Atari frames, 7 GB for 1M; 0.1 GB for 1M MuJoCo
-    HalfCheetah steps."""
+    the restored policy: the resumed run learns from the transitions the uninterrupted one gathered (its
+    envs start new episodes there, which cuts one transition per env). Size: the observations stored,
+    e.g. 0.7 GB for 100k Atari frames, 7 GB for 1M; 0.1 GB for 1M MuJoCo HalfCheetah steps."""
 
 
 def alias(*flags: str):

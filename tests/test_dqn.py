@@ -169,6 +169,11 @@ def test_breakout_resumes_with_its_saved_replay_memory(tmp_path, capsys):
     dqn.main(["--resume", str(run / "checkpoint.pt"), "--total-timesteps", "1250"])
     assert "at step 1000; with its replay memory" in capsys.readouterr().err
     assert [s for _, s, _ in read_scalars(run, "losses/td_loss")][-1] == 1250  # no refill before updates
+    # stopped before learning starts, the resumed run waits for it as the uninterrupted one would
+    dqn.main([*BREAKOUT, "--total-timesteps", "300", "--save-replay", "--logdir", str(tmp_path / "early")])
+    early = only_run(tmp_path / "early")
+    dqn.main(["--resume", str(early / "checkpoint.pt"), "--total-timesteps", "1000"])
+    assert [s for _, s, _ in read_scalars(early, "losses/td_loss")][0] == 750  # updates from step 501
 
 
 def test_sigterm_saves_a_checkpoint(tmp_path):
@@ -230,6 +235,12 @@ def test_resume_refuses_what_the_checkpoint_cannot_continue(tmp_path):
     assert_one_line_error(cli("--resume", str(final), "--env", "Acrobot-v1"), "--env")
     assert_one_line_error(cli("--resume", str(final), "--optimizer", "rmsproptf"), "--optimizer")
     assert_one_line_error(cli("--resume", str(final)), "already at step 300")
+    # a saved replay memory that filled and wrapped resumes only into a memory of its size
+    dqn.main(["--env", "CartPole-v1", "--total-timesteps", "300", "--learning-starts", "100", "--buffer-size", "100",
+              "--save-replay", "--logdir", str(tmp_path / "wrapped")])
+    checkpoint = only_run(tmp_path / "wrapped") / "checkpoint.pt"
+    assert_one_line_error(cli("--resume", str(checkpoint), "--total-timesteps", "400", "--buffer-size", "200"),
+                          "--buffer-size", "wrapped")
 
 
 def test_unsupported_observations(tmp_path):

@@ -251,6 +251,7 @@ def test_storage_state_dict_round_trip():
     state = memory.storage.state_dict()
     copy = ReplayStorage(500, 2, (4,), np.float32)
     copy.load_state_dict(state)
+    memory.storage.cut_episodes()  # loading cuts the episodes where they stopped (next test)
     for name in ReplayStorage.ARRAYS:
         np.testing.assert_array_equal(getattr(copy, name), getattr(memory.storage, name))
     assert (copy.pos, copy.size) == (memory.storage.pos, memory.storage.size)
@@ -305,11 +306,73 @@ def test_a_restored_prioritized_memory_draws_as_the_saved_one():
     restored, storage_only = make(), make()
     restored.load_state_dict(state)
     storage_only.load_state_dict({k: v for k, v in state.items() if k != "sampler"})
+    memory.storage.cut_episodes()  # as loading does: a resumed run's envs start new episodes
     assert restored.sampler.tree.total == pytest.approx(memory.sampler.tree.total, rel=1e-12)
     first = [m.sample(8, np.random.default_rng(9), beta=0.4)["index"] for m in (memory, storage_only)]
     assert not torch.equal(*first), "priorities reset to the largest would not change the draws"
     play([memory, restored], 100, [draws, copy_of(draws)])  # every batch compared inside
     np.testing.assert_array_equal(memory.sampler.tree.nodes, restored.sampler.tree.nodes)
+
+
+def test_a_restored_memory_ends_its_episodes_where_it_stopped():
+    """A resumed run's envs start new episodes: the newest saved slot becomes the interrupted episode's
+    last observation, as a truncation leaves it (never drawn; the n-step returns before it end there and
+    bootstrap from it), and the first new slot's stack is the reset observation's, not the old frames'."""
+    env = envs.make("Breakout", num_envs=1, sticky_actions=0.0)
+    make = lambda: ReplayMemory(200, 1, (4, 84, 84), np.uint8, frame_stack=4, action_dtype=np.uint8,  # noqa: E731
+                                n_step=3, gamma=0.9, prioritized=True)
+    memory = make()
+    collect(env, memory, 60, seed=11)
+    restored = make()
+    restored.load_state_dict(memory.state_dict())
+    storage = restored.storage
+    last = storage.pos - 1
+    assert storage.valid[last - 1].all() and not storage.valid[last].any()
+    _, cut, discounts, next_slots = n_step_transitions(storage, np.array([last - 2, last - 1]), np.zeros(2, int),
+                                                       3, 0.9)
+    assert next_slots.tolist() == [last, last] and discounts.tolist() == pytest.approx([0.81, 0.9])
+    assert not cut.any()  # a truncation: bootstrapped from the last observation
+    obs, _ = env.reset(seed=12)
+    reset_obs = obs.copy()
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        actions = rng.integers(0, 4, size=1)
+        next_obs, rewards, terminated, truncated, info = env.step(actions)
+        restored.add(obs, actions, rewards, terminated, info["episode_end"])
+        obs = next_obs
+    # the reset observation's own stack (Breakout's frames are never blank: the old ones would show)
+    np.testing.assert_array_equal(storage.stack(np.array([last + 1]), np.zeros(1, int))[0], reset_obs[0])
+    index = restored.sample(64, np.random.default_rng(0), beta=0.4)["index"].numpy()  # leaf = slot: 1 env
+    assert last not in index
+
+
+def test_a_wrapped_memory_does_not_resume_into_a_larger_one():
+    env = envs.make("CartPole-v1", num_envs=2)
+    memory = ReplayMemory(100, 2, (4,), np.float32)
+    collect(env, memory, 120, seed=5)  # 50 slots per env, wrapped
+    with pytest.raises(ValueError, match="wrapped"):
+        ReplayMemory(200, 2, (4,), np.float32).load_state_dict(memory.state_dict())
+    unwrapped = ReplayMemory(200, 2, (4,), np.float32)
+    collect(env, unwrapped, 30, seed=5)
+    larger = ReplayMemory(400, 2, (4,), np.float32)
+    larger.load_state_dict(unwrapped.state_dict())  # not wrapped: its slots keep their order
+    assert (larger.storage.size, larger.storage.pos) == (30, 30)
+
+
+def test_priorities_kept_for_another_window_start_afresh():
+    """A resume that changes --n-step or --priority-alpha: the saved priorities do not fit; every
+    sampleable transition enters at the largest priority seen, as after a refill."""
+    env = envs.make("CartPole-v1", num_envs=1)
+    memory = ReplayMemory(300, 1, (4,), np.float32, n_step=3, prioritized=True)
+    collect(env, memory, 200, seed=6)
+    batch = memory.sample(16, np.random.default_rng(0), beta=0.4)
+    memory.update_priorities(batch["index"], torch.full((16,), 4.0))
+    other = ReplayMemory(300, 1, (4,), np.float32, n_step=5, prioritized=True)
+    other.load_state_dict(memory.state_dict())
+    leaves = other.sampler.tree.get(np.arange(300))
+    assert set(np.unique(leaves[leaves > 0])) == {4.0 ** 0.5}  # max priority ^ alpha, for all alike
+    slots, _ = sampleable(other.storage, n=5)
+    assert (leaves > 0).sum() == len(slots)
 
 
 def copy_of(generator: np.random.Generator) -> np.random.Generator:
