@@ -319,7 +319,8 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
                       evaluate=lambda episodes, video, stop: evaluate(cfg, q_net, device, episodes, video, stop),
                       weights=q_net.parameters, resume_note=off_policy.refill_note(cfg, saved, replay_restored))
     schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
-    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
+    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored,
+                                                 c.exploration_origin)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     stepper = off_policy.EnvStep(env)
     loss = q_mean = grad_norm = None

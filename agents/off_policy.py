@@ -37,15 +37,17 @@ def refill_note(cfg, saved: dict | None, replay_restored: bool) -> str:
     return f"{REFILLING} for {cfg.learning_starts} steps"
 
 
-def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False) -> int:
+def learning_starts(cfg, step: int, resumed: bool, replay_restored: bool = False, origin: int | None = None) -> int:
     """The step after which updates run: `learning_starts`, or after a resume that many steps of
     refill from where the checkpoint stood (with the replay memory restored, none: the first run's
-    `learning_starts` still holds if the checkpoint came before it). A budget that ends before then is
-    said at start: the run would play without learning."""
+    learning start, `origin`, still holds if the checkpoint came before it). A budget that ends before
+    then is said at start: the run would play without learning."""
     if not resumed:
         start = cfg.learning_starts
+    elif replay_restored:
+        start = max(step, cfg.learning_starts if origin is None else origin)
     else:
-        start = max(step, cfg.learning_starts) if replay_restored else step + cfg.learning_starts
+        start = step + cfg.learning_starts
     if start >= cfg.total_timesteps > step:
         print(f"note: --total-timesteps {cfg.total_timesteps:,} ends before learning starts at step {start:,} "
               f"(--learning-starts {cfg.learning_starts:,}): this run plays without a single update",

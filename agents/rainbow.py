@@ -439,7 +439,8 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
                       evaluate=lambda episodes, video, stop: evaluate(cfg, net, support, device, episodes, video, stop),
                       weights=net.parameters, resume_note=off_policy.refill_note(cfg, saved, replay_restored))
     schedule = session.lr_schedule([optimizer], updates(cfg), ("learning_rate",))
-    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored)
+    learning_starts = off_policy.learning_starts(cfg, c.global_step, saved is not None, replay_restored,
+                                                 c.beta_origin)
     obs, _ = env.reset(seed=derived_seed(cfg.seed, c.global_step))
     loss = q_mean = grad_norm = None
     beta = beta_at(c.global_step, cfg, c.beta_origin)

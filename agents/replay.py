@@ -26,7 +26,8 @@ Slot t of env e holds the observation o_t an action was taken from and what that
 Gymnasium 1.x autoreset: after the step that ends an episode, the env's next step ignores its
 action and returns the reset observation. That step's slot holds the episode's final observation
 (the next_obs of the slot before it) but is no transition itself, so it is never sampled, and a
-slot whose successor is such a step ended its episode.
+slot whose successor is such a step ended its episode. A memory loaded to resume a run treats its
+newest slot the same way (`cut_episodes`): the resumed envs start new episodes there.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class ReplayStorage:
         self.rewards = np.zeros((self.T, num_envs), dtype=np.float32)
         self.terminated = np.zeros((self.T, num_envs), dtype=bool)
         self.first = np.zeros((self.T, num_envs), dtype=bool)  # o_t is an episode's first obs
-        self.valid = np.zeros((self.T, num_envs), dtype=bool)  # slot t is a transition (not autoreset)
+        self.valid = np.zeros((self.T, num_envs), dtype=bool)  # slot t is a transition (not autoreset or cut)
         self.pos = 0  # next slot to write
         self.size = 0  # slots written, up to T
         self._next_first = np.ones(num_envs, dtype=bool)
@@ -133,16 +134,20 @@ class ReplayStorage:
         """The saved contents, then `cut_episodes()`: a memory is loaded to resume a run, whose envs
         start new episodes."""
         size, pos = int(state["size"]), int(state["pos"])
-        if size < self.T and pos != size:  # its ring had wrapped: its oldest slot is not slot 0
-            raise ValueError(f"the saved replay memory filled its {size:,} slots per env and wrapped; it "
-                             f"resumes only into as many (this run has {self.T:,}: --buffer-size changed)")
         for a in self.ARRAYS:
             value = state[a].numpy()
             target = getattr(self, a)
             if size > self.T or value.shape[1:] != target.shape[1:] or len(value) != size:
                 raise ValueError(f"the saved replay's {a} {tuple(value.shape)} does not fit {tuple(target.shape)}")
-            target[:size] = value
-        self.pos, self.size = pos % self.T, size
+        # A ring that wrapped has its oldest slot at pos: into a larger ring it would not read in order
+        # (pos 0: the oldest is slot 0 whether it wrapped or just filled).
+        if size < self.T and pos not in (0, size):
+            raise ValueError(f"the saved replay memory filled its {size:,} slots per env and wrapped; it "
+                             f"resumes only into as many (this run has {self.T:,}: --buffer-size or "
+                             f"--num-envs changed)")
+        for a in self.ARRAYS:
+            getattr(self, a)[:size] = state[a].numpy()
+        self.pos, self.size = (size if size < self.T else pos) % self.T, size
         self._next_first = state["next_first"].numpy().copy()
         self._next_autoreset = state["next_autoreset"].numpy().copy()
         self.cut_episodes()
@@ -333,7 +338,7 @@ class PrioritizedSampler:
         """After the storage's own load_state_dict. Priorities kept for another n-step window or
         alpha (changed on resume) do not fit this memory: it starts them afresh (`rebuild`)."""
         self.max_priority = float(state["max_priority"])
-        if int(state["n"]) != self.n or float(state["alpha"]) != self.alpha:
+        if int(state.get("n", self.n)) != self.n or float(state.get("alpha", self.alpha)) != self.alpha:
             self.rebuild()
             return
         leaves, pending = state["leaves"].numpy(), state["pending"].numpy()

@@ -614,8 +614,10 @@ def fit(cfg: Config, saved: dict | None = None) -> Path:
     losses, loss_fns, sample = None, Losses(cfg.compile), compiled(actor.sample, cfg.compile)
     with session.open(c.global_step):
         while c.global_step < cfg.total_timesteps and not session.stop:
-            if c.global_step < learning_starts and not saved:
-                actions = env.action_space.sample()  # uniform random warm-up (a resumed run refills with its policy)
+            if c.global_step < learning_starts and (saved is None or replay_restored):
+                # uniform random warm-up, also for the rest of it after a resume with the memory; a
+                # refill after a resume without it plays the restored policy
+                actions = env.action_space.sample()
             else:
                 actions = act(actor, obs, device, deterministic=False, sample=sample)
             next_obs, rewards, terminated, truncated, info = env.step(actions)

@@ -236,7 +236,7 @@ def test_resume_refuses_what_the_checkpoint_cannot_continue(tmp_path):
     assert_one_line_error(cli("--resume", str(final), "--optimizer", "rmsproptf"), "--optimizer")
     assert_one_line_error(cli("--resume", str(final)), "already at step 300")
     # a saved replay memory that filled and wrapped resumes only into a memory of its size
-    dqn.main(["--env", "CartPole-v1", "--total-timesteps", "300", "--learning-starts", "100", "--buffer-size", "100",
+    dqn.main(["--env", "CartPole-v1", "--total-timesteps", "350", "--learning-starts", "100", "--buffer-size", "100",
               "--save-replay", "--logdir", str(tmp_path / "wrapped")])
     checkpoint = only_run(tmp_path / "wrapped") / "checkpoint.pt"
     assert_one_line_error(cli("--resume", str(checkpoint), "--total-timesteps", "400", "--buffer-size", "200"),

@@ -357,6 +357,13 @@ def test_a_wrapped_memory_does_not_resume_into_a_larger_one():
     larger = ReplayMemory(400, 2, (4,), np.float32)
     larger.load_state_dict(unwrapped.state_dict())  # not wrapped: its slots keep their order
     assert (larger.storage.size, larger.storage.pos) == (30, 30)
+    full = ReplayMemory(100, 2, (4,), np.float32)
+    collect(env, full, 50, seed=5)  # just full: the next write is at slot 0, the oldest
+    assert (full.storage.size, full.storage.pos) == (50, 0)
+    larger = ReplayMemory(200, 2, (4,), np.float32)
+    larger.load_state_dict(full.state_dict())
+    assert (larger.storage.size, larger.storage.pos) == (50, 50)
+    np.testing.assert_array_equal(larger.storage.obs[:50], full.storage.obs)
 
 
 def test_priorities_kept_for_another_window_start_afresh():
@@ -373,6 +380,10 @@ def test_priorities_kept_for_another_window_start_afresh():
     assert set(np.unique(leaves[leaves > 0])) == {4.0 ** 0.5}  # max priority ^ alpha, for all alike
     slots, _ = sampleable(other.storage, n=5)
     assert (leaves > 0).sum() == len(slots)
+    other = ReplayMemory(300, 1, (4,), np.float32, n_step=3, prioritized=True, alpha=0.6)
+    other.load_state_dict(memory.state_dict())
+    leaves = other.sampler.tree.get(np.arange(300))
+    np.testing.assert_allclose(leaves[leaves > 0], 4.0 ** 0.6)
 
 
 def copy_of(generator: np.random.Generator) -> np.random.Generator:

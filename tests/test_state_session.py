@@ -81,6 +81,27 @@ def test_optional_parts_and_counter_defaults_read_earlier_checkpoints():
         c.globl_step = 3  # a typo is not a new counter
 
 
+def test_resume_says_and_waits_what_its_replay_memory_allows(capsys):
+    """A resume: with its memory, updates from where it stopped or the first run's learning start,
+    whichever is later; without, after a refill of --learning-starts steps; at its budget, nothing to
+    say (studies.grid reads REFILLING as a run that learned from other transitions)."""
+    from types import SimpleNamespace
+
+    from agents import off_policy
+
+    cfg = SimpleNamespace(learning_starts=1_600, total_timesteps=100_000)
+    assert off_policy.learning_starts(cfg, 0, resumed=False) == 1_600
+    assert off_policy.learning_starts(cfg, 50_000, True, replay_restored=True, origin=1_600) == 50_000
+    assert off_policy.learning_starts(cfg, 1_000, True, replay_restored=True, origin=1_600) == 1_600
+    assert off_policy.learning_starts(cfg, 1_000, True, replay_restored=True, origin=500) == 1_000
+    assert off_policy.learning_starts(cfg, 50_000, True, replay_restored=False) == 51_600
+    assert off_policy.learning_starts(cfg, 100_000, True, replay_restored=True) == 100_000
+    assert "note:" not in capsys.readouterr().err  # resumed at the budget: it only finishes
+    assert off_policy.refill_note(cfg, {"global_step": 50_000}, False).startswith(off_policy.REFILLING)
+    assert off_policy.refill_note(cfg, {"global_step": 50_000}, True) == "with its replay memory"
+    assert off_policy.refill_note(cfg, {"global_step": 100_000}, False) == ""
+
+
 def test_milestones_fall_at_multiples_also_after_a_resume():
     m = Milestones(0, log=100, eval=250, checkpoint=0, every=None)
     due = {name: [s for s in range(1, 1001) if m.due(name, s)] for name in ("log", "eval", "checkpoint")}
