@@ -134,7 +134,7 @@ class ReplayConfig:
     memory (agents.off_policy.add_replay)."""
 
     save_replay: bool = False
-    """Put the replay memory, with its priorities, in checkpoint.pt (not in final.pt or best.pt), so that
+    """Put the replay memory (Rainbow's with its priorities) in checkpoint.pt (not final.pt or best.pt), so that
     --resume continues with it where it stopped instead of refilling it for --learning-starts steps of
     the restored policy: the resumed run learns from the transitions the uninterrupted one gathered (its
     envs start new episodes there, which cuts one transition per env). Size: the observations stored,
